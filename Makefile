@@ -1,0 +1,28 @@
+# tunnel_ssh: PGXS build
+MODULE_big = tunnel_ssh
+OBJS = \
+	src/tunnel_ssh.o \
+	src/catalog.o \
+	src/forward.o \
+	src/functions.o \
+	src/keys.o \
+	src/session.o \
+	src/status.o \
+	src/validate.o \
+	src/worker.o
+
+EXTENSION = tunnel_ssh
+DATA = $(wildcard sql/tunnel_ssh--*.sql)
+PGFILEDESC = "tunnel_ssh - SSH tunnels to private databases"
+
+REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/tunnel_ssh--%,$(wildcard sql/*.sql)))
+REGRESS_OPTS = --inputdir=. --outputdir=results
+
+PG_CONFIG ?= pg_config
+SSH_CFLAGS := $(shell pkg-config --cflags libssh2 libcrypto)
+SSH_LIBS := $(shell pkg-config --libs libssh2 libcrypto)
+PG_CPPFLAGS = $(SSH_CFLAGS)
+SHLIB_LINK = $(SSH_LIBS)
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

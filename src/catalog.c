@@ -1,0 +1,2 @@
+/* catalog.c: placeholder */
+#include "postgres.h"

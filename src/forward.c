@@ -1,0 +1,2 @@
+/* forward.c: placeholder */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* functions.c: placeholder */
+#include "postgres.h"

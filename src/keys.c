@@ -1,0 +1,2 @@
+/* keys.c: placeholder */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* session.c: placeholder */
+#include "postgres.h"

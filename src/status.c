@@ -1,0 +1,2 @@
+/* status.c: placeholder */
+#include "postgres.h"

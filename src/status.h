@@ -1,0 +1,54 @@
+/*-------------------------------------------------------------------------
+ *
+ * status.h
+ *	  Shared-memory status of every tunnel, written by the worker and read
+ *	  by tunnel_status() without ever waiting for the worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_STATUS_H
+#define TUNNEL_STATUS_H
+
+#include "storage/latch.h"
+
+typedef enum TunnelState
+{
+	TUNNEL_STATE_CONNECTING,
+	TUNNEL_STATE_CONNECTED,
+	TUNNEL_STATE_AUTH_FAILED,
+	TUNNEL_STATE_HOST_KEY_MISMATCH,
+	TUNNEL_STATE_UNREACHABLE,
+	TUNNEL_STATE_BACKOFF,
+	TUNNEL_STATE_DISABLED,
+	TUNNEL_STATE_INVALID		/* the catalog holds a value we cannot use */
+} TunnelState;
+
+/* One tunnel's row; opaque outside status.c. */
+typedef struct TunnelStatusSlot TunnelStatusSlot;
+
+extern void tunnel_status_request_shmem(void);
+extern void tunnel_status_install_hooks(void);
+
+/* Catalog change signalling: backends bump, the worker compares. */
+extern void tunnel_status_catalog_changed(void);
+extern uint64 tunnel_status_catalog_generation(void);
+extern void tunnel_status_set_worker_latch(Latch *latch);
+
+/* The worker's side: one slot per tunnel it runs. */
+extern TunnelStatusSlot *tunnel_status_acquire(const char *name);
+extern void tunnel_status_release(TunnelStatusSlot *slot);
+extern void tunnel_status_release_all(void);
+extern void tunnel_status_set_state(TunnelStatusSlot *slot, TunnelState state,
+									const char *error);
+extern void tunnel_status_set_listen(TunnelStatusSlot *slot,
+									 const char *address, int port);
+extern void tunnel_status_set_host_key(TunnelStatusSlot *slot,
+									   const char *fingerprint);
+extern void tunnel_status_count_attempt(TunnelStatusSlot *slot);
+extern void tunnel_status_count_connection(TunnelStatusSlot *slot, int delta);
+extern void tunnel_status_count_bytes(TunnelStatusSlot *slot,
+									  uint64 bytes_in, uint64 bytes_out);
+
+extern const char *tunnel_state_name(TunnelState state);
+
+#endif							/* TUNNEL_STATUS_H */

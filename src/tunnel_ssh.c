@@ -1,0 +1,165 @@
+/*-------------------------------------------------------------------------
+ *
+ * tunnel_ssh.c
+ *	  Entry point: GUCs, shared memory request and worker registration.
+ *
+ * Everything that runs per tunnel lives in the worker (worker.c); this file
+ * only wires the module into the server when it is loaded, which is meant
+ * to happen through shared_preload_libraries.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+
+#include "status.h"
+#include "tunnel_ssh.h"
+#include "validate.h"
+#include "worker.h"
+
+PG_MODULE_MAGIC;
+
+char	   *tunnel_database = NULL;
+char	   *tunnel_port_range = NULL;
+char	   *tunnel_listen_address = NULL;
+int			tunnel_keepalive_interval = 15;
+int			tunnel_keepalive_count = 3;
+int			tunnel_connect_timeout = 10;
+int			tunnel_reconnect_max_delay = 30;
+int			tunnel_max_tunnels = 1000;
+
+bool		tunnel_preloaded = false;
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+void		_PG_init(void);
+
+static bool
+check_port_range(char **newval, void **extra, GucSource source)
+{
+	int			low;
+	int			high;
+	const char *reason;
+
+	if (!validate_port_range(*newval, &low, &high, &reason))
+	{
+		GUC_check_errdetail("%s", reason);
+		return false;
+	}
+	return true;
+}
+
+static void
+define_gucs(void)
+{
+	DefineCustomStringVariable("tunnel_ssh.database",
+							   "Database that holds the tunnel catalog and that the worker connects to.",
+							   "CREATE EXTENSION tunnel_ssh is refused in any other database.",
+							   &tunnel_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tunnel_ssh.port_range",
+							   "Range of local ports from which tunnel_create picks one when local_port is not given.",
+							   "Written as LOW-HIGH, for example 50000-50999.",
+							   &tunnel_port_range,
+							   "50000-50999",
+							   PGC_SUSET,
+							   0,
+							   check_port_range, NULL, NULL);
+
+	DefineCustomStringVariable("tunnel_ssh.listen_address",
+							   "Local address on which tunnels accept connections.",
+							   "Keep it a loopback address unless other hosts must use the tunnels.",
+							   &tunnel_listen_address,
+							   "127.0.0.1",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.keepalive_interval",
+							"Seconds of silence from a bastion after which the worker probes the session.",
+							NULL,
+							&tunnel_keepalive_interval,
+							15, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.keepalive_count",
+							"Unanswered keepalive intervals after which a session is considered dead.",
+							NULL,
+							&tunnel_keepalive_count,
+							3, 1, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.connect_timeout",
+							"Seconds allowed for TCP connect, SSH handshake and authentication.",
+							NULL,
+							&tunnel_connect_timeout,
+							10, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.reconnect_max_delay",
+							"Upper bound of the delay between reconnection attempts.",
+							"Delays grow exponentially, with jitter, up to this value.",
+							&tunnel_reconnect_max_delay,
+							30, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.max_tunnels",
+							"Maximum number of tunnels whose status shared memory can hold.",
+							NULL,
+							&tunnel_max_tunnels,
+							1000, 1, 100000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("tunnel_ssh");
+}
+
+#if PG_VERSION_NUM >= 150000
+static void
+request_shmem(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	tunnel_status_request_shmem();
+}
+#endif
+
+void
+_PG_init(void)
+{
+	define_gucs();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	tunnel_preloaded = true;
+
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = request_shmem;
+#else
+	tunnel_status_request_shmem();
+#endif
+	tunnel_status_install_hooks();
+	tunnel_worker_register();
+}

@@ -1,0 +1,35 @@
+/*-------------------------------------------------------------------------
+ *
+ * tunnel_ssh.h
+ *	  Settings and limits shared by every module of tunnel_ssh.
+ *
+ * The GUC variables live in tunnel_ssh.c, which defines them in _PG_init;
+ * everything else only reads them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_SSH_H
+#define TUNNEL_SSH_H
+
+/* Tunnel names are identifiers: at most NAMEDATALEN - 1 bytes. */
+#define TUNNEL_NAME_MAXLEN	63
+/* A DNS name is at most 253 bytes; an IPv6 literal is shorter. */
+#define TUNNEL_HOST_MAXLEN	253
+/* "SHA256:" followed by 43 characters of unpadded base64. */
+#define TUNNEL_FINGERPRINT_LEN 50
+#define TUNNEL_ERROR_MAXLEN 256
+
+/* GUCs */
+extern char *tunnel_database;
+extern char *tunnel_port_range;
+extern char *tunnel_listen_address;
+extern int	tunnel_keepalive_interval;	/* seconds */
+extern int	tunnel_keepalive_count;
+extern int	tunnel_connect_timeout;		/* seconds */
+extern int	tunnel_reconnect_max_delay;	/* seconds */
+extern int	tunnel_max_tunnels;
+
+/* True when loaded through shared_preload_libraries (the worker runs). */
+extern bool tunnel_preloaded;
+
+#endif							/* TUNNEL_SSH_H */

@@ -1,0 +1,38 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate.h
+ *	  Checks of the untrusted text a tunnel definition is made of.
+ *
+ * Pure functions: no allocation, no ereport, no backend state, so the SQL
+ * functions, the worker (for values stored in the catalog by other means),
+ * GUC check hooks and the fuzz targets all share one definition of "valid".
+ * On failure each returns false and points *reason at a static sentence
+ * fit for errdetail.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_VALIDATE_H
+#define TUNNEL_VALIDATE_H
+
+#include <stdbool.h>
+
+/* 1-63 bytes of [A-Za-z0-9_-]. */
+extern bool validate_tunnel_name(const char *name, const char **reason);
+
+/* A DNS hostname (RFC 1123 labels, at most 253 bytes) or an IPv4/IPv6 literal. */
+extern bool validate_host(const char *host, const char **reason);
+
+/* An SSH user name: 1-32 bytes, no control characters, whitespace, '@' or ':'. */
+extern bool validate_user(const char *user, const char **reason);
+
+/* 1..65535 */
+extern bool validate_port(long port, const char **reason);
+
+/* "SHA256:" followed by exactly 43 unpadded base64 characters. */
+extern bool validate_fingerprint(const char *text, const char **reason);
+
+/* "LOW-HIGH" with 1024 <= LOW <= HIGH <= 65535. */
+extern bool validate_port_range(const char *text, int *low, int *high,
+								const char **reason);
+
+#endif							/* TUNNEL_VALIDATE_H */

@@ -1,0 +1,2 @@
+/* worker.c: placeholder */
+#include "postgres.h"
