@@ -6,9 +6,11 @@ OBJS = \
 	src/forward.o \
 	src/functions.o \
 	src/keys.o \
+	src/listener.o \
 	src/session.o \
 	src/status.o \
 	src/validate.o \
+	src/watch.o \
 	src/worker.o
 
 EXTENSION = tunnel_ssh

@@ -1,2 +1,275 @@
-/* catalog.c: placeholder */
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Reading tunnel definitions for the worker, and the commit-time signal.
+ *
+ * Every statement that changes tunnel_ssh.tunnel, .forward or .secret fires
+ * tunnel_ssh.catalog_changed(), which arranges for the worker to be woken
+ * when (and only if) the transaction commits.  A rolled-back tunnel_create
+ * therefore never reaches the worker, and a committed one does at once.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "pgstat.h"
+#include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+
+#include "catalog.h"
+#include "keys.h"
+#include "status.h"
+
+static bool change_pending = false;
+static bool xact_callback_registered = false;
+
+static void
+catalog_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (change_pending)
+				tunnel_status_catalog_changed();
+			change_pending = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			change_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+PG_FUNCTION_INFO_V1(tunnel_catalog_changed);
+
+/*
+ * Statement trigger on the catalog tables.  The worker is only told at
+ * commit, when what it will read is what was committed.
+ */
+Datum
+tunnel_catalog_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("tunnel_ssh.catalog_changed() may only be called as a trigger")));
+
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(catalog_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	change_pending = true;
+	return PointerGetDatum(NULL);
+}
+
+static char *
+text_or_null(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	return SPI_getvalue(tuple, desc, attno);
+}
+
+static int
+int_value(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, attno, &isnull);
+
+	return isnull ? 0 : DatumGetInt32(d);
+}
+
+static bool
+bool_value(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, attno, &isnull);
+
+	return isnull ? false : DatumGetBool(d);
+}
+
+/*
+ * The forwards come in the same result as their tunnel (ordered by name), so
+ * one query and one pass build the whole list.
+ */
+static List *
+read_definitions(MemoryContext result_cxt)
+{
+	List	   *defs = NIL;
+	TunnelDef  *current = NULL;
+	int			ret;
+
+	ret = SPI_execute("SELECT t.name, t.ssh_host, t.ssh_port, t.ssh_user, "
+					  "       t.key_type, t.key_fingerprint, s.private_key, "
+					  "       t.host_key_fingerprint, t.host_key_pinned, t.enabled, "
+					  "       f.local_port, f.remote_host, f.remote_port "
+					  "FROM tunnel_ssh.tunnel t "
+					  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
+					  "     LEFT JOIN tunnel_ssh.forward f ON f.tunnel = t.name "
+					  "ORDER BY t.name, f.local_port",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tunnel_ssh catalog: %s",
+			 SPI_result_code_string(ret));
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *name = text_or_null(tuple, desc, 1);
+		MemoryContext old;
+
+		old = MemoryContextSwitchTo(result_cxt);
+		if (current == NULL || strcmp(current->name, name) != 0)
+		{
+			char	   *key = SPI_getvalue(tuple, desc, 7);
+
+			current = palloc0(sizeof(TunnelDef));
+			current->name = pstrdup(name);
+			current->ssh_host = text_or_null(tuple, desc, 2);
+			current->ssh_port = int_value(tuple, desc, 3);
+			current->ssh_user = text_or_null(tuple, desc, 4);
+			current->key_type = text_or_null(tuple, desc, 5);
+			current->key_fingerprint = text_or_null(tuple, desc, 6);
+			current->private_key = key ? pstrdup(key) : NULL;
+			current->host_key_fingerprint = text_or_null(tuple, desc, 8);
+			current->host_key_pinned = bool_value(tuple, desc, 9);
+			current->enabled = bool_value(tuple, desc, 10);
+			defs = lappend(defs, current);
+			if (key)
+				keys_wipe(key);
+		}
+		if (SPI_getvalue(tuple, desc, 11) != NULL)
+		{
+			ForwardDef *fwd = palloc0(sizeof(ForwardDef));
+
+			fwd->local_port = int_value(tuple, desc, 11);
+			fwd->remote_host = text_or_null(tuple, desc, 12);
+			fwd->remote_port = int_value(tuple, desc, 13);
+			current->forwards = lappend(current->forwards, fwd);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	return defs;
+}
+
+List *
+catalog_load(bool *installed)
+{
+	MemoryContext result_cxt = CurrentMemoryContext;
+	List	   *defs = NIL;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	pgstat_report_activity(STATE_RUNNING, "reading tunnel definitions");
+	*installed = OidIsValid(get_extension_oid("tunnel_ssh", true));
+	if (*installed)
+		defs = read_definitions(result_cxt);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return defs;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+	return s ? pstrdup(s) : NULL;
+}
+
+TunnelDef *
+catalog_copy_def(const TunnelDef *def)
+{
+	TunnelDef  *copy = palloc0(sizeof(TunnelDef));
+	ListCell   *lc;
+
+	copy->name = pstrdup(def->name);
+	copy->ssh_host = dup_or_null(def->ssh_host);
+	copy->ssh_port = def->ssh_port;
+	copy->ssh_user = dup_or_null(def->ssh_user);
+	copy->key_type = dup_or_null(def->key_type);
+	copy->key_fingerprint = dup_or_null(def->key_fingerprint);
+	copy->private_key = dup_or_null(def->private_key);
+	copy->host_key_fingerprint = dup_or_null(def->host_key_fingerprint);
+	copy->host_key_pinned = def->host_key_pinned;
+	copy->enabled = def->enabled;
+	foreach(lc, def->forwards)
+	{
+		ForwardDef *src = lfirst(lc);
+		ForwardDef *dst = palloc(sizeof(ForwardDef));
+
+		dst->local_port = src->local_port;
+		dst->remote_host = dup_or_null(src->remote_host);
+		dst->remote_port = src->remote_port;
+		copy->forwards = lappend(copy->forwards, dst);
+	}
+	return copy;
+}
+
+void
+catalog_free_def(TunnelDef *def)
+{
+	if (def->private_key)
+		keys_wipe(def->private_key);
+	list_free_deep(def->forwards);
+	pfree(def);
+}
+
+static bool
+str_differs(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a != b;
+	return strcmp(a, b) != 0;
+}
+
+bool
+catalog_session_differs(const TunnelDef *a, const TunnelDef *b)
+{
+	return str_differs(a->ssh_host, b->ssh_host) ||
+		a->ssh_port != b->ssh_port ||
+		str_differs(a->ssh_user, b->ssh_user) ||
+		str_differs(a->private_key, b->private_key) ||
+		a->enabled != b->enabled ||
+		(str_differs(a->host_key_fingerprint, b->host_key_fingerprint) &&
+		 a->host_key_fingerprint != NULL);
+}
+
+void
+catalog_record_host_key(const char *tunnel, const char *fingerprint)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	if (RecoveryInProgress())
+		return;					/* a standby keeps it in memory only */
+
+	values[0] = CStringGetTextDatum(fingerprint);
+	values[1] = CStringGetTextDatum(tunnel);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_execute_with_args("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
+						  "WHERE name = $2 AND host_key_fingerprint IS NULL",
+						  2, argtypes, values, NULL, false, 0);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}

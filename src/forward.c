@@ -1,2 +1,520 @@
-/* forward.c: placeholder */
+/*-------------------------------------------------------------------------
+ *
+ * forward.c
+ *	  One client connection carried over one direct-tcpip channel.
+ *
+ * Each direction has one bounded buffer: when it is full we stop reading
+ * from that side (the client socket leaves the wait set; the channel stops
+ * being read, so its SSH window closes and the bastion stops sending).  A
+ * slow reader therefore never makes the worker buffer without limit.  EOF
+ * travels both ways as a half-close; the channel is closed only once both
+ * directions are done, or at once if the client goes away.
+ *
+ * Every libssh2 call here runs inside tunnel_session_service_all(), which
+ * is what lets the session hand the one stalled send back to the caller
+ * that started it (see session.c).
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "utils/timestamp.h"
+
+#include "forward.h"
+#include "tunnel_ssh.h"
+#include "watch.h"
+
+/*
+ * Upstream carries queries (small) and COPY FROM data, which libssh2 sends
+ * in packets of at most 32 kB anyway; downstream carries results, where a
+ * larger buffer means fewer writes to the client.
+ */
+#define UP_BUFSIZE		(32 * 1024)
+#define DOWN_BUFSIZE	(64 * 1024)
+
+typedef enum ForwardPhase
+{
+	FORWARD_WAITING,			/* for the session, or for our channel open */
+	FORWARD_OPEN,
+	FORWARD_CLOSING				/* client gone; channel close in progress */
+} ForwardPhase;
+
+typedef struct ForwardBuffer
+{
+	char	   *data;
+	int			start;
+	int			end;
+	int			size;
+} ForwardBuffer;
+
+struct TunnelForward
+{
+	dlist_node	node;
+	TunnelSession *session;
+	TunnelStatusSlot *slot;
+	ForwardPhase phase;
+	TimestampTz created_at;
+
+	pgsocket	client;			/* PGINVALID_SOCKET once closed */
+	Watch		watch;
+	bool		client_readable;	/* the socket reported data or EOF */
+	bool		client_eof;
+	bool		client_shut;	/* we sent the client our EOF */
+
+	LIBSSH2_CHANNEL *channel;
+	char	   *remote_host;
+	int			remote_port;
+	bool		eof_sent;		/* EOF sent on the channel */
+	bool		remote_eof;
+	bool		read_idle;		/* last channel read found nothing */
+
+	ForwardBuffer up;			/* client -> channel */
+	ForwardBuffer down;			/* channel -> client */
+	uint64		moved_out;		/* bytes since the last status update */
+	uint64		moved_in;
+};
+
+static void
+on_client_event(void *arg, uint32 occurred)
+{
+	TunnelForward *f = (TunnelForward *) arg;
+
+	if (occurred & WL_SOCKET_READABLE)
+		f->client_readable = true;
+	tunnel_session_mark_dirty(f->session);
+}
+
+TunnelForward *
+forward_create(TunnelSession *session, pgsocket client,
+			   const char *remote_host, int remote_port,
+			   TunnelStatusSlot *slot)
+{
+	TunnelForward *f = palloc0(sizeof(TunnelForward));
+
+	f->session = session;
+	f->slot = slot;
+	f->phase = FORWARD_WAITING;
+	f->created_at = GetCurrentTimestamp();
+	f->client = client;
+	f->remote_host = pstrdup(remote_host);
+	f->remote_port = remote_port;
+	f->up.size = UP_BUFSIZE;
+	f->up.data = palloc(UP_BUFSIZE);
+	f->down.size = DOWN_BUFSIZE;
+	f->down.data = palloc(DOWN_BUFSIZE);
+	/* Read the client's first bytes while the channel opens. */
+	watch_add(&f->watch, client, WL_SOCKET_READABLE, on_client_event, f);
+	tunnel_status_count_connection(slot, 1);
+	return f;
+}
+
+static inline int
+buffered(const ForwardBuffer *b)
+{
+	return b->end - b->start;
+}
+
+/* Room at the tail, compacting first if that makes room. */
+static inline int
+room(ForwardBuffer *b)
+{
+	if (b->start == b->end)
+		b->start = b->end = 0;
+	else if (b->end == b->size && b->start > 0)
+	{
+		memmove(b->data, b->data + b->start, b->end - b->start);
+		b->end -= b->start;
+		b->start = 0;
+	}
+	return b->size - b->end;
+}
+
+static void
+close_client(TunnelForward *f)
+{
+	if (f->client == PGINVALID_SOCKET)
+		return;
+	watch_remove(&f->watch);
+	close(f->client);
+	f->client = PGINVALID_SOCKET;
+}
+
+/* The client is gone or the channel failed: stop both directions. */
+static void
+abandon(TunnelForward *f)
+{
+	close_client(f);
+	f->up.start = f->up.end = 0;
+	f->down.start = f->down.end = 0;
+	f->phase = FORWARD_CLOSING;
+}
+
+static bool
+is_transport_error(int rc)
+{
+	return rc == LIBSSH2_ERROR_SOCKET_SEND ||
+		rc == LIBSSH2_ERROR_SOCKET_RECV ||
+		rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
+		rc == LIBSSH2_ERROR_SOCKET_TIMEOUT ||
+		rc == LIBSSH2_ERROR_TIMEOUT ||
+		rc == LIBSSH2_ERROR_DECRYPT ||
+		rc == LIBSSH2_ERROR_PROTO ||
+		rc == LIBSSH2_ERROR_KEX_FAILURE;
+}
+
+/* A libssh2 call failed for good: the channel, or the whole session. */
+static void
+channel_failed(TunnelForward *f, int rc)
+{
+	if (is_transport_error(rc))
+	{
+		char	   *msg = NULL;
+
+		libssh2_session_last_error(tunnel_session_ssh(f->session), &msg,
+								   NULL, 0);
+		tunnel_session_fail(f->session, msg ? msg : "transport error");
+	}
+	abandon(f);
+}
+
+static void
+read_client(TunnelForward *f)
+{
+	while (f->client_readable && !f->client_eof && room(&f->up) > 0)
+	{
+		ssize_t		n = recv(f->client, f->up.data + f->up.end, room(&f->up), 0);
+
+		if (n > 0)
+			f->up.end += n;
+		else if (n == 0)
+			f->client_eof = true;
+		else if (errno == EAGAIN || errno == EWOULDBLOCK)
+			f->client_readable = false;
+		else if (errno != EINTR)
+		{
+			abandon(f);
+			return;
+		}
+	}
+}
+
+static void
+write_client(TunnelForward *f, bool *progress)
+{
+	while (buffered(&f->down) > 0)
+	{
+		ssize_t		n = send(f->client, f->down.data + f->down.start,
+							 buffered(&f->down), MSG_NOSIGNAL);
+
+		if (n > 0)
+		{
+			f->down.start += n;
+			*progress = true;
+		}
+		else if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		else if (errno != EINTR)
+		{
+			abandon(f);
+			return;
+		}
+	}
+	if (f->remote_eof && !f->client_shut)
+	{
+		(void) shutdown(f->client, SHUT_WR);
+		f->client_shut = true;
+	}
+}
+
+static void
+step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
+{
+	LIBSSH2_CHANNEL *channel;
+	int			rc;
+
+	if (!tunnel_session_claim_open(f->session, f) ||
+		!tunnel_session_may_send(f->session, f))
+		return;
+
+	channel = libssh2_channel_direct_tcpip_ex(ssh, f->remote_host,
+											  f->remote_port, "127.0.0.1", 0);
+	rc = channel ? 0 : libssh2_session_last_errno(ssh);
+	tunnel_session_sent(f->session, f, SESSION_OP_OPEN, rc);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return;
+	tunnel_session_release_open(f->session, f);
+	if (channel)
+	{
+		f->channel = channel;
+		f->phase = FORWARD_OPEN;
+		*progress = true;
+		return;
+	}
+	if (!is_transport_error(rc))
+	{
+		char	   *msg = NULL;
+		char		text[TUNNEL_ERROR_MAXLEN];
+
+		libssh2_session_last_error(ssh, &msg, NULL, 0);
+		snprintf(text, sizeof(text),
+				 "bastion could not open a connection to %s:%d: %s",
+				 f->remote_host, f->remote_port, msg ? msg : "unknown error");
+		tunnel_session_report_forward_error(f->session, text);
+	}
+	channel_failed(f, rc);
+}
+
+static void
+step_up(TunnelForward *f, bool *progress)
+{
+	while (buffered(&f->up) > 0 && tunnel_session_may_send(f->session, f))
+	{
+		ssize_t		rc = libssh2_channel_write(f->channel,
+											   f->up.data + f->up.start,
+											   buffered(&f->up));
+
+		tunnel_session_sent(f->session, f, SESSION_OP_WRITE, (int) Min(rc, 0));
+		if (rc > 0)
+		{
+			f->up.start += rc;
+			f->moved_out += rc;
+			*progress = true;
+		}
+		else if (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN ||
+				 rc == LIBSSH2_ERROR_BAD_USE)
+			return;				/* window closed, or socket full */
+		else
+		{
+			channel_failed(f, (int) rc);
+			return;
+		}
+	}
+}
+
+static void
+step_eof(TunnelForward *f)
+{
+	int			rc;
+
+	if (!f->client_eof || f->eof_sent || buffered(&f->up) > 0 ||
+		!tunnel_session_may_send(f->session, f))
+		return;
+	rc = libssh2_channel_send_eof(f->channel);
+	tunnel_session_sent(f->session, f, SESSION_OP_EOF, rc);
+	if (rc == 0)
+		f->eof_sent = true;
+	else if (rc != LIBSSH2_ERROR_EAGAIN && rc != LIBSSH2_ERROR_BAD_USE)
+		channel_failed(f, rc);
+}
+
+static void
+step_down(TunnelForward *f, bool *progress)
+{
+	while (!f->remote_eof && room(&f->down) > 0)
+	{
+		ssize_t		rc;
+
+		/*
+		 * Once a read came back empty, only read again when libssh2 has
+		 * queued something for us: a read that finds nothing still costs a
+		 * recv() on the session socket.  Any other outcome must be followed
+		 * by a read, because libssh2 reopens the SSH window at the start of
+		 * the read after the one that consumed the data.
+		 */
+		if (f->read_idle &&
+			!libssh2_poll_channel_read(f->channel, 0) &&
+			!libssh2_channel_eof(f->channel))
+			return;
+
+		rc = libssh2_channel_read(f->channel, f->down.data + f->down.end,
+								  room(&f->down));
+		tunnel_session_sent(f->session, f, SESSION_OP_READ, (int) Min(rc, 0));
+		f->read_idle = false;
+		if (rc > 0)
+		{
+			f->down.end += rc;
+			f->moved_in += rc;
+			*progress = true;
+		}
+		else if (rc == 0)
+		{
+			if (libssh2_channel_eof(f->channel))
+			{
+				f->remote_eof = true;
+				*progress = true;
+			}
+			else
+				f->read_idle = true;
+			return;
+		}
+		else if (rc == LIBSSH2_ERROR_EAGAIN)
+		{
+			f->read_idle = tunnel_session_owned_op(f->session, f) == SESSION_OP_NONE;
+			return;
+		}
+		else if (rc == LIBSSH2_ERROR_BAD_USE)
+			return;				/* window adjust waits for another's send */
+		else
+		{
+			channel_failed(f, (int) rc);
+			return;
+		}
+	}
+}
+
+/* Returns true once the channel is gone. */
+static bool
+step_close(TunnelForward *f)
+{
+	int			rc;
+
+	if (f->channel == NULL)
+		return true;
+	if (!tunnel_session_may_send(f->session, f))
+		return false;
+	rc = libssh2_channel_free(f->channel);
+	tunnel_session_sent(f->session, f, SESSION_OP_CLOSE, rc);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return false;
+	f->channel = NULL;
+	return true;
+}
+
+static void
+set_interest(TunnelForward *f)
+{
+	uint32		wanted = 0;
+
+	if (f->client == PGINVALID_SOCKET)
+		return;
+	if (!f->client_eof && room(&f->up) > 0)
+		wanted |= WL_SOCKET_READABLE;
+	if (buffered(&f->down) > 0)
+		wanted |= WL_SOCKET_WRITEABLE;
+	watch_set_events(&f->watch, wanted);
+}
+
+/* Resume the call that holds the session's stalled send, if ours. */
+static void
+resume_owned(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
+{
+	switch (tunnel_session_owned_op(f->session, f))
+	{
+		case SESSION_OP_NONE:
+			break;
+		case SESSION_OP_OPEN:
+			step_open(f, ssh, progress);
+			break;
+		case SESSION_OP_WRITE:
+			step_up(f, progress);
+			break;
+		case SESSION_OP_EOF:
+			step_eof(f);
+			break;
+		case SESSION_OP_READ:
+			step_down(f, progress);
+			break;
+		case SESSION_OP_CLOSE:
+			step_close(f);
+			break;
+	}
+}
+
+bool
+forward_pump(TunnelForward *f, bool *progress)
+{
+	LIBSSH2_SESSION *ssh = tunnel_session_ssh(f->session);
+
+	if (ssh != NULL)
+		resume_owned(f, ssh, progress);
+
+	if (f->phase != FORWARD_CLOSING)
+		read_client(f);
+
+	if (f->phase == FORWARD_WAITING)
+	{
+		/*
+		 * A client that left before its channel was asked for is done; one
+		 * whose open is under way must wait for it (libssh2 cannot abandon
+		 * an open) and is then closed like any other.
+		 */
+		if ((f->client == PGINVALID_SOCKET ||
+			 (f->client_eof && buffered(&f->up) == 0)) &&
+			!tunnel_session_holds_open(f->session, f))
+			abandon(f);
+		else if (ssh != NULL)
+			step_open(f, ssh, progress);
+	}
+
+	if (f->phase == FORWARD_OPEN)
+	{
+		step_up(f, progress);
+		step_eof(f);
+		step_down(f, progress);
+		if (f->phase == FORWARD_OPEN)
+			write_client(f, progress);
+		/* Both directions done: nothing more will cross this channel. */
+		if (f->phase == FORWARD_OPEN && f->client_eof && f->remote_eof &&
+			buffered(&f->down) == 0)
+			abandon(f);
+	}
+
+	if (f->moved_in || f->moved_out)
+	{
+		tunnel_status_count_bytes(f->slot, f->moved_in, f->moved_out);
+		f->moved_in = f->moved_out = 0;
+	}
+
+	if (f->phase == FORWARD_CLOSING)
+		return !step_close(f);
+
+	set_interest(f);
+	return true;
+}
+
+void
+forward_destroy(TunnelForward *f)
+{
+	/* A channel still here belongs to a session being freed with it. */
+	close_client(f);
+	tunnel_status_count_connection(f->slot, -1);
+	pfree(f->up.data);
+	pfree(f->down.data);
+	pfree(f->remote_host);
+	pfree(f);
+}
+
+LIBSSH2_CHANNEL *
+forward_live_channel(TunnelForward *f)
+{
+	if (f->phase == FORWARD_OPEN && !f->remote_eof)
+		return f->channel;
+	return NULL;
+}
+
+TimestampTz
+forward_created_at(TunnelForward *f)
+{
+	return f->created_at;
+}
+
+bool
+forward_is_opening(TunnelForward *f)
+{
+	return f->phase == FORWARD_WAITING;
+}
+
+dlist_node *
+forward_node(TunnelForward *f)
+{
+	return &f->node;
+}
+
+TunnelForward *
+forward_from_node(dlist_node *node)
+{
+	return dlist_container(TunnelForward, node, node);
+}

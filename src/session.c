@@ -1,2 +1,981 @@
-/* session.c: placeholder */
+/*-------------------------------------------------------------------------
+ *
+ * session.c
+ *	  One tunnel's SSH session: connect, handshake, host key, authentication,
+ *	  liveness, backoff; and the service pass that drives its forwards.
+ *
+ * Everything is non-blocking.  The phases RESOLVING .. AUTH each have a
+ * deadline (tunnel_ssh.connect_timeout), so a bastion that hangs costs only
+ * its own tunnel a timer, never anyone else a delay.
+ *
+ * Three libssh2 1.10 facts shape this file:
+ *
+ * - A packet that could not be sent whole stays inside the session, and only
+ *   the call that started it may finish it (any other send gets
+ *   LIBSSH2_ERROR_BAD_USE).  So the session records which forward holds the
+ *   stalled send and lets no other forward send until it has resumed.  Some
+ *   of those packets live on libssh2's stack (channel EOF), so the resumed
+ *   call must also be made at the same stack depth: all libssh2 calls are
+ *   made from tunnel_session_service_all(), called from one place in the
+ *   worker loop, never from socket callbacks.
+ *
+ * - Any read or write on one channel may pull packets for other channels off
+ *   the socket into libssh2's queue, after which the socket is no longer
+ *   readable.  So each pass gives every forward of the session a turn.
+ *
+ * - Replies to libssh2's own keepalive requests are queued and never freed
+ *   (one packet per keepalive, for the life of the session).  So liveness is
+ *   checked by our own probe instead: when the bastion has been silent for
+ *   keepalive_interval, open and close a "session" channel, a round trip
+ *   that leaves nothing behind.  Any bytes from the bastion count as life.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/pg_prng.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "forward.h"
+#include "keys.h"
+#include "session.h"
+#include "tunnel_ssh.h"
+#include "watch.h"
+
+typedef enum SessionPhase
+{
+	PHASE_IDLE,					/* start an attempt at the next tick */
+	PHASE_RESOLVING,
+	PHASE_CONNECTING,
+	PHASE_HANDSHAKE,
+	PHASE_AUTH,
+	PHASE_READY,
+	PHASE_BACKOFF
+} SessionPhase;
+
+typedef enum ProbePhase
+{
+	PROBE_NONE,
+	PROBE_OPENING,
+	PROBE_CLOSING
+} ProbePhase;
+
+struct TunnelSession
+{
+	const TunnelDef *def;
+	TunnelStatusSlot *slot;
+	SessionPhase phase;
+
+	/* name resolution and TCP connect */
+	struct gaicb *gai;			/* asynchronous lookup under way */
+	struct addrinfo *addrs;
+	struct addrinfo *next_addr;
+	bool		addrs_from_gai; /* free with freeaddrinfo, via gai */
+	pgsocket	sock;
+	Watch		watch;
+	bool		readable;		/* socket reported readable since last pass */
+	bool		writable;
+
+	LIBSSH2_SESSION *ssh;
+	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
+
+	/* timers */
+	TimestampTz deadline;		/* of the current connect phase */
+	TimestampTz retry_at;		/* end of backoff */
+	TimestampTz last_attempt;
+	TimestampTz last_recv;		/* any byte from the bastion */
+	TimestampTz probe_started;
+	int			failures;		/* consecutive failed attempts */
+
+	ProbePhase probe_phase;
+	LIBSSH2_CHANNEL *probe;
+
+	/* libssh2 arbitration (see file header) */
+	const void *send_owner;
+	SessionOp	owner_op;
+	const void *opener;
+
+	dlist_head	forwards;
+	bool		dirty;
+	dlist_node	dirty_node;
+
+	/* a failure found inside a pass, acted on after it */
+	bool		fail_pending;
+	TunnelState fail_state;
+	char		fail_message[TUNNEL_ERROR_MAXLEN];
+	char		last_logged[TUNNEL_ERROR_MAXLEN];
+};
+
+static dlist_head dirty_sessions = DLIST_STATIC_INIT(dirty_sessions);
+
+static void start_connect(TunnelSession *s);
+static void update_interest(TunnelSession *s);
+
+/* ---------- small helpers ---------- */
+
+void
+tunnel_session_mark_dirty(TunnelSession *s)
+{
+	if (!s->dirty)
+	{
+		s->dirty = true;
+		dlist_push_tail(&dirty_sessions, &s->dirty_node);
+	}
+}
+
+static void
+set_state(TunnelSession *s, TunnelState state, const char *error)
+{
+	tunnel_status_set_state(s->slot, state, error);
+}
+
+static long
+ms_until(TimestampTz t, TimestampTz now)
+{
+	if (t <= now)
+		return 0;
+	return (long) ((t - now + 999) / 1000);
+}
+
+static const char *
+ssh_error(TunnelSession *s)
+{
+	char	   *msg = NULL;
+
+	if (s->ssh)
+		libssh2_session_last_error(s->ssh, &msg, NULL, 0);
+	return msg ? msg : "unknown error";
+}
+
+/*
+ * libssh2 calls this for every read from the bastion, which makes "any byte
+ * received" our measure of liveness at the cost of one clock read.
+ */
+static
+LIBSSH2_RECV_FUNC(recv_and_note)
+{
+	TunnelSession *s = (TunnelSession *) *abstract;
+	ssize_t		n = recv(socket, buffer, length, flags);
+
+	if (n > 0)
+		s->last_recv = GetCurrentTimestamp();
+	else if (n < 0)
+		return -errno;
+	return n;
+}
+
+static void
+on_socket_event(void *arg, uint32 occurred)
+{
+	TunnelSession *s = (TunnelSession *) arg;
+
+	if (occurred & WL_SOCKET_READABLE)
+		s->readable = true;
+	if (occurred & WL_SOCKET_WRITEABLE)
+		s->writable = true;
+	tunnel_session_mark_dirty(s);
+}
+
+/* ---------- teardown and backoff ---------- */
+
+static void
+free_addrs(TunnelSession *s)
+{
+	if (s->gai)
+	{
+		/* A lookup that cannot be cancelled still owns its gaicb: leak it. */
+		if (gai_cancel(s->gai) != EAI_NOTCANCELED)
+		{
+			if (s->gai->ar_result)
+				freeaddrinfo(s->gai->ar_result);
+			free(s->gai);
+		}
+		s->gai = NULL;
+	}
+	if (s->addrs)
+		freeaddrinfo(s->addrs);
+	s->addrs = NULL;
+	s->next_addr = NULL;
+}
+
+/*
+ * Close the connection and every client on it.  The socket is shut down
+ * first, so that libssh2's own clean-up fails fast instead of waiting for
+ * a bastion that may never answer.
+ */
+static void
+close_connection(TunnelSession *s, bool polite)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &s->forwards)
+	{
+		dlist_delete(iter.cur);
+		forward_destroy(forward_from_node(iter.cur));
+	}
+	s->probe = NULL;
+	s->probe_phase = PROBE_NONE;
+	s->send_owner = NULL;
+	s->owner_op = SESSION_OP_NONE;
+	s->opener = NULL;
+
+	if (s->ssh)
+	{
+		if (polite && s->phase == PHASE_READY)
+			(void) libssh2_session_disconnect(s->ssh, "tunnel closed");
+		if (s->sock != PGINVALID_SOCKET)
+			(void) shutdown(s->sock, SHUT_RDWR);
+		libssh2_session_set_blocking(s->ssh, 1);
+		(void) libssh2_session_free(s->ssh);
+		s->ssh = NULL;
+	}
+	if (s->sock != PGINVALID_SOCKET)
+	{
+		watch_remove(&s->watch);
+		close(s->sock);
+		s->sock = PGINVALID_SOCKET;
+	}
+	s->readable = s->writable = false;
+}
+
+/* Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... capped. */
+static long
+backoff_ms(int failures)
+{
+	double		base = 500.0;
+	double		cap = tunnel_reconnect_max_delay * 1000.0;
+	double		delay;
+
+	for (int i = 1; i < failures && base < cap; i++)
+		base *= 2;
+	delay = Min(base, cap);
+	return (long) (delay * (0.5 + 0.5 * pg_prng_double(&pg_global_prng_state)));
+}
+
+static void
+fail(TunnelSession *s, TunnelState state, const char *message)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* Say it once; a bastion down for an hour need not fill the log. */
+	if (strcmp(message, s->last_logged) != 0)
+	{
+		ereport(state == TUNNEL_STATE_HOST_KEY_MISMATCH ? WARNING : LOG,
+				(errmsg("tunnel \"%s\": %s", s->def->name, message)));
+		strlcpy(s->last_logged, message, sizeof(s->last_logged));
+	}
+
+	close_connection(s, false);
+	free_addrs(s);
+	s->failures++;
+	s->retry_at = TimestampTzPlusMilliseconds(now, backoff_ms(s->failures));
+	s->phase = PHASE_BACKOFF;
+	s->fail_pending = false;
+	set_state(s, state, message);
+}
+
+void
+tunnel_session_fail(TunnelSession *s, const char *why)
+{
+	if (s->fail_pending)
+		return;
+	s->fail_pending = true;
+	s->fail_state = TUNNEL_STATE_BACKOFF;
+	snprintf(s->fail_message, sizeof(s->fail_message),
+			 "connection to bastion lost: %s", why);
+}
+
+void
+tunnel_session_report_forward_error(TunnelSession *s, const char *message)
+{
+	/* The session is fine; the state stays, the error is shown. */
+	tunnel_status_set_state(s->slot, TUNNEL_STATE_CONNECTED, message);
+	if (strcmp(message, s->last_logged) != 0)
+	{
+		ereport(LOG, (errmsg("tunnel \"%s\": %s", s->def->name, message)));
+		strlcpy(s->last_logged, message, sizeof(s->last_logged));
+	}
+}
+
+/* ---------- connecting ---------- */
+
+static void
+start_attempt(TunnelSession *s, TimestampTz now)
+{
+	struct addrinfo hints = {0};
+	char		service[16];
+	int			rc;
+
+	s->last_attempt = now;
+	s->deadline = TimestampTzPlusMilliseconds(now, tunnel_connect_timeout * 1000L);
+	tunnel_status_count_attempt(s->slot);
+	set_state(s, TUNNEL_STATE_CONNECTING, NULL);
+
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	snprintf(service, sizeof(service), "%d", s->def->ssh_port);
+
+	/* Literals resolve at once; names go to the asynchronous resolver. */
+	rc = getaddrinfo(s->def->ssh_host, service, &hints, &s->addrs);
+	if (rc == 0)
+	{
+		s->next_addr = s->addrs;
+		start_connect(s);
+		return;
+	}
+
+	s->gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16);
+	if (s->gai == NULL)
+	{
+		fail(s, TUNNEL_STATE_UNREACHABLE, "out of memory");
+		return;
+	}
+	{
+		struct addrinfo *req = (struct addrinfo *) (s->gai + 1);
+		char	   *svc = (char *) (req + 1);
+		struct gaicb *list[1] = {s->gai};
+
+		req->ai_family = AF_UNSPEC;
+		req->ai_socktype = SOCK_STREAM;
+		req->ai_flags = AI_NUMERICSERV;
+		strlcpy(svc, service, 16);
+		s->gai->ar_name = s->def->ssh_host;
+		s->gai->ar_service = svc;
+		s->gai->ar_request = req;
+		rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+	}
+	if (rc != 0)
+	{
+		char		text[TUNNEL_ERROR_MAXLEN];
+
+		free(s->gai);
+		s->gai = NULL;
+		snprintf(text, sizeof(text), "could not resolve \"%s\": %s",
+				 s->def->ssh_host, gai_strerror(rc));
+		fail(s, TUNNEL_STATE_UNREACHABLE, text);
+		return;
+	}
+	s->phase = PHASE_RESOLVING;
+}
+
+static void
+poll_resolver(TunnelSession *s)
+{
+	int			rc = gai_error(s->gai);
+	char		text[TUNNEL_ERROR_MAXLEN];
+
+	if (rc == EAI_INPROGRESS)
+		return;
+	if (rc != 0)
+	{
+		snprintf(text, sizeof(text), "could not resolve \"%s\": %s",
+				 s->def->ssh_host, gai_strerror(rc));
+		fail(s, TUNNEL_STATE_UNREACHABLE, text);
+		return;
+	}
+	s->addrs = s->gai->ar_result;
+	s->gai->ar_result = NULL;
+	free(s->gai);
+	s->gai = NULL;
+	s->next_addr = s->addrs;
+	start_connect(s);
+}
+
+/* Try the next address; the session socket waits for writability. */
+static void
+start_connect(TunnelSession *s)
+{
+	char		text[TUNNEL_ERROR_MAXLEN];
+	int			err = 0;
+
+	while (s->next_addr)
+	{
+		struct addrinfo *ai = s->next_addr;
+		int			one = 1;
+		pgsocket	fd;
+
+		s->next_addr = ai->ai_next;
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+		{
+			err = errno;
+			continue;
+		}
+		/* libssh2 does not set it; without it small packets wait on ACKs. */
+		(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)
+		{
+			s->sock = fd;
+			s->phase = PHASE_CONNECTING;
+			watch_add(&s->watch, fd, WL_SOCKET_WRITEABLE, on_socket_event, s);
+			return;
+		}
+		err = errno;
+		close(fd);
+	}
+	errno = err;
+	snprintf(text, sizeof(text), "could not connect to %s port %d: %m",
+			 s->def->ssh_host, s->def->ssh_port);
+	fail(s, TUNNEL_STATE_UNREACHABLE, text);
+}
+
+static void
+finish_connect(TunnelSession *s)
+{
+	int			err = 0;
+	socklen_t	len = sizeof(err);
+
+	if (!s->writable && !s->readable)
+		return;
+	if (getsockopt(s->sock, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0)
+	{
+		/* This address failed: try the next one, if any. */
+		watch_remove(&s->watch);
+		close(s->sock);
+		s->sock = PGINVALID_SOCKET;
+		if (s->next_addr)
+		{
+			start_connect(s);
+			return;
+		}
+		else
+		{
+			char		text[TUNNEL_ERROR_MAXLEN];
+
+			errno = err;
+			snprintf(text, sizeof(text), "could not connect to %s port %d: %m",
+					 s->def->ssh_host, s->def->ssh_port);
+			fail(s, TUNNEL_STATE_UNREACHABLE, text);
+			return;
+		}
+	}
+
+	s->ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
+	if (s->ssh == NULL)
+	{
+		fail(s, TUNNEL_STATE_UNREACHABLE, "could not create an SSH session");
+		return;
+	}
+	libssh2_session_set_blocking(s->ssh, 0);
+	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV,
+								 (void *) recv_and_note);
+	/* Fastest first on CPUs with AES-NI and SHA-NI (shared/PLATFORM.md). */
+	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_CRYPT_CS,
+									   "aes128-ctr,aes256-ctr,aes192-ctr");
+	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_CRYPT_SC,
+									   "aes128-ctr,aes256-ctr,aes192-ctr");
+	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_MAC_CS,
+									   "hmac-sha2-256,hmac-sha2-512,hmac-sha1");
+	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_MAC_SC,
+									   "hmac-sha2-256,hmac-sha2-512,hmac-sha1");
+	s->phase = PHASE_HANDSHAKE;
+}
+
+/* Returns false (after failing the session) if the host key is wrong. */
+static bool
+check_host_key(TunnelSession *s)
+{
+	const char *digest = libssh2_hostkey_hash(s->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
+	const char *expected = s->def->host_key_fingerprint;
+	char	   *seen;
+
+	if (digest == NULL)
+	{
+		fail(s, TUNNEL_STATE_UNREACHABLE, "bastion sent no host key");
+		return false;
+	}
+	seen = keys_fingerprint_from_digest((const unsigned char *) digest);
+	tunnel_status_set_host_key(s->slot, seen);
+
+	/* Trust on first use, remembered here too in case we cannot write. */
+	if (expected == NULL && s->host_key[0] != '\0')
+		expected = s->host_key;
+
+	if (expected != NULL && strcmp(expected, seen) != 0)
+	{
+		char		text[TUNNEL_ERROR_MAXLEN];
+
+		snprintf(text, sizeof(text),
+				 "host key of %s port %d does not match: expected %s, bastion presented %s; "
+				 "if the bastion was rebuilt, update the tunnel's host_key_fingerprint",
+				 s->def->ssh_host, s->def->ssh_port, expected, seen);
+		fail(s, TUNNEL_STATE_HOST_KEY_MISMATCH, text);
+		pfree(seen);
+		return false;
+	}
+	if (expected == NULL)
+	{
+		strlcpy(s->host_key, seen, sizeof(s->host_key));
+		catalog_record_host_key(s->def->name, seen);
+		ereport(LOG,
+				(errmsg("tunnel \"%s\": recorded host key %s of %s port %d",
+						s->def->name, seen, s->def->ssh_host, s->def->ssh_port)));
+	}
+	pfree(seen);
+	return true;
+}
+
+static void
+step_handshake(TunnelSession *s)
+{
+	int			rc = libssh2_session_handshake(s->ssh, s->sock);
+
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return;
+	if (rc != 0)
+	{
+		char		text[TUNNEL_ERROR_MAXLEN];
+
+		snprintf(text, sizeof(text), "SSH handshake with %s port %d failed: %s",
+				 s->def->ssh_host, s->def->ssh_port, ssh_error(s));
+		fail(s, TUNNEL_STATE_UNREACHABLE, text);
+		return;
+	}
+	if (check_host_key(s))
+		s->phase = PHASE_AUTH;
+}
+
+static void
+step_auth(TunnelSession *s)
+{
+	const char *key = s->def->private_key;
+	int			rc;
+	char		text[TUNNEL_ERROR_MAXLEN];
+
+	rc = libssh2_userauth_publickey_frommemory(s->ssh, s->def->ssh_user,
+											   strlen(s->def->ssh_user),
+											   NULL, 0, key, strlen(key), NULL);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return;
+	if (rc == 0)
+	{
+		ereport(LOG,
+				(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\"",
+						s->def->name, s->def->ssh_host, s->def->ssh_port,
+						s->def->ssh_user)));
+		s->phase = PHASE_READY;
+		s->failures = 0;
+		s->last_recv = GetCurrentTimestamp();
+		s->probe_started = s->last_recv;
+		s->last_logged[0] = '\0';
+		set_state(s, TUNNEL_STATE_CONNECTED, "");
+		return;
+	}
+	if (rc == LIBSSH2_ERROR_FILE)
+	{
+		fail(s, TUNNEL_STATE_INVALID,
+			 "the stored private key cannot be read; recreate the tunnel");
+		return;
+	}
+	if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
+		rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
+	{
+		snprintf(text, sizeof(text),
+				 "bastion %s refused key %s for user \"%s\": add the line from tunnel_public_key('%s') "
+				 "to ~%s/.ssh/authorized_keys on %s%s",
+				 s->def->ssh_host, s->def->key_fingerprint, s->def->ssh_user,
+				 s->def->name, s->def->ssh_user, s->def->ssh_host,
+				 strcmp(s->def->key_type, "rsa") == 0 ?
+				 "; RSA keys also need \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config" : "");
+		fail(s, TUNNEL_STATE_AUTH_FAILED, text);
+		return;
+	}
+	snprintf(text, sizeof(text), "authentication on %s port %d failed: %s",
+			 s->def->ssh_host, s->def->ssh_port, ssh_error(s));
+	fail(s, TUNNEL_STATE_UNREACHABLE, text);
+}
+
+/* ---------- the connected session ---------- */
+
+/*
+ * Pull whatever the bastion sent into libssh2's queues, through any channel
+ * that can still receive; with none, a probe does the reading.
+ */
+static void
+drain(TunnelSession *s)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &s->forwards)
+	{
+		LIBSSH2_CHANNEL *ch = forward_live_channel(forward_from_node(iter.cur));
+		int			rc;
+
+		if (ch == NULL)
+			continue;
+		rc = libssh2_channel_wait_eof(ch);
+		if (rc == 0)
+			continue;			/* that one just reached EOF; try another */
+		if (rc != LIBSSH2_ERROR_EAGAIN)
+			tunnel_session_fail(s, ssh_error(s));
+		return;
+	}
+	if (s->probe_phase == PROBE_NONE && s->opener == NULL)
+		s->probe_phase = PROBE_OPENING;
+}
+
+static void
+step_probe(TunnelSession *s)
+{
+	int			rc;
+
+	if (s->probe_phase == PROBE_OPENING)
+	{
+		if (!tunnel_session_claim_open(s, s) || !tunnel_session_may_send(s, s))
+			return;
+		s->probe = libssh2_channel_open_ex(s->ssh, "session", 7, 1024, 1024,
+										   NULL, 0);
+		rc = s->probe ? 0 : libssh2_session_last_errno(s->ssh);
+		tunnel_session_sent(s, s, SESSION_OP_OPEN, rc);
+		if (rc == LIBSSH2_ERROR_EAGAIN)
+			return;
+		tunnel_session_release_open(s, s);
+		/* A refusal is an answer too: the bastion is alive. */
+		if (rc != 0 && rc != LIBSSH2_ERROR_CHANNEL_FAILURE)
+		{
+			tunnel_session_fail(s, ssh_error(s));
+			return;
+		}
+		s->probe_phase = s->probe ? PROBE_CLOSING : PROBE_NONE;
+	}
+	if (s->probe_phase == PROBE_CLOSING)
+	{
+		if (!tunnel_session_may_send(s, s))
+			return;
+		rc = libssh2_channel_free(s->probe);
+		tunnel_session_sent(s, s, SESSION_OP_CLOSE, rc);
+		if (rc == LIBSSH2_ERROR_EAGAIN)
+			return;
+		s->probe = NULL;
+		s->probe_phase = PROBE_NONE;
+	}
+}
+
+static void
+run_forward(TunnelSession *s, TunnelForward *f, bool *progress)
+{
+	if (forward_pump(f, progress))
+		return;
+	if (s->send_owner == f)
+		s->send_owner = NULL;
+	if (s->opener == f)
+		s->opener = NULL;
+	dlist_delete(forward_node(f));
+	forward_destroy(f);
+}
+
+static void
+pass(TunnelSession *s)
+{
+	dlist_mutable_iter iter;
+	bool		progress = false;
+
+	s->writable = false;
+	if (s->readable)
+	{
+		s->readable = false;
+		drain(s);
+	}
+
+	/* The holder of a stalled send goes first, so the others can follow. */
+	if (s->send_owner == s || s->probe_phase != PROBE_NONE)
+		step_probe(s);
+	else if (s->send_owner != NULL)
+		run_forward(s, (TunnelForward *) s->send_owner, &progress);
+
+	dlist_foreach_modify(iter, &s->forwards)
+	{
+		if (s->fail_pending)
+			break;
+		run_forward(s, forward_from_node(iter.cur), &progress);
+	}
+
+	if (s->fail_pending)
+	{
+		fail(s, s->fail_state, s->fail_message);
+		return;
+	}
+	if (progress)
+		tunnel_session_mark_dirty(s);
+}
+
+static void
+service(TunnelSession *s)
+{
+	switch (s->phase)
+	{
+		case PHASE_CONNECTING:
+			finish_connect(s);
+			if (s->phase != PHASE_HANDSHAKE)
+				break;
+			/* FALLTHROUGH */
+		case PHASE_HANDSHAKE:
+			step_handshake(s);
+			if (s->phase != PHASE_AUTH)
+				break;
+			/* FALLTHROUGH */
+		case PHASE_AUTH:
+			step_auth(s);
+			if (s->phase != PHASE_READY)
+				break;
+			/* FALLTHROUGH */
+		case PHASE_READY:
+			pass(s);
+			break;
+		default:
+			break;
+	}
+	s->readable = s->writable = false;
+	update_interest(s);
+}
+
+static void
+update_interest(TunnelSession *s)
+{
+	uint32		wanted = WL_SOCKET_READABLE;
+
+	if (s->sock == PGINVALID_SOCKET)
+		return;
+	switch (s->phase)
+	{
+		case PHASE_CONNECTING:
+			wanted = WL_SOCKET_WRITEABLE;
+			break;
+		case PHASE_HANDSHAKE:
+		case PHASE_AUTH:
+			if (libssh2_session_block_directions(s->ssh) &
+				LIBSSH2_SESSION_BLOCK_OUTBOUND)
+				wanted |= WL_SOCKET_WRITEABLE;
+			break;
+		case PHASE_READY:
+			if (s->send_owner != NULL)
+				wanted |= WL_SOCKET_WRITEABLE;
+			break;
+		default:
+			break;
+	}
+	watch_set_events(&s->watch, wanted);
+}
+
+bool
+tunnel_session_service_all(void)
+{
+	dlist_head	batch;
+
+	/* Sessions marked during this round wait for the next one. */
+	dlist_init(&batch);
+	while (!dlist_is_empty(&dirty_sessions))
+	{
+		dlist_node *node = dlist_pop_head_node(&dirty_sessions);
+
+		dlist_push_tail(&batch, node);
+	}
+	while (!dlist_is_empty(&batch))
+	{
+		TunnelSession *s = dlist_container(TunnelSession, dirty_node,
+										   dlist_pop_head_node(&batch));
+
+		s->dirty = false;
+		service(s);
+	}
+	return !dlist_is_empty(&dirty_sessions);
+}
+
+long
+tunnel_session_tick(TunnelSession *s, TimestampTz now)
+{
+	long		silent_ms;
+	long		interval_ms = tunnel_keepalive_interval * 1000L;
+
+	switch (s->phase)
+	{
+		case PHASE_IDLE:
+			start_attempt(s, now);
+			return 0;
+		case PHASE_BACKOFF:
+			if (now < s->retry_at)
+				return ms_until(s->retry_at, now);
+			s->phase = PHASE_IDLE;
+			return 0;
+		case PHASE_RESOLVING:
+			poll_resolver(s);
+			if (s->phase == PHASE_RESOLVING)
+			{
+				if (now >= s->deadline)
+					fail(s, TUNNEL_STATE_UNREACHABLE, "name resolution timed out");
+				return 20;		/* the resolver has no descriptor to wait on */
+			}
+			return 0;
+		case PHASE_CONNECTING:
+		case PHASE_HANDSHAKE:
+		case PHASE_AUTH:
+			if (now >= s->deadline)
+			{
+				char		text[TUNNEL_ERROR_MAXLEN];
+
+				snprintf(text, sizeof(text),
+						 "%s %s port %d timed out after %d s",
+						 s->phase == PHASE_CONNECTING ? "connecting to" :
+						 s->phase == PHASE_HANDSHAKE ? "SSH handshake with" :
+						 "authentication on",
+						 s->def->ssh_host, s->def->ssh_port,
+						 tunnel_connect_timeout);
+				fail(s, TUNNEL_STATE_UNREACHABLE, text);
+				return 0;
+			}
+			return ms_until(s->deadline, now);
+		case PHASE_READY:
+			silent_ms = (long) ((now - s->last_recv) / 1000);
+			if (silent_ms >= interval_ms * tunnel_keepalive_count)
+			{
+				char		text[TUNNEL_ERROR_MAXLEN];
+
+				snprintf(text, sizeof(text),
+						 "connection to bastion lost: no answer for %ld s",
+						 silent_ms / 1000);
+				fail(s, TUNNEL_STATE_BACKOFF, text);
+				return 0;
+			}
+			if (silent_ms >= interval_ms && s->probe_phase == PROBE_NONE &&
+				now - s->probe_started >= interval_ms * 1000L)
+			{
+				s->probe_started = now;
+				s->probe_phase = PROBE_OPENING;
+				tunnel_session_mark_dirty(s);
+			}
+			/* Next: the probe that falls due, or the end of our patience. */
+			if (silent_ms < interval_ms)
+				return interval_ms - silent_ms;
+			return Min(1000, interval_ms * tunnel_keepalive_count - silent_ms);
+	}
+	return -1;
+}
+
+/* ---------- lifecycle and the forwards' interface ---------- */
+
+TunnelSession *
+tunnel_session_create(const TunnelDef *def, TunnelStatusSlot *slot)
+{
+	TunnelSession *s = palloc0(sizeof(TunnelSession));
+
+	s->def = def;
+	s->slot = slot;
+	s->phase = PHASE_IDLE;
+	s->sock = PGINVALID_SOCKET;
+	dlist_init(&s->forwards);
+	if (def->host_key_fingerprint)
+		strlcpy(s->host_key, def->host_key_fingerprint, sizeof(s->host_key));
+	return s;
+}
+
+void
+tunnel_session_destroy(TunnelSession *s)
+{
+	close_connection(s, true);
+	free_addrs(s);
+	if (s->dirty)
+		dlist_delete(&s->dirty_node);
+	pfree(s);
+}
+
+void
+tunnel_session_set_def(TunnelSession *s, const TunnelDef *def)
+{
+	s->def = def;
+}
+
+void
+tunnel_session_add_client(TunnelSession *s, pgsocket fd,
+						  const char *remote_host, int remote_port)
+{
+	TunnelForward *f = forward_create(s, fd, remote_host, remote_port, s->slot);
+	TimestampTz now = GetCurrentTimestamp();
+
+	dlist_push_tail(&s->forwards, forward_node(f));
+
+	/*
+	 * Someone needs the tunnel now: don't make them wait out a long backoff,
+	 * but don't let a stream of clients hammer a dead bastion either.  A
+	 * client arriving in backoff waits for the attempt it triggers; the
+	 * session's failure closes it.
+	 */
+	if (s->phase == PHASE_BACKOFF && now - s->last_attempt >= USECS_PER_SEC)
+		s->retry_at = now;
+	if (s->phase == PHASE_BACKOFF && s->retry_at > now)
+	{
+		dlist_delete(forward_node(f));
+		forward_destroy(f);
+		return;
+	}
+	tunnel_session_mark_dirty(s);
+}
+
+LIBSSH2_SESSION *
+tunnel_session_ssh(TunnelSession *s)
+{
+	return s->phase == PHASE_READY ? s->ssh : NULL;
+}
+
+bool
+tunnel_session_may_send(TunnelSession *s, const void *who)
+{
+	return s->send_owner == NULL || s->send_owner == who;
+}
+
+SessionOp
+tunnel_session_owned_op(TunnelSession *s, const void *who)
+{
+	return s->send_owner == who ? s->owner_op : SESSION_OP_NONE;
+}
+
+void
+tunnel_session_sent(TunnelSession *s, const void *who, SessionOp op, int rc)
+{
+	if (rc == LIBSSH2_ERROR_EAGAIN &&
+		(libssh2_session_block_directions(s->ssh) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
+	{
+		if (s->send_owner == NULL)
+		{
+			s->send_owner = who;
+			s->owner_op = op;
+		}
+	}
+	else if (s->send_owner == who && s->owner_op == op)
+	{
+		s->send_owner = NULL;
+		s->owner_op = SESSION_OP_NONE;
+	}
+}
+
+bool
+tunnel_session_claim_open(TunnelSession *s, const void *who)
+{
+	if (s->opener == NULL)
+		s->opener = who;
+	return s->opener == who;
+}
+
+void
+tunnel_session_release_open(TunnelSession *s, const void *who)
+{
+	if (s->opener == who)
+		s->opener = NULL;
+}
+
+bool
+tunnel_session_holds_open(TunnelSession *s, const void *who)
+{
+	return s->opener == who;
+}

@@ -20,7 +20,8 @@ typedef enum TunnelState
 	TUNNEL_STATE_UNREACHABLE,
 	TUNNEL_STATE_BACKOFF,
 	TUNNEL_STATE_DISABLED,
-	TUNNEL_STATE_INVALID		/* the catalog holds a value we cannot use */
+	TUNNEL_STATE_INVALID,		/* the catalog holds a value we cannot use */
+	TUNNEL_STATE_BIND_FAILED	/* the local port cannot be bound */
 } TunnelState;
 
 /* One tunnel's row; opaque outside status.c. */

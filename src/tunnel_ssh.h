@@ -17,7 +17,7 @@
 #define TUNNEL_HOST_MAXLEN	253
 /* "SHA256:" followed by 43 characters of unpadded base64. */
 #define TUNNEL_FINGERPRINT_LEN 50
-#define TUNNEL_ERROR_MAXLEN 256
+#define TUNNEL_ERROR_MAXLEN 512
 
 /* GUCs */
 extern char *tunnel_database;

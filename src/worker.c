@@ -1,2 +1,547 @@
-/* worker.c: placeholder */
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background worker: one event loop for every tunnel.
+ *
+ * The worker keeps, per tunnel, its definition, its status slot, its
+ * listeners (one per forward) and its SSH session.  Each round it runs the
+ * sessions' timers, gives libssh2 its turn (tunnel_session_service_all),
+ * then sleeps in one WaitEventSet over the latch, postmaster death and every
+ * socket.  Catalog changes arrive through the latch at commit (catalog.c);
+ * a slow poll only backs that up, and covers hot standbys, where triggers
+ * do not fire.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include <unistd.h>
+#include <libssh2.h>
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "keys.h"
+#include "listener.h"
+#include "session.h"
+#include "status.h"
+#include "tunnel_ssh.h"
+#include "validate.h"
+#include "watch.h"
+#include "worker.h"
+
+/* Backstop for missed signals; on a standby the only way to see changes. */
+#define POLL_INTERVAL_MS		60000
+#define STANDBY_POLL_INTERVAL_MS 5000
+#define BIND_RETRY_MS			1000
+
+typedef struct WorkerTunnel WorkerTunnel;
+
+typedef struct WorkerForward
+{
+	WorkerTunnel *tunnel;
+	int			local_port;
+	char		remote_host[TUNNEL_HOST_MAXLEN + 1];
+	int			remote_port;
+	TunnelListener *listener;	/* NULL while the port cannot be bound */
+	char		bind_error[TUNNEL_ERROR_MAXLEN];
+} WorkerForward;
+
+struct WorkerTunnel
+{
+	MemoryContext cxt;
+	MemoryContext def_cxt;		/* holds def only, replaced on change */
+	TunnelDef  *def;
+	TunnelStatusSlot *slot;
+	TunnelSession *session;		/* NULL when disabled, invalid or unbound */
+	List	   *forwards;		/* of WorkerForward */
+	bool		runnable;		/* enabled and valid */
+};
+
+static MemoryContext worker_cxt;
+static List *tunnels = NIL;
+static char *bound_address = NULL;
+
+static void
+on_accept(void *arg, pgsocket client)
+{
+	WorkerForward *wf = (WorkerForward *) arg;
+
+	if (wf->tunnel->session == NULL)
+	{
+		close(client);
+		return;
+	}
+	tunnel_session_add_client(wf->tunnel->session, client,
+							  wf->remote_host, wf->remote_port);
+}
+
+/*
+ * A superuser can write anything into the catalog by hand; what we cannot
+ * use puts only this tunnel into state "invalid".
+ */
+static const char *
+invalid_reason(const TunnelDef *def)
+{
+	const char *reason;
+	ListCell   *lc;
+
+	if (!validate_host(def->ssh_host, &reason) ||
+		!validate_port(def->ssh_port, &reason) ||
+		!validate_user(def->ssh_user, &reason))
+		return reason;
+	if (def->private_key == NULL || def->key_fingerprint == NULL ||
+		def->key_type == NULL)
+		return "The tunnel has no private key.";
+	if (def->forwards == NIL)
+		return "The tunnel has no forward.";
+	foreach(lc, def->forwards)
+	{
+		ForwardDef *fd = lfirst(lc);
+
+		if (!validate_host(fd->remote_host, &reason) ||
+			!validate_port(fd->remote_port, &reason) ||
+			!validate_port(fd->local_port, &reason))
+			return reason;
+	}
+	return NULL;
+}
+
+static void
+close_listeners(WorkerTunnel *t)
+{
+	ListCell   *lc;
+
+	foreach(lc, t->forwards)
+	{
+		WorkerForward *wf = lfirst(lc);
+
+		if (wf->listener)
+			listener_close(wf->listener);
+		wf->listener = NULL;
+	}
+}
+
+/* Bind what is not bound yet; true if every forward listens. */
+static bool
+bind_listeners(WorkerTunnel *t)
+{
+	ListCell   *lc;
+	bool		all = true;
+	MemoryContext old = MemoryContextSwitchTo(t->cxt);
+
+	foreach(lc, t->forwards)
+	{
+		WorkerForward *wf = lfirst(lc);
+		char		error[TUNNEL_ERROR_MAXLEN];
+
+		if (wf->listener)
+			continue;
+		wf->listener = listener_open(tunnel_listen_address, wf->local_port,
+									 on_accept, wf, error, sizeof(error));
+		if (wf->listener == NULL)
+		{
+			all = false;
+			if (strcmp(error, wf->bind_error) != 0)
+			{
+				ereport(LOG,
+						(errmsg("tunnel \"%s\": %s", t->def->name, error)));
+				strlcpy(wf->bind_error, error, sizeof(wf->bind_error));
+			}
+			tunnel_status_set_state(t->slot, TUNNEL_STATE_BIND_FAILED, error);
+		}
+		else
+			wf->bind_error[0] = '\0';
+	}
+	MemoryContextSwitchTo(old);
+	return all;
+}
+
+/* Make the listeners match the definition's forwards. */
+static void
+sync_forwards(WorkerTunnel *t)
+{
+	List	   *kept = NIL;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(t->cxt);
+
+	foreach(lc, t->def->forwards)
+	{
+		ForwardDef *fd = lfirst(lc);
+		WorkerForward *wf = NULL;
+		ListCell   *lc2;
+
+		foreach(lc2, t->forwards)
+		{
+			WorkerForward *cand = lfirst(lc2);
+
+			if (cand != NULL && cand->local_port == fd->local_port)
+			{
+				wf = cand;
+				lfirst(lc2) = NULL;
+				break;
+			}
+		}
+		if (wf == NULL)
+		{
+			wf = palloc0(sizeof(WorkerForward));
+			wf->tunnel = t;
+			wf->local_port = fd->local_port;
+		}
+		/* New clients go to the new target; open channels keep theirs. */
+		strlcpy(wf->remote_host, fd->remote_host, sizeof(wf->remote_host));
+		wf->remote_port = fd->remote_port;
+		kept = lappend(kept, wf);
+	}
+	foreach(lc, t->forwards)
+	{
+		WorkerForward *gone = lfirst(lc);
+
+		if (gone == NULL)
+			continue;
+		if (gone->listener)
+			listener_close(gone->listener);
+		pfree(gone);
+	}
+	list_free(t->forwards);
+	t->forwards = kept;
+	MemoryContextSwitchTo(old);
+
+	if (t->forwards != NIL)
+	{
+		WorkerForward *first = linitial(t->forwards);
+
+		tunnel_status_set_listen(t->slot, tunnel_listen_address,
+								 first->local_port);
+	}
+}
+
+/* Bring sockets and session in line with t->def. */
+static void
+apply(WorkerTunnel *t)
+{
+	const char *reason = invalid_reason(t->def);
+
+	t->runnable = reason == NULL && t->def->enabled;
+	if (!t->runnable)
+	{
+		if (t->session)
+			tunnel_session_destroy(t->session);
+		t->session = NULL;
+		close_listeners(t);
+		if (reason)
+		{
+			char		text[TUNNEL_ERROR_MAXLEN];
+
+			snprintf(text, sizeof(text), "invalid definition: %s", reason);
+			tunnel_status_set_state(t->slot, TUNNEL_STATE_INVALID, text);
+			ereport(WARNING,
+					(errmsg("tunnel \"%s\" has an invalid definition and is not started",
+							t->def->name),
+					 errdetail("%s", reason)));
+		}
+		else
+			tunnel_status_set_state(t->slot, TUNNEL_STATE_DISABLED, "");
+		return;
+	}
+
+	sync_forwards(t);
+	/* A tunnel that cannot listen anywhere has no use for a session yet. */
+	if (!bind_listeners(t) && t->session == NULL &&
+		list_length(t->forwards) == 1)
+		return;
+	if (t->session == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(t->cxt);
+
+		t->session = tunnel_session_create(t->def, t->slot);
+		MemoryContextSwitchTo(old);
+	}
+	else
+		tunnel_session_set_def(t->session, t->def);
+}
+
+static void
+set_def(WorkerTunnel *t, const TunnelDef *def)
+{
+	MemoryContext def_cxt = AllocSetContextCreate(t->cxt, "tunnel definition",
+												  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(def_cxt);
+	TunnelDef  *copy = catalog_copy_def(def);
+
+	MemoryContextSwitchTo(old);
+	if (t->def)
+	{
+		if (t->def->private_key)
+			keys_wipe(t->def->private_key);
+		MemoryContextDelete(t->def_cxt);
+	}
+	t->def = copy;
+	t->def_cxt = def_cxt;
+}
+
+static WorkerTunnel *
+tunnel_start(const TunnelDef *def)
+{
+	WorkerTunnel *t;
+	MemoryContext cxt = AllocSetContextCreate(worker_cxt, "tunnel",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	t = MemoryContextAllocZero(cxt, sizeof(WorkerTunnel));
+	t->cxt = cxt;
+	t->slot = tunnel_status_acquire(def->name);
+	if (t->slot == NULL)
+		ereport(WARNING,
+				(errmsg("tunnel \"%s\" has no status slot", def->name),
+				 errhint("Raise tunnel_ssh.max_tunnels.")));
+	set_def(t, def);
+	apply(t);
+	return t;
+}
+
+static void
+tunnel_stop(WorkerTunnel *t)
+{
+	if (t->session)
+		tunnel_session_destroy(t->session);
+	close_listeners(t);
+	if (t->def->private_key)
+		keys_wipe(t->def->private_key);
+	tunnel_status_release(t->slot);
+	MemoryContextDelete(t->cxt);
+}
+
+static void
+tunnel_update(WorkerTunnel *t, const TunnelDef *def)
+{
+	/* A new bastion, account or key needs a new session; a target does not. */
+	if (t->session && catalog_session_differs(t->def, def))
+	{
+		tunnel_session_destroy(t->session);
+		t->session = NULL;
+	}
+	set_def(t, def);
+	apply(t);
+}
+
+static TunnelDef *
+find_def(List *defs, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, defs)
+	{
+		TunnelDef  *def = lfirst(lc);
+
+		if (strcmp(def->name, name) == 0)
+			return def;
+	}
+	return NULL;
+}
+
+static void
+reload(void)
+{
+	MemoryContext load_cxt = AllocSetContextCreate(worker_cxt, "catalog load",
+												   ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(load_cxt);
+	bool		installed;
+	List	   *defs = catalog_load(&installed);
+	List	   *kept = NIL;
+	ListCell   *lc;
+
+	MemoryContextSwitchTo(old);
+
+	foreach(lc, tunnels)
+	{
+		WorkerTunnel *t = lfirst(lc);
+		TunnelDef  *def = find_def(defs, t->def->name);
+
+		if (def == NULL)
+		{
+			ereport(LOG, (errmsg("tunnel \"%s\" stopped", t->def->name)));
+			tunnel_stop(t);
+			continue;
+		}
+		tunnel_update(t, def);
+		def->name[0] = '\0';	/* matched: not new */
+		kept = lappend(kept, t);
+	}
+	foreach(lc, defs)
+	{
+		TunnelDef  *def = lfirst(lc);
+
+		if (def->name[0] == '\0')
+			continue;
+		ereport(LOG, (errmsg("tunnel \"%s\" started", def->name)));
+		old = MemoryContextSwitchTo(worker_cxt);
+		kept = lappend(kept, tunnel_start(def));
+		MemoryContextSwitchTo(old);
+	}
+	old = MemoryContextSwitchTo(worker_cxt);
+	list_free(tunnels);
+	tunnels = list_copy(kept);
+	MemoryContextSwitchTo(old);
+
+	foreach(lc, defs)
+		catalog_free_def(lfirst(lc));
+	MemoryContextDelete(load_cxt);
+}
+
+static void
+rebind_all(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, tunnels)
+	{
+		WorkerTunnel *t = lfirst(lc);
+
+		close_listeners(t);
+		if (t->runnable)
+			apply(t);
+	}
+}
+
+/* Timers of every tunnel; returns the time until the next one. */
+static long
+run_timers(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = -1;
+	ListCell   *lc;
+
+	foreach(lc, tunnels)
+	{
+		WorkerTunnel *t = lfirst(lc);
+		long		t_timeout = -1;
+
+		if (!t->runnable)
+			continue;
+		/* A port another process holds is retried until it is free. */
+		if (!bind_listeners(t) || t->session == NULL)
+		{
+			t_timeout = BIND_RETRY_MS;
+			if (t->session == NULL)
+				apply(t);
+		}
+		if (t->session)
+		{
+			long		s_timeout = tunnel_session_tick(t->session, now);
+
+			if (s_timeout >= 0 && (t_timeout < 0 || s_timeout < t_timeout))
+				t_timeout = s_timeout;
+		}
+		if (t_timeout >= 0 && (timeout < 0 || t_timeout < timeout))
+			timeout = t_timeout;
+	}
+	return timeout;
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	tunnel_status_set_worker_latch(NULL);
+}
+
+void
+tunnel_worker_main(Datum main_arg)
+{
+	uint64		seen_generation = 0;
+	TimestampTz next_poll = 0;
+	bool		first = true;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(tunnel_database, NULL, 0);
+	pgstat_report_appname("tunnel_ssh worker");
+
+	if (libssh2_init(0) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialize libssh2")));
+
+	worker_cxt = AllocSetContextCreate(TopMemoryContext, "tunnel_ssh worker",
+									   ALLOCSET_DEFAULT_SIZES);
+	bound_address = MemoryContextStrdup(worker_cxt, tunnel_listen_address);
+	tunnel_status_release_all();
+	tunnel_status_set_worker_latch(MyLatch);
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	for (;;)
+	{
+		TimestampTz now;
+		uint64		generation;
+		long		timeout;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(bound_address, tunnel_listen_address) != 0)
+			{
+				pfree(bound_address);
+				bound_address = MemoryContextStrdup(worker_cxt,
+													tunnel_listen_address);
+				rebind_all();
+			}
+		}
+
+		now = GetCurrentTimestamp();
+		generation = tunnel_status_catalog_generation();
+		if (first || generation != seen_generation || now >= next_poll)
+		{
+			first = false;
+			seen_generation = generation;
+			reload();
+			next_poll = TimestampTzPlusMilliseconds(now,
+													RecoveryInProgress() ?
+													STANDBY_POLL_INTERVAL_MS :
+													POLL_INTERVAL_MS);
+		}
+
+		timeout = run_timers();
+		if (tunnel_session_service_all())
+			timeout = 0;
+		else
+		{
+			long		until_poll = (long) ((next_poll - now) / 1000);
+
+			if (timeout < 0 || until_poll < timeout)
+				timeout = Max(until_poll, 0);
+		}
+		watch_wait(timeout, PG_WAIT_EXTENSION);
+	}
+}
+
+void
+tunnel_worker_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* Consistent state: a hot standby runs the same tunnels, read-only. */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 2;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tunnel_ssh");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tunnel_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "tunnel_ssh worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "tunnel_ssh worker");
+	RegisterBackgroundWorker(&worker);
+}

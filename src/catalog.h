@@ -1,0 +1,55 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.h
+ *	  Tunnel definitions as the worker reads them, and the commit-time
+ *	  signal that tells it to read them again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_CATALOG_H
+#define TUNNEL_CATALOG_H
+
+#include "nodes/pg_list.h"
+
+typedef struct ForwardDef
+{
+	int			local_port;
+	char	   *remote_host;
+	int			remote_port;
+} ForwardDef;
+
+typedef struct TunnelDef
+{
+	char	   *name;
+	char	   *ssh_host;
+	int			ssh_port;
+	char	   *ssh_user;
+	char	   *key_type;
+	char	   *key_fingerprint;
+	char	   *private_key;	/* secret: wiped by catalog_free_def */
+	char	   *host_key_fingerprint;	/* NULL until first recorded */
+	bool		host_key_pinned;
+	bool		enabled;
+	List	   *forwards;		/* of ForwardDef */
+} TunnelDef;
+
+/*
+ * Read every tunnel in its own transaction.  Returns a List of TunnelDef
+ * allocated in the current memory context, or NIL if the extension is not
+ * installed (*installed tells which).
+ */
+extern List *catalog_load(bool *installed);
+
+/* Deep copy into the current memory context. */
+extern TunnelDef *catalog_copy_def(const TunnelDef *def);
+
+/* Release one definition, wiping its private key first. */
+extern void catalog_free_def(TunnelDef *def);
+
+/* Do two definitions need a new SSH session (bastion, account, key)? */
+extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);
+
+/* Trust on first use: remember the host key seen for a tunnel. */
+extern void catalog_record_host_key(const char *tunnel, const char *fingerprint);
+
+#endif							/* TUNNEL_CATALOG_H */

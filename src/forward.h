@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * forward.h
+ *	  One client connection carried over one direct-tcpip channel.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_FORWARD_H
+#define TUNNEL_FORWARD_H
+
+#include "lib/ilist.h"
+
+#include "session.h"
+
+typedef struct TunnelForward TunnelForward;
+
+/* Take ownership of an accepted, non-blocking client socket. */
+extern TunnelForward *forward_create(TunnelSession *session, pgsocket client,
+									 const char *remote_host, int remote_port,
+									 TunnelStatusSlot *slot);
+
+/*
+ * Move data both ways as far as it goes without blocking, and open or close
+ * the channel as needed.  Returns false once the forward is finished; the
+ * caller then destroys it.  *progress is set when bytes moved.
+ */
+extern bool forward_pump(TunnelForward *f, bool *progress);
+
+/* Close the client and drop the channel at once (the session is gone). */
+extern void forward_destroy(TunnelForward *f);
+
+/* Has the forward a channel that is not at EOF (to drain the transport)? */
+extern LIBSSH2_CHANNEL *forward_live_channel(TunnelForward *f);
+
+/* How long the forward has waited for its channel, for timeouts. */
+extern TimestampTz forward_created_at(TunnelForward *f);
+extern bool forward_is_opening(TunnelForward *f);
+
+/* The session keeps its forwards in a dlist through this node. */
+extern dlist_node *forward_node(TunnelForward *f);
+extern TunnelForward *forward_from_node(dlist_node *node);
+
+#endif							/* TUNNEL_FORWARD_H */

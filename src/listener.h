@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * listener.h
+ *	  A listening socket on the local host for one forward.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_LISTENER_H
+#define TUNNEL_LISTENER_H
+
+typedef struct TunnelListener TunnelListener;
+
+/* Called with each accepted client (non-blocking, TCP_NODELAY set). */
+typedef void (*ListenerAccept) (void *arg, pgsocket client);
+
+/*
+ * Bind and listen on address:port.  On failure returns NULL and writes the
+ * reason into errbuf.
+ */
+extern TunnelListener *listener_open(const char *address, int port,
+									 ListenerAccept on_accept, void *arg,
+									 char *errbuf, size_t errlen);
+extern void listener_close(TunnelListener *l);
+
+#endif							/* TUNNEL_LISTENER_H */

@@ -1,0 +1,153 @@
+/*-------------------------------------------------------------------------
+ *
+ * watch.c
+ *	  The worker's WaitEventSet: registration, lazy reconciliation, dispatch.
+ *
+ * Sockets come and go with every client connection, and a socket that wants
+ * nothing (back-pressure) cannot stay in a WaitEventSet without making the
+ * wait spin on its hang-up.  So the set is rebuilt whenever a socket has to
+ * leave it, but only once per wait however many left, and never for a mere
+ * change between readable and writable.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "watch.h"
+
+#define WATCH_MAX_EVENTS 64
+
+static dlist_head watches = DLIST_STATIC_INIT(watches);
+static int	nwatches = 0;
+static WaitEventSet *set = NULL;
+static int	set_capacity = 0;
+static int	set_used = 0;
+static bool set_stale = true;	/* must be rebuilt before the next wait */
+static MemoryContext set_context = NULL;
+
+void
+watch_add(Watch *w, pgsocket fd, uint32 wanted, WatchCallback callback,
+		  void *arg)
+{
+	w->fd = fd;
+	w->wanted = wanted;
+	w->registered = 0;
+	w->pos = -1;
+	w->callback = callback;
+	w->arg = arg;
+	dlist_push_tail(&watches, &w->node);
+	nwatches++;
+}
+
+void
+watch_set_events(Watch *w, uint32 wanted)
+{
+	w->wanted = wanted;
+}
+
+void
+watch_remove(Watch *w)
+{
+	/* The closed socket leaves epoll by itself, but its slot must go too. */
+	if (w->pos >= 0)
+		set_stale = true;
+	dlist_delete(&w->node);
+	nwatches--;
+	w->pos = -1;
+}
+
+static void
+rebuild(void)
+{
+	dlist_iter	iter;
+
+	if (set_context == NULL)
+		set_context = AllocSetContextCreate(TopMemoryContext,
+											"tunnel_ssh wait set",
+											ALLOCSET_SMALL_SIZES);
+	if (set != NULL)
+		FreeWaitEventSet(set);
+	MemoryContextReset(set_context);
+
+	/* Room to grow, so that new clients rarely force a rebuild. */
+	set_capacity = 2 + nwatches * 2 + 16;
+	set = CreateWaitEventSet(set_context, set_capacity);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	set_used = 2;
+
+	dlist_foreach(iter, &watches)
+	{
+		Watch	   *w = dlist_container(Watch, node, iter.cur);
+
+		w->registered = w->wanted;
+		w->pos = -1;
+		if (w->wanted != 0)
+		{
+			w->pos = AddWaitEventToSet(set, w->wanted, w->fd, NULL, w);
+			set_used++;
+		}
+	}
+	set_stale = false;
+}
+
+/*
+ * Bring the set in line with what every watch wants; returns false if only
+ * a rebuild can do that.
+ */
+static bool
+reconcile(void)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &watches)
+	{
+		Watch	   *w = dlist_container(Watch, node, iter.cur);
+
+		if (w->wanted == w->registered)
+			continue;
+		if (w->wanted == 0)
+			return false;		/* must leave the set */
+		if (w->pos >= 0)
+			ModifyWaitEvent(set, w->pos, w->wanted, NULL);
+		else
+		{
+			if (set_used >= set_capacity)
+				return false;
+			w->pos = AddWaitEventToSet(set, w->wanted, w->fd, NULL, w);
+			set_used++;
+		}
+		w->registered = w->wanted;
+	}
+	return true;
+}
+
+void
+watch_wait(long timeout_ms, uint32 wait_event_info)
+{
+	WaitEvent	events[WATCH_MAX_EVENTS];
+	int			n;
+
+	if (set_stale || !reconcile())
+		rebuild();
+
+	n = WaitEventSetWait(set, timeout_ms, events, WATCH_MAX_EVENTS,
+						 wait_event_info);
+	for (int i = 0; i < n; i++)
+	{
+		Watch	   *w = (Watch *) events[i].user_data;
+
+		/*
+		 * A callback may have removed (and freed) a watch that appears later
+		 * in this batch.  Readiness is level-triggered, so whatever we skip
+		 * here is reported again by the next wait.
+		 */
+		if (set_stale)
+			break;
+		if (w != NULL)
+			w->callback(w->arg, events[i].events);
+	}
+}
