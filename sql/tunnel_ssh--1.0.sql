@@ -79,14 +79,17 @@ CREATE FUNCTION @extschema@.tunnel_create(
 	host_key_fingerprint text DEFAULT NULL)
 RETURNS text
 	LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'tunnel_create';
 
 CREATE FUNCTION @extschema@.tunnel_public_key(name text) RETURNS text
 	LANGUAGE C CALLED ON NULL INPUT STABLE
+	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'tunnel_public_key';
 
 CREATE FUNCTION @extschema@.tunnel_drop(name text) RETURNS void
 	LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'tunnel_drop';
 
 CREATE VIEW tunnel_ssh.tunnels AS

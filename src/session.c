@@ -770,6 +770,12 @@ update_interest(TunnelSession *s)
 }
 
 bool
+tunnel_session_pending(void)
+{
+	return !dlist_is_empty(&dirty_sessions);
+}
+
+void
 tunnel_session_service_all(void)
 {
 	dlist_head	batch;
@@ -790,7 +796,6 @@ tunnel_session_service_all(void)
 		s->dirty = false;
 		service(s);
 	}
-	return !dlist_is_empty(&dirty_sessions);
 }
 
 long

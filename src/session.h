@@ -51,9 +51,11 @@ extern long tunnel_session_tick(TunnelSession *s, TimestampTz now);
 /*
  * Give every session that had socket activity its turn at libssh2.  All
  * libssh2 calls are made from here, at one stack depth (see session.c).
- * Returns true if some session wants another turn at once.
  */
-extern bool tunnel_session_service_all(void);
+extern void tunnel_session_service_all(void);
+
+/* Does some session want another turn at once? */
+extern bool tunnel_session_pending(void);
 
 /* For forward.c: the libssh2 handle, NULL unless authenticated. */
 extern LIBSSH2_SESSION *tunnel_session_ssh(TunnelSession *s);

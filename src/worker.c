@@ -514,8 +514,10 @@ tunnel_worker_main(Datum main_arg)
 													POLL_INTERVAL_MS);
 		}
 
+		/* libssh2 first: what it does can change every timer. */
+		tunnel_session_service_all();
 		timeout = run_timers();
-		if (tunnel_session_service_all())
+		if (tunnel_session_pending())
 			timeout = 0;
 		else
 		{
