@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# End-to-end tests with real parts: a local PostgreSQL with tunnel_ssh
+# preloaded, a real sshd as bastion and a second PostgreSQL as the private
+# database, all on 127.0.0.1, run as an unprivileged user.  Every process
+# started here is stopped on exit.  Prints "N passed, N failed" last.
+set -uo pipefail
+dir=${1:?work directory}
+cd "$dir"
+. "$(dirname "$0")/lib.sh"
+pass=0 fail=0
+
+ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
+notok(){ fail=$((fail+1)); echo "not ok $((pass+fail)) - $1"; }
+check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; fi; }
+psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -c \
+  "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;
+   CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, 800000) g;"
+$B/pgbench -i -s 2 -q -h 127.0.0.1 -p $PPORT postgres >/dev/null 2>&1
+
+lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw; CREATE EXTENSION dblink;"
+
+# --- keys and catalog ---
+line=$(lsql "SELECT tunnel_create('main', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', local_port => 54321)")
+echo "$line" > main.pub
+check "tunnel_create returns one authorized_keys line" \
+  grep -qE '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:main$' main.pub
+check "ssh-keygen fingerprint of the line equals the catalog's" \
+  test "$(ssh-keygen -l -f main.pub | awk '{print $2}')" = "$(lsql "SELECT key_fingerprint FROM tunnel_ssh.tunnels WHERE name = 'main'")"
+check "tunnel_public_key returns the same line" test "$(lsql "SELECT tunnel_public_key('main')")" = "$line"
+check "tunnels view has no private key column" \
+  test "$(lsql "SELECT count(*) FROM information_schema.columns WHERE table_name = 'tunnels' AND column_name ~ 'private'")" = 0
+for kt in ecdsa rsa; do
+  l=$(lsql "SELECT tunnel_create('k_$kt', '127.0.0.1', '127.0.0.1', ssh_port => 9, key_type => '$kt')" 2>/dev/null)
+  echo "$l" > "k_$kt.pub"
+  check "$kt key line matches its fingerprint" \
+    test "$(ssh-keygen -l -f "k_$kt.pub" | awk '{print $2}')" = "$(lsql "SELECT key_fingerprint FROM tunnel_ssh.tunnels WHERE name = 'k_$kt'")"
+  lsql "SELECT tunnel_drop('k_$kt')" >/dev/null
+done
+
+# --- bad input: clear error, nothing changed ---
+before=$(lsql "SELECT count(*) FROM tunnel_ssh.tunnel")
+for bad in "NULL, '127.0.0.1', 'db'" "'', '127.0.0.1', 'db'" "'a b', '127.0.0.1', 'db'" \
+           "'main', '127.0.0.1', 'db'" "'x', '999.1.1.1', 'db'" "'x', '127.0.0.1', 'bad_host!'" \
+           "'x', '127.0.0.1', 'db', remote_port => 70000" "'x', '127.0.0.1', 'db', local_port => 54321" \
+           "'x', '127.0.0.1', 'db', local_port => 80" "'x', '127.0.0.1', 'db', key_type => 'dsa'" \
+           "'x', '127.0.0.1', 'db', host_key_fingerprint => 'SHA256:nope'"; do
+  err=$(lsql "SELECT tunnel_create($bad)" 2>&1 >/dev/null)
+  check "bad input refused: tunnel_create($bad)" grep -q "ERROR" <<<"$err"
+done
+check "bad input changed nothing" test "$(lsql "SELECT count(*) FROM tunnel_ssh.tunnel")" = "$before"
+lsql "CREATE ROLE plain LOGIN" >/dev/null
+err=$(psql -X -q -h "$dir" -p $LPORT -U plain -d postgres -Atc "SELECT tunnel_public_key('main')" 2>&1)
+check "non-superuser cannot read keys" grep -q "permission denied" <<<"$err"
+err=$(psql -X -q -h "$dir" -p $LPORT -U plain -d postgres -Atc "SELECT * FROM tunnel_ssh.secret" 2>&1)
+check "non-superuser cannot read the secret table" grep -q "permission denied" <<<"$err"
+
+# --- the worker ---
+check "unknown key: state auth_failed" wait_state main auth_failed 10
+check "auth_failed message says what to do" \
+  grep -q "authorized_keys" <<<"$(lsql "SELECT last_error FROM tunnel_status() WHERE name = 'main'")"
+cat main.pub >> sshd/authorized_keys
+check "key added on the bastion: connected without any SQL" wait_state main connected 15
+check "recorded host key is the bastion's" test \
+  "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'main'")" = "$(ssh-keygen -l -f sshd/host_key.pub | awk '{print $2}')"
+
+lsql "CREATE SERVER priv FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '54321', dbname 'postgres');
+      CREATE USER MAPPING FOR CURRENT_USER SERVER priv OPTIONS (user '$(id -un)');
+      CREATE SCHEMA remote; IMPORT FOREIGN SCHEMA public LIMIT TO (items, pgbench_accounts) FROM SERVER priv INTO remote;" >/dev/null
+check "foreign server points at the tunnel port, not the private one" \
+  test "$(lsql "SELECT srvoptions::text FROM pg_foreign_server WHERE srvname = 'priv'")" = "{host=127.0.0.1,port=54321,dbname=postgres}"
+check "postgres_fdw join through the tunnel" test \
+  "$(lsql "SELECT count(*) FROM remote.items i JOIN remote.pgbench_accounts a ON a.aid = i.id")" = 100000
+check "dblink through the tunnel" test \
+  "$(lsql "SELECT s FROM dblink('host=127.0.0.1 port=54321 dbname=postgres', 'SELECT sum(id) FROM items') AS t(s bigint)")" = 5000050000
+
+sum_direct=$(psql -X -h 127.0.0.1 -p $PPORT -d postgres -Atc "COPY big TO STDOUT" | md5sum)
+sum_tunnel=$(psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc "COPY big TO STDOUT" | md5sum)
+check "large COPY (~230 MB) through the tunnel arrives byte-exact" test "$sum_direct" = "$sum_tunnel"
+
+out=$($B/pgbench -n -S -c 50 -j 2 -t 40 -h 127.0.0.1 -p 54321 postgres 2>&1)
+check "50 concurrent clients through one tunnel, no failure" \
+  grep -q "number of transactions actually processed: 2000/2000" <<<"$out"
+out=$($B/pgbench -n -S -C -c 8 -j 2 -t 25 -h 127.0.0.1 -p 54321 postgres 2>&1)
+check "a new connection per transaction, 8 at once, no failure" \
+  grep -q "actually processed: 200/200" <<<"$out"
+check "status counts connections and bytes" \
+  test "$(lsql "SELECT total_connections >= 250 AND bytes_in > 200000000 FROM tunnel_status() WHERE name = 'main'")" = t
+
+# --- faults ---
+stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+check "bastion down: state leaves connected" wait_state main unreachable 20
+start_sshd
+check "bastion back: connected again on its own" wait_state main connected 15
+check "new queries work after the bastion returns" test "$(psql_via 54321 "SELECT count(*) FROM items")" = 100000
+
+pid=$(lsql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'")
+kill -TERM "$pid"
+sleep 1
+check "worker stopped by SIGTERM comes back with its tunnels" wait_state main connected 20
+
+stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+mv sshd/host_key sshd/host_key.orig; mv sshd/host_key.pub sshd/host_key.pub.orig
+ssh-keygen -q -t ed25519 -N '' -f sshd/host_key
+start_sshd
+check "changed bastion host key: host_key_mismatch" wait_state main host_key_mismatch 20
+check "no connection forwarded through an impostor" bash -c "! psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
+check "mismatch logged as WARNING" grep -q "WARNING:.*host key of" local.log
+stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+mv sshd/host_key.orig sshd/host_key; mv sshd/host_key.pub.orig sshd/host_key.pub
+start_sshd
+wait_state main connected 20 >/dev/null
+
+lsql "BEGIN; SELECT tunnel_create('rolled', '127.0.0.1', '127.0.0.1', local_port => 54400); ROLLBACK;" >/dev/null
+sleep 1
+check "rolled-back tunnel_create never opens a port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54400) 2>/dev/null"
+lsql "SELECT tunnel_drop('main')" >/dev/null
+sleep 1
+check "tunnel_drop closes the port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54321) 2>/dev/null"
+
+echo "# worker log lines with key material: $(grep -c 'PRIVATE KEY' local.log)"
+check "no private key in the server log" test "$(grep -c 'PRIVATE KEY' local.log)" = 0
+echo "1..$((pass+fail))"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

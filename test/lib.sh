@@ -1,0 +1,66 @@
+# Shared by e2e.sh and demo.sh: a throwaway private database, a local server
+# with tunnel_ssh preloaded and a real sshd bastion, all on 127.0.0.1 under
+# $dir, run as the calling (unprivileged) user; cleanup stops them all.
+# The caller sets dir and cd's there before sourcing.
+B=/usr/lib/postgresql/15/bin
+LPORT=55432 PPORT=55433 SPORT=52222
+lsql() { psql -X -q -h "$dir" -p $LPORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"; }
+psql_via() { psql -X -q -h 127.0.0.1 -p "$1" -d postgres -Atc "$2"; }
+
+start_sshd() { /usr/sbin/sshd -f "$dir/sshd/sshd_config" -E "$dir/sshd/log"; }
+stop_sshd()  { [ -f "$dir/sshd/sshd.pid" ] && kill "$(cat "$dir/sshd/sshd.pid")" 2>/dev/null; rm -f "$dir/sshd/sshd.pid"; sleep 0.5; }
+cleanup() {
+  stop_sshd
+  pkill -u "$(id -u)" -f "sshd: $(id -un)" 2>/dev/null
+  $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1
+  $B/pg_ctl -D "$dir/private" stop -m immediate >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+state_of() { lsql "SELECT state FROM tunnel_status() WHERE name = '$1'"; }
+wait_state() {  # tunnel state seconds
+  for _ in $(seq 1 $(( $3 * 5 ))); do
+    [ "$(state_of "$1")" = "$2" ] && return 0; sleep 0.2
+  done
+  echo "# tunnel $1 is '$(state_of "$1")', wanted '$2'; last_error: $(lsql "SELECT last_error FROM tunnel_status() WHERE name = '$1'")"
+  return 1
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- set up: private database, local server, bastion ---
+$B/initdb -D private -A trust >/dev/null
+$B/initdb -D local -A trust >/dev/null
+cat >> private/postgresql.conf <<C
+port = $PPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+max_connections = 120
+C
+cat >> local/postgresql.conf <<C
+port = $LPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'tunnel_ssh'
+tunnel_ssh.keepalive_interval = 2
+tunnel_ssh.reconnect_max_delay = 2
+C
+$B/pg_ctl -D private -l private.log start -w >/dev/null
+$B/pg_ctl -D local -l local.log start -w >/dev/null
+mkdir -p sshd
+ssh-keygen -q -t ed25519 -N '' -f sshd/host_key
+touch sshd/authorized_keys; chmod 600 sshd/authorized_keys
+cat > sshd/sshd_config <<C
+ListenAddress 127.0.0.1
+Port $SPORT
+HostKey $dir/sshd/host_key
+PidFile $dir/sshd/sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile $dir/sshd/authorized_keys
+StrictModes no
+AllowTcpForwarding yes
+LogLevel VERBOSE
+MaxStartups 200
+C
+start_sshd
