@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 need=(postgresql-15 postgresql-server-dev-15 libssh2-1-dev
-      libssl-dev openssh-server openssh-client make gcc pkg-config)
+      libssl-dev openssh-server openssh-client procps make gcc pkg-config)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -25,6 +25,7 @@ user=tunnel_test
 if ! id "$user" >/dev/null 2>&1; then
   useradd -m -s /bin/bash "$user"
 fi
+mkdir -p /run/sshd
 # sshd with UsePAM no refuses a locked account; '*' unlocks without a password.
 usermod -p '*' "$user"
 
