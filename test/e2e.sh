@@ -110,6 +110,22 @@ mv sshd/host_key.orig sshd/host_key; mv sshd/host_key.pub.orig sshd/host_key.pub
 start_sshd
 wait_state main connected 20 >/dev/null
 
+# --- each key type against OpenSSH 9 ---
+for kt in ecdsa rsa; do
+  lsql "SELECT tunnel_create('auth_$kt', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', key_type => '$kt')" \
+    >> sshd/authorized_keys 2>/dev/null
+done
+check "ecdsa key authenticates against a default sshd" wait_state auth_ecdsa connected 15
+check "rsa key is refused by a default sshd: auth_failed" wait_state auth_rsa auth_failed 15
+check "rsa refusal names the sshd setting" \
+  grep -q "PubkeyAcceptedAlgorithms +ssh-rsa" <<<"$(lsql "SELECT last_error FROM tunnel_status() WHERE name = 'auth_rsa'")"
+stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+echo "PubkeyAcceptedAlgorithms +ssh-rsa" >> sshd/sshd_config
+start_sshd
+check "rsa key authenticates where sshd allows ssh-rsa" wait_state auth_rsa connected 20
+check "query through the rsa tunnel" test "$(psql_via "$(lsql "SELECT local_port FROM tunnel_ssh.tunnels WHERE name = 'auth_rsa'")" "SELECT count(*) FROM items")" = 100000
+lsql "SELECT tunnel_drop('auth_ecdsa'), tunnel_drop('auth_rsa')" >/dev/null
+
 lsql "BEGIN; SELECT tunnel_create('rolled', '127.0.0.1', '127.0.0.1', local_port => 54400); ROLLBACK;" >/dev/null
 sleep 1
 check "rolled-back tunnel_create never opens a port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54400) 2>/dev/null"
