@@ -32,8 +32,19 @@ usermod -p '*' "$user"
 work=$(mktemp -d /tmp/tunnel_ssh_test.XXXXXX)
 chown "$user" "$work"
 chmod 755 "$work"
+trap 'rm -rf "$work"' EXIT
 script=${1:-e2e}
+if [ "$script" = e2e ]; then
+  # pg_regress: SQL behaviour, in a temporary instance with the module preloaded.
+  mkdir -p "$work/regress"
+  cp -r "$repo/Makefile" "$repo/tunnel_ssh.control" "$repo/sql" "$repo/expected" "$repo/test" "$work/regress/"
+  chown -R "$user" "$work/regress"
+  if ! su "$user" -c "cd $work/regress && make -s installcheck NO_PGXS_BUILD=1 REGRESS_OPTS='--inputdir=. --outputdir=results --temp-instance=$work/regress/tmp --temp-config=test/regress.conf --port=55499 --dbname=contrib_regression'"; then
+    cat "$work/regress/results/regression.diffs" 2>/dev/null || true
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+fi
 case "$script" in e2e|demo) ;; *) echo "usage: $0 [demo]" >&2; exit 2 ;; esac
 cp "$repo/test/lib.sh" "$repo/test/$script.sh" "$work/"
-trap 'rm -rf "$work"' EXIT
 su "$user" -c "bash $work/$script.sh $work"
