@@ -4,9 +4,14 @@
  *	  Key pairs for tunnels: OpenSSL generation, the OpenSSH authorized_keys
  *	  line built from the key itself, and SHA256 fingerprints.
  *
- * The private key is kept as unencrypted PKCS#8 PEM, which libssh2 1.10
- * loads from memory for all three types (shared/PLATFORM.md).  Buffers that
- * held it are cleansed before they are released.
+ * The private key is kept as unencrypted PKCS#8 PEM ("BEGIN PRIVATE KEY"),
+ * which libssh2 1.10 loads from memory for all three types (checked against
+ * OpenSSH 9.2; RSA still needs "PubkeyAcceptedAlgorithms +ssh-rsa" on the
+ * bastion, see shared/PLATFORM.md).
+ *
+ * All OpenSSL work happens first, into fixed-size local buffers; OpenSSL
+ * objects are freed before anything is palloc'd or reported, so an ERROR
+ * never leaks them.  Buffers that held the private key are cleansed.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,12 +23,32 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 
-#include "lib/stringinfo.h"
-#include "port/pg_bswap.h"
-
 #include "keys.h"
+
+/* Largest RSA modulus we describe: OpenSSH's own limit, 16384 bits. */
+#define MAX_MPINT_BYTES		(16384 / 8 + 1)
+/* SSH wire encoding of any public key we describe. */
+#define MAX_BLOB			(4 + 7 + 2 * (4 + MAX_MPINT_BYTES))
+/* A generated private key as PEM: RSA 3072 needs about 2.5 kB. */
+#define MAX_PEM				8192
+
+/* The public half of a key, as OpenSSH writes it. */
+typedef struct PublicKeyText
+{
+	const char *type;			/* "ssh-ed25519", ... */
+	char		blob_b64[4 * ((MAX_BLOB + 2) / 3) + 1];
+	unsigned char digest[32];	/* SHA-256 of the blob */
+} PublicKeyText;
+
+/* A public key blob under construction. */
+typedef struct Blob
+{
+	unsigned char data[MAX_BLOB];
+	size_t		len;
+} Blob;
 
 static const char *const type_names[] = {
 	[TUNNEL_KEY_ED25519] = "ed25519",
@@ -34,8 +59,10 @@ static const char *const type_names[] = {
 bool
 keys_type_from_name(const char *name, TunnelKeyType *type)
 {
-	for (int i = 0; i < lengthof(type_names); i++)
-		if (name && strcmp(name, type_names[i]) == 0)
+	if (name == NULL)
+		return false;
+	for (int i = 0; i < (int) lengthof(type_names); i++)
+		if (strcmp(name, type_names[i]) == 0)
 		{
 			*type = (TunnelKeyType) i;
 			return true;
@@ -46,27 +73,40 @@ keys_type_from_name(const char *name, TunnelKeyType *type)
 const char *
 keys_type_name(TunnelKeyType type)
 {
+	if ((int) type < 0 || (int) type >= (int) lengthof(type_names))
+		return "unknown";
 	return type_names[type];
 }
 
-static void
-put_string(StringInfo buf, const void *data, uint32 len)
+/* RFC 4251 string: uint32 length, then the bytes. */
+static bool
+put_string(Blob *blob, const void *data, size_t len)
 {
-	uint32		be = pg_hton32(len);
-
-	appendBinaryStringInfo(buf, (const char *) &be, 4);
-	appendBinaryStringInfo(buf, data, len);
+	if (len > sizeof(blob->data) - 4 - blob->len)
+		return false;
+	blob->data[blob->len++] = (len >> 24) & 0xff;
+	blob->data[blob->len++] = (len >> 16) & 0xff;
+	blob->data[blob->len++] = (len >> 8) & 0xff;
+	blob->data[blob->len++] = len & 0xff;
+	memcpy(blob->data + blob->len, data, len);
+	blob->len += len;
+	return true;
 }
 
-/* RFC 4251 mpint: big-endian, a leading zero when the top bit is set. */
+/*
+ * RFC 4251 mpint of a non-negative number: no leading zero bytes, except one
+ * when the top bit is set; zero is the empty string.
+ */
 static bool
-put_mpint(StringInfo buf, const EVP_PKEY *pkey, const char *param)
+put_mpint(Blob *blob, const EVP_PKEY *pkey, const char *param)
 {
 	BIGNUM	   *bn = NULL;
-	unsigned char bytes[1024 + 1];
+	unsigned char bytes[MAX_MPINT_BYTES];
 	int			n;
+	bool		ok;
 
-	if (!EVP_PKEY_get_bn_param(pkey, param, &bn) || BN_num_bytes(bn) > 1024)
+	if (!EVP_PKEY_get_bn_param(pkey, param, &bn) || BN_is_negative(bn) ||
+		BN_num_bytes(bn) > MAX_MPINT_BYTES - 1)
 	{
 		BN_free(bn);
 		return false;
@@ -75,16 +115,39 @@ put_mpint(StringInfo buf, const EVP_PKEY *pkey, const char *param)
 	n = BN_bn2bin(bn, bytes + 1);
 	BN_free(bn);
 	if (n > 0 && (bytes[1] & 0x80))
-		put_string(buf, bytes, n + 1);
+		ok = put_string(blob, bytes, n + 1);
 	else
-		put_string(buf, bytes + 1, n);
-	return true;
+		ok = put_string(blob, bytes + 1, n);
+	return ok;
+}
+
+/*
+ * Uncompressed point 0x04 || X || Y of a P-256 key, whatever form the key was
+ * stored in.
+ */
+static bool
+put_p256_point(Blob *blob, const EVP_PKEY *pkey)
+{
+	unsigned char point[65];
+	BIGNUM	   *x = NULL;
+	BIGNUM	   *y = NULL;
+	bool		ok;
+
+	point[0] = 0x04;
+	ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_X, &x) &&
+		EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, &y) &&
+		BN_bn2binpad(x, point + 1, 32) == 32 &&
+		BN_bn2binpad(y, point + 33, 32) == 32;
+	BN_free(x);
+	BN_free(y);
+	return ok && put_string(blob, point, sizeof(point));
 }
 
 /* The SSH wire encoding of the public key (RFC 4253, 5656, 8709). */
 static bool
-public_blob(EVP_PKEY *pkey, StringInfo blob, const char **type_out)
+public_blob(const EVP_PKEY *pkey, Blob *blob, const char **type)
 {
+	blob->len = 0;
 	switch (EVP_PKEY_get_base_id(pkey))
 	{
 		case EVP_PKEY_ED25519:
@@ -92,87 +155,73 @@ public_blob(EVP_PKEY *pkey, StringInfo blob, const char **type_out)
 				unsigned char raw[32];
 				size_t		len = sizeof(raw);
 
-				if (!EVP_PKEY_get_raw_public_key(pkey, raw, &len) || len != 32)
-					return false;
-				*type_out = "ssh-ed25519";
-				put_string(blob, *type_out, strlen(*type_out));
-				put_string(blob, raw, 32);
-				return true;
+				*type = "ssh-ed25519";
+				return EVP_PKEY_get_raw_public_key(pkey, raw, &len) &&
+					len == sizeof(raw) &&
+					put_string(blob, *type, strlen(*type)) &&
+					put_string(blob, raw, len);
 			}
 		case EVP_PKEY_EC:
 			{
-				unsigned char point[65];
-				size_t		len = 0;
-				char		group[32];
+				char		group[64];
 
-				if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME,
-													group, sizeof(group), NULL) ||
-					strcmp(group, "prime256v1") != 0 ||
-					!EVP_PKEY_get_octet_string_param(pkey,
-													 OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
-													 point, sizeof(point), &len) ||
-					len != 65)
-					return false;
-				*type_out = "ecdsa-sha2-nistp256";
-				put_string(blob, *type_out, strlen(*type_out));
-				put_string(blob, "nistp256", 8);
-				put_string(blob, point, 65);
-				return true;
+				*type = "ecdsa-sha2-nistp256";
+				return EVP_PKEY_get_utf8_string_param(pkey,
+													  OSSL_PKEY_PARAM_GROUP_NAME,
+													  group, sizeof(group),
+													  NULL) &&
+					OBJ_sn2nid(group) == NID_X9_62_prime256v1 &&
+					put_string(blob, *type, strlen(*type)) &&
+					put_string(blob, "nistp256", 8) &&
+					put_p256_point(blob, pkey);
 			}
 		case EVP_PKEY_RSA:
-			*type_out = "ssh-rsa";
-			put_string(blob, *type_out, strlen(*type_out));
-			return put_mpint(blob, pkey, OSSL_PKEY_PARAM_RSA_E) &&
+			*type = "ssh-rsa";
+			return put_string(blob, *type, strlen(*type)) &&
+				put_mpint(blob, pkey, OSSL_PKEY_PARAM_RSA_E) &&
 				put_mpint(blob, pkey, OSSL_PKEY_PARAM_RSA_N);
 		default:
 			return false;
 	}
 }
 
-static char *
-base64(const unsigned char *data, size_t len, bool strip_padding)
+/* Fill *pub from the key; OpenSSL only, nothing palloc'd. */
+static bool
+describe(const EVP_PKEY *pkey, PublicKeyText *pub)
 {
-	char	   *out = palloc(4 * ((len + 2) / 3) + 1);
-	int			n = EVP_EncodeBlock((unsigned char *) out, data, (int) len);
+	Blob		blob;
+	unsigned int dlen = 0;
 
-	while (strip_padding && n > 0 && out[n - 1] == '=')
-		out[--n] = '\0';
-	return out;
+	if (!public_blob(pkey, &blob, &pub->type) ||
+		!EVP_Digest(blob.data, blob.len, pub->digest, &dlen, EVP_sha256(),
+					NULL) ||
+		dlen != sizeof(pub->digest))
+		return false;
+	EVP_EncodeBlock((unsigned char *) pub->blob_b64, blob.data, (int) blob.len);
+	return true;
+}
+
+/* The authorized_keys line and fingerprint of *pub, palloc'd. */
+static void
+public_strings(const PublicKeyText *pub, const char *comment,
+			   char **public_line, char **fingerprint)
+{
+	if (comment != NULL && comment[0] != '\0')
+		*public_line = psprintf("%s %s %s", pub->type, pub->blob_b64, comment);
+	else
+		*public_line = psprintf("%s %s", pub->type, pub->blob_b64);
+	*fingerprint = keys_fingerprint_from_digest(pub->digest);
 }
 
 char *
 keys_fingerprint_from_digest(const unsigned char *digest)
 {
-	char	   *b64 = base64(digest, 32, true);
-	char	   *result = psprintf("SHA256:%s", b64);
+	char		b64[4 * ((32 + 2) / 3) + 1];
+	int			n = EVP_EncodeBlock((unsigned char *) b64, digest, 32);
 
-	pfree(b64);
-	return result;
-}
-
-/* Public line and fingerprint of a key; false if OpenSSL cannot say. */
-static bool
-describe(EVP_PKEY *pkey, const char *comment, char **line, char **fingerprint)
-{
-	StringInfoData blob;
-	const char *type;
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	unsigned int dlen;
-	char	   *b64;
-
-	initStringInfo(&blob);
-	if (!public_blob(pkey, &blob, &type) ||
-		!EVP_Digest(blob.data, blob.len, digest, &dlen, EVP_sha256(), NULL))
-	{
-		pfree(blob.data);
-		return false;
-	}
-	b64 = base64((unsigned char *) blob.data, blob.len, false);
-	*line = psprintf("%s %s %s", type, b64, comment);
-	*fingerprint = keys_fingerprint_from_digest(digest);
-	pfree(b64);
-	pfree(blob.data);
-	return true;
+	while (n > 0 && b64[n - 1] == '=')
+		b64[--n] = '\0';
+	return psprintf("SHA256:%s", b64);
 }
 
 static EVP_PKEY *
@@ -190,69 +239,101 @@ generate(TunnelKeyType type)
 	return NULL;
 }
 
-static void
-openssl_error(const char *what)
+/* Write the private key as unencrypted PKCS#8 PEM into pem[MAX_PEM]. */
+static bool
+write_private_pem(EVP_PKEY *pkey, char *pem)
 {
-	unsigned long code = ERR_get_error();
+	BIO		   *bio = BIO_new(BIO_s_secmem());
+	char	   *data;
+	long		len;
+	bool		ok = false;
 
-	ERR_clear_error();
-	ereport(ERROR,
-			(errcode(ERRCODE_INTERNAL_ERROR),
-			 errmsg("could not %s", what),
-			 errdetail("OpenSSL: %s", code ? ERR_reason_error_string(code) : "unknown error")));
+	if (bio != NULL &&
+		PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) == 1)
+	{
+		len = BIO_get_mem_data(bio, &data);
+		if (len > 0 && len < MAX_PEM)
+		{
+			memcpy(pem, data, len);
+			pem[len] = '\0';
+			ok = true;
+		}
+	}
+	BIO_free(bio);				/* cleanses the buffer it held */
+	return ok;
 }
 
 void
 keys_generate(TunnelKeyType type, const char *comment, TunnelKey *key)
 {
-	EVP_PKEY   *pkey = generate(type);
-	BIO		   *bio;
-	char	   *pem;
-	long		len;
+	char	   *pem = palloc(MAX_PEM);
+	EVP_PKEY   *pkey;
+	PublicKeyText pub;
+	const char *failed = NULL;
+	char		detail[256];
 
+	pkey = generate(type);
 	if (pkey == NULL)
-		openssl_error("generate a key pair");
-
-	bio = BIO_new(BIO_s_secmem());
-	if (bio == NULL ||
-		!PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL))
-	{
-		BIO_free(bio);
-		EVP_PKEY_free(pkey);
-		openssl_error("encode the private key");
-	}
-	len = BIO_get_mem_data(bio, &pem);
-	key->private_pem = palloc(len + 1);
-	memcpy(key->private_pem, pem, len);
-	key->private_pem[len] = '\0';
-	BIO_free(bio);				/* secure memory is cleansed on free */
-
-	if (!describe(pkey, comment, &key->public_line, &key->fingerprint))
-	{
-		EVP_PKEY_free(pkey);
-		keys_wipe(key->private_pem);
-		openssl_error("encode the public key");
-	}
+		failed = "could not generate a key pair";
+	else if (!write_private_pem(pkey, pem))
+		failed = "could not encode the private key";
+	else if (!describe(pkey, &pub))
+		failed = "could not encode the public key";
 	EVP_PKEY_free(pkey);
+
+	if (failed)
+	{
+		unsigned long code = ERR_get_error();
+
+		if (code != 0)
+			ERR_error_string_n(code, detail, sizeof(detail));
+		ERR_clear_error();
+		OPENSSL_cleanse(pem, MAX_PEM);
+		pfree(pem);
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				 errmsg("%s", failed),
+				 code != 0 ? errdetail("OpenSSL reported %s.", detail) : 0));
+	}
+
+	key->private_pem = pem;
+	public_strings(&pub, comment, &key->public_line, &key->fingerprint);
+}
+
+/* Never ask for a passphrase: an encrypted key is one we cannot read. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+	return -1;
 }
 
 bool
 keys_public_from_private(const char *private_pem, const char *comment,
 						 char **public_line, char **fingerprint)
 {
-	BIO		   *bio = BIO_new_mem_buf(private_pem, -1);
-	EVP_PKEY   *pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-	bool		ok = pkey != NULL && describe(pkey, comment, public_line, fingerprint);
+	BIO		   *bio;
+	EVP_PKEY   *pkey = NULL;
+	PublicKeyText pub;
+	bool		ok;
 
+	if (private_pem == NULL)
+		return false;
+	bio = BIO_new_mem_buf(private_pem, -1);
+	if (bio != NULL)
+		pkey = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	ok = pkey != NULL && describe(pkey, &pub);
 	EVP_PKEY_free(pkey);
 	BIO_free(bio);
 	ERR_clear_error();
+
+	if (ok)
+		public_strings(&pub, comment, public_line, fingerprint);
 	return ok;
 }
 
 void
 keys_wipe(char *secret)
 {
-	if (secret)
+	if (secret != NULL)
 		OPENSSL_cleanse(secret, strlen(secret));
 }

@@ -4,17 +4,35 @@
  *	  Checks of the untrusted text a tunnel definition is made of.
  *
  * Pure functions with no backend dependencies, shared by the SQL functions,
- * the worker, GUC check hooks and (later) fuzz targets.
+ * the worker, GUC check hooks and (later) fuzz targets.  Character classes
+ * are spelled out in ASCII rather than taken from <ctype.h>, whose answers
+ * depend on the backend's LC_CTYPE.
  *
  *-------------------------------------------------------------------------
  */
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE			/* inet_aton() under strict -std= modes */
+#endif
+
 #include <arpa/inet.h>
-#include <ctype.h>
+#include <netinet/in.h>
 #include <stdbool.h>
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "validate.h"
+
+static bool
+is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static bool
+is_alnum(char c)
+{
+	return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 bool
 validate_tunnel_name(const char *name, const char **reason)
@@ -32,8 +50,7 @@ validate_tunnel_name(const char *name, const char **reason)
 		return false;
 	}
 	for (const char *p = name; *p; p++)
-		if (!(isascii((unsigned char) *p) && (isalnum((unsigned char) *p) ||
-											  *p == '_' || *p == '-')))
+		if (!is_alnum(*p) && *p != '_' && *p != '-')
 		{
 			*reason = "Names may contain only letters, digits, \"_\" and \"-\".";
 			return false;
@@ -41,21 +58,71 @@ validate_tunnel_name(const char *name, const char **reason)
 	return true;
 }
 
+/*
+ * Text that a resolver would read as an IPv4 address in some form: all
+ * digits and dots ("1.2.3", "999.1.1.1"), or anything inet_aton() accepts
+ * ("127.1", "0x7f000001"), which getaddrinfo() would not look up as a name.
+ */
 static bool
-all_digits_and_dots(const char *s)
+looks_like_ipv4(const char *host)
 {
-	for (; *s; s++)
-		if (!isdigit((unsigned char) *s) && *s != '.')
+	struct in_addr addr;
+	bool		digits = false;
+	const char *p;
+
+	for (p = host; *p; p++)
+	{
+		if (!is_digit(*p) && *p != '.')
+			break;
+		digits |= is_digit(*p);
+	}
+	return (*p == '\0' && digits) || inet_aton(host, &addr) != 0;
+}
+
+/*
+ * RFC 1123 host name: labels of 1-63 [A-Za-z0-9-], no hyphen at either end,
+ * separated by single dots, with an optional trailing dot.
+ */
+static bool
+valid_host_name(const char *host, const char **reason)
+{
+	const char *label = host;
+
+	for (const char *p = host;; p++)
+	{
+		if (*p == '.' || *p == '\0')
+		{
+			size_t		len = p - label;
+
+			if (*p == '\0' && len == 0 && p > host)
+				return true;	/* the optional trailing dot */
+			if (len == 0 || len > 63)
+			{
+				*reason = "Each label of a host name must be 1 to 63 characters long.";
+				return false;
+			}
+			if (label[0] == '-' || p[-1] == '-')
+			{
+				*reason = "A label of a host name must not start or end with \"-\".";
+				return false;
+			}
+			if (*p == '\0')
+				return true;
+			label = p + 1;
+		}
+		else if (!is_alnum(*p) && *p != '-')
+		{
+			*reason = "A host must be a host name, an IPv4 address or an IPv6 address.";
 			return false;
-	return true;
+		}
+	}
 }
 
 bool
 validate_host(const char *host, const char **reason)
 {
-	unsigned char buf[16];
+	unsigned char addr[sizeof(struct in6_addr)];
 	size_t		len = host ? strlen(host) : 0;
-	size_t		label = 0;
 
 	if (len == 0)
 	{
@@ -67,40 +134,25 @@ validate_host(const char *host, const char **reason)
 		*reason = "A host name may be at most 253 bytes long.";
 		return false;
 	}
-	if (inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1)
+	if (inet_pton(AF_INET, host, addr) == 1 ||
+		inet_pton(AF_INET6, host, addr) == 1)
 		return true;
-	if (all_digits_and_dots(host))
+	if (host[0] == '[')
+	{
+		*reason = "Write an IPv6 address without brackets.";
+		return false;
+	}
+	if (strchr(host, ':') != NULL)
+	{
+		*reason = "The host contains \":\" but is not a valid IPv6 address; give the port separately.";
+		return false;
+	}
+	if (looks_like_ipv4(host))
 	{
 		*reason = "The host looks like an IPv4 address but is not a valid one.";
 		return false;
 	}
-	for (size_t i = 0; i < len; i++)
-	{
-		char		c = host[i];
-
-		if (c == '.')
-		{
-			if (label == 0 || host[i - 1] == '-')
-			{
-				*reason = "Each label of a host name must be 1 to 63 letters, digits or hyphens, not starting or ending with a hyphen.";
-				return false;
-			}
-			label = 0;
-			continue;
-		}
-		if (!(isascii((unsigned char) c) && (isalnum((unsigned char) c) || c == '-')) ||
-			(c == '-' && label == 0) || ++label > 63)
-		{
-			*reason = "A host must be a host name, an IPv4 address or an IPv6 address.";
-			return false;
-		}
-	}
-	if (label > 0 && host[len - 1] == '-')
-	{
-		*reason = "Each label of a host name must be 1 to 63 letters, digits or hyphens, not starting or ending with a hyphen.";
-		return false;
-	}
-	return true;
+	return valid_host_name(host, reason);
 }
 
 bool
@@ -108,14 +160,23 @@ validate_user(const char *user, const char **reason)
 {
 	size_t		len = user ? strlen(user) : 0;
 
-	if (len == 0 || len > 32 || user[0] == '-')
+	if (len == 0)
 	{
-		*reason = "An SSH user name must be 1 to 32 bytes long and must not start with \"-\".";
+		*reason = "An SSH user name must not be empty.";
+		return false;
+	}
+	if (len > 32)
+	{
+		*reason = "An SSH user name may be at most 32 bytes long.";
+		return false;
+	}
+	if (user[0] == '-')
+	{
+		*reason = "An SSH user name must not start with \"-\".";
 		return false;
 	}
 	for (const char *p = user; *p; p++)
-		if (!isgraph((unsigned char) *p) || !isascii((unsigned char) *p) ||
-			*p == '@' || *p == ':' || *p == '/')
+		if (*p <= ' ' || *p > '~' || *p == '@' || *p == ':' || *p == '/')
 		{
 			*reason = "An SSH user name may not contain white space, control characters, \"@\", \":\" or \"/\".";
 			return false;
@@ -140,47 +201,55 @@ validate_fingerprint(const char *text, const char **reason)
 	static const char b64[] =
 		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-	*reason = "A host key fingerprint must look like ssh-keygen -l prints it: \"SHA256:\" followed by 43 base64 characters.";
-	if (text == NULL || strncmp(text, "SHA256:", 7) != 0 || strlen(text) != 50)
+	if (text == NULL || strncmp(text, "SHA256:", 7) != 0 ||
+		strlen(text) != 7 + 43 || strspn(text + 7, b64) != 43)
+	{
+		*reason = "A host key fingerprint must look like ssh-keygen -l prints it: \"SHA256:\" followed by 43 base64 characters.";
 		return false;
-	for (int i = 7; i < 50; i++)
-		if (text[i] == '\0' || strchr(b64, text[i]) == NULL)
-			return false;
-	/* The last character carries only 4 bits of a 32-byte digest. */
-	return strchr("AEIMQUYcgkosw048", text[49]) != NULL;
+	}
+	/* The 43rd character carries the last 4 bits of a 32-byte digest. */
+	if (strchr("AEIMQUYcgkosw048", text[49]) == NULL)
+	{
+		*reason = "The last character of the fingerprint cannot end a SHA-256 digest.";
+		return false;
+	}
+	return true;
 }
 
+/* 1 to 5 decimal digits, nothing else. */
 static bool
 parse_port_number(const char *s, size_t len, int *out)
 {
-	long		v = 0;
+	int			v = 0;
 
 	if (len == 0 || len > 5)
 		return false;
 	for (size_t i = 0; i < len; i++)
 	{
-		if (!isdigit((unsigned char) s[i]))
+		if (!is_digit(s[i]))
 			return false;
 		v = v * 10 + (s[i] - '0');
 	}
-	*out = (int) v;
+	*out = v;
 	return true;
 }
 
 bool
-validate_port_range(const char *text, int *low, int *high, const char **reason)
+validate_port_range(const char *text, int *low, int *high,
+					const char **reason)
 {
 	const char *dash = text ? strchr(text, '-') : NULL;
 	int			lo,
 				hi;
 
-	*reason = "A port range must be written LOW-HIGH with 1024 <= LOW <= HIGH <= 65535.";
 	if (dash == NULL ||
 		!parse_port_number(text, dash - text, &lo) ||
-		!parse_port_number(dash + 1, strlen(dash + 1), &hi))
+		!parse_port_number(dash + 1, strlen(dash + 1), &hi) ||
+		lo < 1024 || hi > 65535 || lo > hi)
+	{
+		*reason = "A port range must be written LOW-HIGH with 1024 <= LOW <= HIGH <= 65535.";
 		return false;
-	if (lo < 1024 || hi > 65535 || lo > hi)
-		return false;
+	}
 	*low = lo;
 	*high = hi;
 	return true;
