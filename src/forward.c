@@ -56,7 +56,6 @@ struct TunnelForward
 	TunnelSession *session;
 	TunnelStatusSlot *slot;
 	ForwardPhase phase;
-	TimestampTz created_at;
 
 	pgsocket	client;			/* PGINVALID_SOCKET once closed */
 	Watch		watch;
@@ -97,7 +96,6 @@ forward_create(TunnelSession *session, pgsocket client,
 	f->session = session;
 	f->slot = slot;
 	f->phase = FORWARD_WAITING;
-	f->created_at = GetCurrentTimestamp();
 	f->client = client;
 	f->remote_host = pstrdup(remote_host);
 	f->remote_port = remote_port;
@@ -493,18 +491,6 @@ forward_live_channel(TunnelForward *f)
 	if (f->phase == FORWARD_OPEN && !f->remote_eof)
 		return f->channel;
 	return NULL;
-}
-
-TimestampTz
-forward_created_at(TunnelForward *f)
-{
-	return f->created_at;
-}
-
-bool
-forward_is_opening(TunnelForward *f)
-{
-	return f->phase == FORWARD_WAITING;
 }
 
 dlist_node *

@@ -32,10 +32,6 @@ extern void forward_destroy(TunnelForward *f);
 /* Has the forward a channel that is not at EOF (to drain the transport)? */
 extern LIBSSH2_CHANNEL *forward_live_channel(TunnelForward *f);
 
-/* How long the forward has waited for its channel, for timeouts. */
-extern TimestampTz forward_created_at(TunnelForward *f);
-extern bool forward_is_opening(TunnelForward *f);
-
 /* The session keeps its forwards in a dlist through this node. */
 extern dlist_node *forward_node(TunnelForward *f);
 extern TunnelForward *forward_from_node(dlist_node *node);

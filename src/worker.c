@@ -66,6 +66,7 @@ struct WorkerTunnel
 	TunnelSession *session;		/* NULL when disabled, invalid or unbound */
 	List	   *forwards;		/* of WorkerForward */
 	bool		runnable;		/* enabled and valid */
+	TimestampTz bind_retry_at;	/* next try for ports that were taken */
 };
 
 static MemoryContext worker_cxt;
@@ -256,10 +257,14 @@ apply(WorkerTunnel *t)
 	}
 
 	sync_forwards(t);
-	/* A tunnel that cannot listen anywhere has no use for a session yet. */
-	if (!bind_listeners(t) && t->session == NULL &&
-		list_length(t->forwards) == 1)
-		return;
+	if (!bind_listeners(t))
+	{
+		t->bind_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   BIND_RETRY_MS);
+		/* A tunnel that cannot listen anywhere has no use for a session yet. */
+		if (t->session == NULL && list_length(t->forwards) == 1)
+			return;
+	}
 	if (t->session == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(t->cxt);
@@ -413,6 +418,13 @@ rebind_all(void)
 	}
 }
 
+static long
+ms_until_retry(WorkerTunnel *t, TimestampTz now)
+{
+	return t->bind_retry_at <= now ? 0 :
+		(long) ((t->bind_retry_at - now + 999) / 1000);
+}
+
 /* Timers of every tunnel; returns the time until the next one. */
 static long
 run_timers(void)
@@ -428,12 +440,16 @@ run_timers(void)
 
 		if (!t->runnable)
 			continue;
-		/* A port another process holds is retried until it is free. */
-		if (!bind_listeners(t) || t->session == NULL)
+		/* A port another process holds is retried, once a second. */
+		if (t->bind_retry_at != 0)
 		{
-			t_timeout = BIND_RETRY_MS;
-			if (t->session == NULL)
+			if (now >= t->bind_retry_at)
+			{
+				t->bind_retry_at = 0;
 				apply(t);
+			}
+			if (t->bind_retry_at != 0)
+				t_timeout = ms_until_retry(t, now);
 		}
 		if (t->session)
 		{

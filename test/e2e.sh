@@ -126,6 +126,13 @@ check "rsa key authenticates where sshd allows ssh-rsa" wait_state auth_rsa conn
 check "query through the rsa tunnel" test "$(psql_via "$(lsql "SELECT local_port FROM tunnel_ssh.tunnels WHERE name = 'auth_rsa'")" "SELECT count(*) FROM items")" = 100000
 lsql "SELECT tunnel_drop('auth_ecdsa'), tunnel_drop('auth_rsa')" >/dev/null
 
+# --- a local port held by another process ---
+lsql "SELECT tunnel_create('taken', '127.0.0.1', '127.0.0.1', ssh_port => 9, local_port => $PPORT)" >/dev/null
+check "local port taken by another process: bind_failed" wait_state taken bind_failed 10
+check "bind error is shown" grep -q "could not listen" <<<"$(lsql "SELECT last_error FROM tunnel_status() WHERE name = 'taken'")"
+check "other tunnels keep working meanwhile" test "$(psql_via 54321 "SELECT count(*) FROM items")" = 100000
+lsql "SELECT tunnel_drop('taken')" >/dev/null
+
 lsql "BEGIN; SELECT tunnel_create('rolled', '127.0.0.1', '127.0.0.1', local_port => 54400); ROLLBACK;" >/dev/null
 sleep 1
 check "rolled-back tunnel_create never opens a port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54400) 2>/dev/null"
