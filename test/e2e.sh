@@ -87,7 +87,7 @@ check "status counts connections and bytes" \
   test "$(lsql "SELECT total_connections >= 250 AND bytes_in > 200000000 FROM tunnel_status() WHERE name = 'main'")" = t
 
 # --- faults ---
-stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+kill_sshd
 check "bastion down: state leaves connected" wait_state main unreachable 20
 start_sshd
 check "bastion back: connected again on its own" wait_state main connected 15
@@ -98,14 +98,14 @@ kill -TERM "$pid"
 sleep 1
 check "worker stopped by SIGTERM comes back with its tunnels" wait_state main connected 20
 
-stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+kill_sshd
 mv sshd/host_key sshd/host_key.orig; mv sshd/host_key.pub sshd/host_key.pub.orig
 ssh-keygen -q -t ed25519 -N '' -f sshd/host_key
 start_sshd
 check "changed bastion host key: host_key_mismatch" wait_state main host_key_mismatch 20
 check "no connection forwarded through an impostor" bash -c "! psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
 check "mismatch logged as WARNING" grep -q "WARNING:.*host key of" local.log
-stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+kill_sshd
 mv sshd/host_key.orig sshd/host_key; mv sshd/host_key.pub.orig sshd/host_key.pub
 start_sshd
 wait_state main connected 20 >/dev/null
@@ -119,7 +119,7 @@ check "ecdsa key authenticates against a default sshd" wait_state auth_ecdsa con
 check "rsa key is refused by a default sshd: auth_failed" wait_state auth_rsa auth_failed 15
 check "rsa refusal names the sshd setting" \
   grep -q "PubkeyAcceptedAlgorithms +ssh-rsa" <<<"$(lsql "SELECT last_error FROM tunnel_status() WHERE name = 'auth_rsa'")"
-stop_sshd; pkill -u "$(id -u)" -f "sshd: $(id -un)"
+kill_sshd
 echo "PubkeyAcceptedAlgorithms +ssh-rsa" >> sshd/sshd_config
 start_sshd
 check "rsa key authenticates where sshd allows ssh-rsa" wait_state auth_rsa connected 20

@@ -1,17 +1,27 @@
 # Shared by e2e.sh and demo.sh: a throwaway private database, a local server
 # with tunnel_ssh preloaded and a real sshd bastion, all on 127.0.0.1 under
 # $dir, run as the calling (unprivileged) user; cleanup stops them all.
-# The caller sets dir and cd's there before sourcing.
+# The caller sets dir and cd's there before sourcing; it may set LPORT, PPORT
+# and SPORT (so suites can run side by side) and LOCAL_CONF (extra settings
+# for the local server) first.
 B=/usr/lib/postgresql/15/bin
-LPORT=55432 PPORT=55433 SPORT=52222
+LPORT=${LPORT:-55432} PPORT=${PPORT:-55433} SPORT=${SPORT:-52222}
 lsql() { psql -X -q -h "$dir" -p $LPORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"; }
 psql_via() { psql -X -q -h 127.0.0.1 -p "$1" -d postgres -Atc "$2"; }
 
 start_sshd() { /usr/sbin/sshd -f "$dir/sshd/sshd_config" -E "$dir/sshd/log"; }
+# Stopping the listener leaves its sessions running, as a real sshd restart
+# does; kill_sshd also ends the sessions (its children, so not another suite's).
 stop_sshd()  { [ -f "$dir/sshd/sshd.pid" ] && kill "$(cat "$dir/sshd/sshd.pid")" 2>/dev/null; rm -f "$dir/sshd/sshd.pid"; sleep 0.5; }
-cleanup() {
+kill_sshd()  {
+  local pid
+  [ -f "$dir/sshd/sshd.pid" ] || return 0
+  pid=$(cat "$dir/sshd/sshd.pid")
+  pkill -P "$pid" 2>/dev/null
   stop_sshd
-  pkill -u "$(id -u)" -f "sshd: $(id -un)" 2>/dev/null
+}
+cleanup() {
+  kill_sshd
   $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1
   $B/pg_ctl -D "$dir/private" stop -m immediate >/dev/null 2>&1
 }
@@ -43,6 +53,7 @@ unix_socket_directories = '$dir'
 shared_preload_libraries = 'tunnel_ssh'
 tunnel_ssh.keepalive_interval = 2
 tunnel_ssh.reconnect_max_delay = 2
+${LOCAL_CONF:-}
 C
 $B/pg_ctl -D private -l private.log start -w >/dev/null
 $B/pg_ctl -D local -l local.log start -w >/dev/null

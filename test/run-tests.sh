@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Run the tunnel_ssh test suite (or, with "demo", the demo) on a Debian 12
-# machine, as root: installs what it needs, builds, installs, then runs the
-# script as an unprivileged user (PostgreSQL refuses to run as root).
+# Run the tunnel_ssh test suites (or, with "demo", the demo) on a Debian 12
+# machine, as root: installs what it needs, builds, installs, then runs each
+# suite as an unprivileged user (PostgreSQL refuses to run as root).
+#   bash test/run-tests.sh            every suite: regress, then $SUITES
+#   bash test/run-tests.sh e2e faults only these
+#   bash test/run-tests.sh demo       the demo
 set -euo pipefail
+SUITES="e2e"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
@@ -16,6 +20,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
+
+# One run at a time per machine: the module is installed system-wide and the
+# suites use fixed loopback ports.
+exec 9>/tmp/tunnel_ssh_tests.lock
+flock 9
 
 make -s clean >/dev/null 2>&1 || true
 make -s
@@ -33,18 +42,35 @@ work=$(mktemp -d /tmp/tunnel_ssh_test.XXXXXX)
 chown "$user" "$work"
 chmod 755 "$work"
 trap 'rm -rf "$work"' EXIT
-script=${1:-e2e}
-if [ "$script" = e2e ]; then
-  # pg_regress: SQL behaviour, in a temporary instance with the module preloaded.
+[ $# -gt 0 ] || set -- regress $SUITES
+
+regress() {
+  # SQL behaviour, in a temporary instance with the module preloaded.
   mkdir -p "$work/regress"
   cp -r "$repo/Makefile" "$repo/tunnel_ssh.control" "$repo/sql" "$repo/expected" "$repo/test" "$work/regress/"
   chown -R "$user" "$work/regress"
   if ! su "$user" -c "cd $work/regress && make -s installcheck NO_PGXS_BUILD=1 REGRESS_OPTS='--inputdir=. --outputdir=results --temp-instance=$work/regress/tmp --temp-config=test/regress.conf --port=55499 --dbname=contrib_regression'"; then
     cat "$work/regress/results/regression.diffs" 2>/dev/null || true
-    echo "0 passed, 1 failed"
-    exit 1
+    return 1
   fi
+}
+
+failed=()
+for suite in "$@"; do
+  echo "=== $suite"
+  if [ "$suite" = regress ]; then
+    regress || failed+=("$suite")
+    continue
+  fi
+  case "$suite" in lib|run-tests) suite=none ;; esac
+  [ -f "$repo/test/$suite.sh" ] || { echo "no such suite: $suite" >&2; exit 2; }
+  mkdir -p "$work/$suite"
+  chown "$user" "$work/$suite"
+  cp "$repo/test/lib.sh" "$repo/test/$suite.sh" "$work/$suite/"
+  su "$user" -c "bash $work/$suite/$suite.sh $work/$suite" || failed+=("$suite")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED suites: ${failed[*]}"
+  exit 1
 fi
-case "$script" in e2e|demo) ;; *) echo "usage: $0 [demo]" >&2; exit 2 ;; esac
-cp "$repo/test/lib.sh" "$repo/test/$script.sh" "$work/"
-su "$user" -c "bash $work/$script.sh $work"
+echo "all suites passed: $*"
