@@ -18,9 +18,12 @@
  */
 #include "postgres.h"
 
+#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lib/stringinfo.h"
+#include "port/pg_bswap.h"
 #include "utils/timestamp.h"
 
 #include "forward.h"
@@ -34,6 +37,18 @@
  */
 #define UP_BUFSIZE		(32 * 1024)
 #define DOWN_BUFSIZE	(64 * 1024)
+
+/*
+ * The receive window of each channel bounds both what a slow client can
+ * make wait in libssh2's queues and, divided by the round-trip time to the
+ * bastion, the throughput of one connection.  We open with 2 MB, as OpenSSH
+ * does, and give back what the client has taken in steps of CHANNEL_GRANT,
+ * so that nearly the whole window stays in flight: granting only at half,
+ * a 20 ms path carried ~52 MB/s where ssh -L carried 77.
+ */
+#define CHANNEL_WINDOW	(4 * 1024 * 1024)
+#define CHANNEL_GRANT	(CHANNEL_WINDOW / 8)
+#define CHANNEL_PACKET	32768
 
 typedef enum ForwardPhase
 {
@@ -66,9 +81,13 @@ struct TunnelForward
 	LIBSSH2_CHANNEL *channel;
 	char	   *remote_host;
 	int			remote_port;
+	char	   *open_message;	/* direct-tcpip request, RFC 4254 7.2 */
+	unsigned int open_message_len;
 	bool		eof_sent;		/* EOF sent on the channel */
 	bool		remote_eof;
 	bool		read_idle;		/* last channel read found nothing */
+	uint32		consumed;		/* bytes read since the last window grant */
+	uint32		granting;		/* the grant being sent, while it is */
 
 	ForwardBuffer up;			/* client -> channel */
 	ForwardBuffer down;			/* channel -> client */
@@ -86,6 +105,47 @@ on_client_event(void *arg, uint32 occurred)
 	tunnel_session_mark_dirty(f->session);
 }
 
+static void
+put_uint32(StringInfo buf, uint32 v)
+{
+	uint32		n = pg_hton32(v);
+
+	appendBinaryStringInfo(buf, (const char *) &n, 4);
+}
+
+static void
+put_string(StringInfo buf, const char *str)
+{
+	put_uint32(buf, (uint32) strlen(str));
+	appendBinaryStringInfo(buf, str, strlen(str));
+}
+
+/*
+ * libssh2_channel_direct_tcpip_ex() cannot choose the window, so we send the
+ * same request through libssh2_channel_open_ex().  The originator is the
+ * client's own address, which the bastion logs.
+ */
+static void
+build_open_message(TunnelForward *f)
+{
+	StringInfoData buf;
+	struct sockaddr_storage addr;
+	socklen_t	len = sizeof(addr);
+	char		host[NI_MAXHOST] = "127.0.0.1";
+	char		port[NI_MAXSERV] = "0";
+
+	if (getpeername(f->client, (struct sockaddr *) &addr, &len) == 0)
+		(void) getnameinfo((struct sockaddr *) &addr, len, host, sizeof(host),
+						   port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	initStringInfo(&buf);
+	put_string(&buf, f->remote_host);
+	put_uint32(&buf, (uint32) f->remote_port);
+	put_string(&buf, host);
+	put_uint32(&buf, (uint32) atoi(port));
+	f->open_message = buf.data;
+	f->open_message_len = buf.len;
+}
+
 TunnelForward *
 forward_create(TunnelSession *session, pgsocket client,
 			   const char *remote_host, int remote_port,
@@ -99,6 +159,7 @@ forward_create(TunnelSession *session, pgsocket client,
 	f->client = client;
 	f->remote_host = pstrdup(remote_host);
 	f->remote_port = remote_port;
+	build_open_message(f);
 	f->up.size = UP_BUFSIZE;
 	f->up.data = palloc(UP_BUFSIZE);
 	f->down.size = DOWN_BUFSIZE;
@@ -183,10 +244,20 @@ read_client(TunnelForward *f)
 {
 	while (f->client_readable && !f->client_eof && room(&f->up) > 0)
 	{
-		ssize_t		n = recv(f->client, f->up.data + f->up.end, room(&f->up), 0);
+		int			want = room(&f->up);
+		ssize_t		n = recv(f->client, f->up.data + f->up.end, want, 0);
 
 		if (n > 0)
+		{
+			/*
+			 * A short read emptied the socket: skip the recv() that would
+			 * only say so.  The wait set is level-triggered, so bytes that
+			 * arrive meanwhile are reported again.
+			 */
+			if (n < want)
+				f->client_readable = false;
 			f->up.end += n;
+		}
 		else if (n == 0)
 			f->client_eof = true;
 		else if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -237,8 +308,10 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 		!tunnel_session_may_send(f->session, f))
 		return;
 
-	channel = libssh2_channel_direct_tcpip_ex(ssh, f->remote_host,
-											  f->remote_port, "127.0.0.1", 0);
+	channel = libssh2_channel_open_ex(ssh, "direct-tcpip",
+									  sizeof("direct-tcpip") - 1,
+									  CHANNEL_WINDOW, CHANNEL_PACKET,
+									  f->open_message, f->open_message_len);
 	rc = channel ? 0 : libssh2_session_last_errno(ssh);
 	tunnel_session_sent(f->session, f, SESSION_OP_OPEN, rc);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
@@ -308,6 +381,34 @@ step_eof(TunnelForward *f)
 		channel_failed(f, rc);
 }
 
+/*
+ * Give the bastion back the window the client has used up.  Like any send
+ * it may stall, and is then resumed with the same amount (libssh2 has
+ * already built the packet).
+ */
+static void
+step_grant(TunnelForward *f)
+{
+	int			rc;
+
+	if (f->granting == 0)
+	{
+		if (f->consumed < CHANNEL_GRANT)
+			return;
+		f->granting = f->consumed;
+		f->consumed = 0;
+	}
+	if (!tunnel_session_may_send(f->session, f))
+		return;
+	rc = libssh2_channel_receive_window_adjust2(f->channel, f->granting, 1,
+												NULL);
+	tunnel_session_sent(f->session, f, SESSION_OP_ADJUST, rc);
+	if (rc == 0)
+		f->granting = 0;
+	else if (rc != LIBSSH2_ERROR_EAGAIN)
+		channel_failed(f, rc);
+}
+
 static void
 step_down(TunnelForward *f, bool *progress)
 {
@@ -316,25 +417,25 @@ step_down(TunnelForward *f, bool *progress)
 		ssize_t		rc;
 
 		/*
-		 * Once a read came back empty, only read again when libssh2 has
-		 * queued something for us: a read that finds nothing still costs a
-		 * recv() on the session socket.  Any other outcome must be followed
-		 * by a read, because libssh2 reopens the SSH window at the start of
-		 * the read after the one that consumed the data.
+		 * Read only when libssh2 has queued something for this channel (or
+		 * may have: after a stalled or failed read): a read that finds
+		 * nothing still costs a recv() on the session socket.  The session
+		 * pulls the socket into libssh2's queues when it becomes readable.
 		 */
 		if (f->read_idle &&
 			!libssh2_poll_channel_read(f->channel, 0) &&
 			!libssh2_channel_eof(f->channel))
-			return;
+			break;
 
 		rc = libssh2_channel_read(f->channel, f->down.data + f->down.end,
 								  room(&f->down));
 		tunnel_session_sent(f->session, f, SESSION_OP_READ, (int) Min(rc, 0));
-		f->read_idle = false;
+		f->read_idle = true;
 		if (rc > 0)
 		{
 			f->down.end += rc;
 			f->moved_in += rc;
+			f->consumed += rc;
 			*progress = true;
 		}
 		else if (rc == 0)
@@ -344,23 +445,26 @@ step_down(TunnelForward *f, bool *progress)
 				f->remote_eof = true;
 				*progress = true;
 			}
-			else
-				f->read_idle = true;
-			return;
+			break;
 		}
 		else if (rc == LIBSSH2_ERROR_EAGAIN)
 		{
 			f->read_idle = tunnel_session_owned_op(f->session, f) == SESSION_OP_NONE;
-			return;
+			break;
 		}
 		else if (rc == LIBSSH2_ERROR_BAD_USE)
-			return;				/* window adjust waits for another's send */
+		{
+			f->read_idle = false;
+			break;				/* window adjust waits for another's send */
+		}
 		else
 		{
 			channel_failed(f, (int) rc);
 			return;
 		}
 	}
+	if (f->phase == FORWARD_OPEN)
+		step_grant(f);
 }
 
 /* Returns true once the channel is gone. */
@@ -414,6 +518,9 @@ resume_owned(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 			break;
 		case SESSION_OP_READ:
 			step_down(f, progress);
+			break;
+		case SESSION_OP_ADJUST:
+			step_grant(f);
 			break;
 		case SESSION_OP_CLOSE:
 			step_close(f);
@@ -482,6 +589,7 @@ forward_destroy(TunnelForward *f)
 	pfree(f->up.data);
 	pfree(f->down.data);
 	pfree(f->remote_host);
+	pfree(f->open_message);
 	pfree(f);
 }
 
