@@ -163,6 +163,43 @@ read_definitions(MemoryContext result_cxt)
 	return defs;
 }
 
+/*
+ * Jump tunnels came with version 1.1 of the catalog; a 1.0 catalog simply
+ * has none.
+ */
+static void
+read_jumps(List *defs, MemoryContext result_cxt)
+{
+	ListCell   *lc;
+	int			ret;
+
+	ret = SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute "
+					  "WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
+					  "  AND attname = 'via' AND NOT attisdropped",
+					  true, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed == 0)
+		return;
+	ret = SPI_execute("SELECT name, via FROM tunnel_ssh.tunnel "
+					  "WHERE via IS NOT NULL", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tunnel_ssh catalog: %s",
+			 SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		char	   *name = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+
+		foreach(lc, defs)
+		{
+			TunnelDef  *def = lfirst(lc);
+
+			if (strcmp(def->name, name) == 0)
+				def->via = MemoryContextStrdup(result_cxt,
+											   SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2));
+		}
+	}
+}
+
 List *
 catalog_load(bool *installed)
 {
@@ -177,7 +214,10 @@ catalog_load(bool *installed)
 	pgstat_report_activity(STATE_RUNNING, "reading tunnel definitions");
 	*installed = OidIsValid(get_extension_oid("tunnel_ssh", true));
 	if (*installed)
+	{
 		defs = read_definitions(result_cxt);
+		read_jumps(defs, result_cxt);
+	}
 
 	SPI_finish();
 	PopActiveSnapshot();
@@ -208,6 +248,7 @@ catalog_copy_def(const TunnelDef *def)
 	copy->host_key_fingerprint = dup_or_null(def->host_key_fingerprint);
 	copy->host_key_pinned = def->host_key_pinned;
 	copy->enabled = def->enabled;
+	copy->via = dup_or_null(def->via);
 	foreach(lc, def->forwards)
 	{
 		ForwardDef *src = lfirst(lc);
@@ -246,6 +287,7 @@ catalog_session_differs(const TunnelDef *a, const TunnelDef *b)
 		str_differs(a->ssh_user, b->ssh_user) ||
 		str_differs(a->private_key, b->private_key) ||
 		a->enabled != b->enabled ||
+		str_differs(a->via, b->via) ||
 		(str_differs(a->host_key_fingerprint, b->host_key_fingerprint) &&
 		 a->host_key_fingerprint != NULL);
 }

@@ -30,6 +30,7 @@ typedef struct TunnelDef
 	char	   *host_key_fingerprint;	/* NULL until first recorded */
 	bool		host_key_pinned;
 	bool		enabled;
+	char	   *via;			/* jump tunnel carrying the session, or NULL */
 	List	   *forwards;		/* of ForwardDef */
 } TunnelDef;
 

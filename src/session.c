@@ -50,6 +50,7 @@
 #include "session.h"
 #include "tunnel_ssh.h"
 #include "watch.h"
+#include "worker.h"
 
 typedef enum SessionPhase
 {
@@ -81,6 +82,7 @@ struct TunnelSession
 	struct addrinfo *next_addr;
 	bool		addrs_from_gai; /* free with freeaddrinfo, via gai */
 	pgsocket	sock;
+	bool		tcp;			/* false: a socketpair to a jump session */
 	Watch		watch;
 	bool		readable;		/* socket reported readable since last pass */
 	bool		writable;
@@ -118,6 +120,8 @@ struct TunnelSession
 static dlist_head dirty_sessions = DLIST_STATIC_INIT(dirty_sessions);
 
 static void start_connect(TunnelSession *s);
+static void start_jump(TunnelSession *s);
+static void begin_ssh(TunnelSession *s);
 static void update_interest(TunnelSession *s);
 
 /* ---------- small helpers ---------- */
@@ -180,7 +184,7 @@ LIBSSH2_RECV_FUNC(recv_and_note)
 		 * socket releases sshd's next packet; during bulk transfers reads
 		 * fill the buffer and this costs nothing.
 		 */
-		if ((size_t) n < length)
+		if ((size_t) n < length && s->tcp)
 		{
 			int			one = 1;
 
@@ -339,6 +343,11 @@ start_attempt(TunnelSession *s, TimestampTz now)
 	s->deadline = TimestampTzPlusMilliseconds(now, tunnel_connect_timeout * 1000L);
 	tunnel_status_count_attempt(s->slot);
 	set_state(s, TUNNEL_STATE_CONNECTING, NULL);
+	if (s->def->via)
+	{
+		start_jump(s);
+		return;
+	}
 
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -411,6 +420,46 @@ poll_resolver(TunnelSession *s)
 	start_connect(s);
 }
 
+/*
+ * A tunnel with "via" reaches its bastion as ssh -J does: through a
+ * direct-tcpip channel of the jump tunnel's session.  libssh2 wants a
+ * socket, so it gets one end of a socketpair, and the jump session carries
+ * the other end like any client connection.  The jump host resolves the
+ * bastion's name, as with ssh -J.  Should the jump session fail, its end
+ * closes and this session fails with it; a chain that loops never starts,
+ * since each link waits for the next to be connected.
+ */
+static void
+start_jump(TunnelSession *s)
+{
+	TunnelSession *jump = tunnel_worker_session(s->def->via);
+	char		text[TUNNEL_ERROR_MAXLEN];
+	int			sv[2];
+
+	if (jump == NULL || jump->phase != PHASE_READY)
+	{
+		snprintf(text, sizeof(text), "jump tunnel \"%s\" is not connected",
+				 s->def->via);
+		fail(s, TUNNEL_STATE_UNREACHABLE, text);
+		/* Not this bastion's fault: look again soon, without backing off. */
+		s->failures = 0;
+		s->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+	{
+		snprintf(text, sizeof(text), "could not create a socket pair: %m");
+		fail(s, TUNNEL_STATE_UNREACHABLE, text);
+		return;
+	}
+	tunnel_session_add_client(jump, sv[1], s->def->ssh_host, s->def->ssh_port);
+	s->sock = sv[0];
+	s->tcp = false;
+	watch_add(&s->watch, s->sock, WL_SOCKET_READABLE, on_socket_event, s);
+	begin_ssh(s);
+	tunnel_session_mark_dirty(s);
+}
+
 /* Try the next address; the session socket waits for writability. */
 static void
 start_connect(TunnelSession *s)
@@ -436,6 +485,7 @@ start_connect(TunnelSession *s)
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)
 		{
 			s->sock = fd;
+			s->tcp = true;
 			s->phase = PHASE_CONNECTING;
 			watch_add(&s->watch, fd, WL_SOCKET_WRITEABLE, on_socket_event, s);
 			return;
@@ -482,6 +532,13 @@ finish_connect(TunnelSession *s)
 		}
 	}
 
+	begin_ssh(s);
+}
+
+/* The socket is connected: the SSH handshake comes next. */
+static void
+begin_ssh(TunnelSession *s)
+{
 	s->ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
 	if (s->ssh == NULL)
 	{

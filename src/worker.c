@@ -106,6 +106,8 @@ invalid_reason(const TunnelDef *def)
 		return "The tunnel has no private key.";
 	if (def->forwards == NIL)
 		return "The tunnel has no forward.";
+	if (def->via && strcmp(def->via, def->name) == 0)
+		return "A tunnel cannot jump through itself.";
 	foreach(lc, def->forwards)
 	{
 		ForwardDef *fd = lfirst(lc);
@@ -114,6 +116,21 @@ invalid_reason(const TunnelDef *def)
 			!validate_port(fd->remote_port, &reason) ||
 			!validate_port(fd->local_port, &reason))
 			return reason;
+	}
+	return NULL;
+}
+
+TunnelSession *
+tunnel_worker_session(const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, tunnels)
+	{
+		WorkerTunnel *t = lfirst(lc);
+
+		if (strcmp(t->def->name, name) == 0)
+			return t->session;
 	}
 	return NULL;
 }
