@@ -187,6 +187,9 @@ tunnel_create(PG_FUNCTION_ARGS)
 	char	   *key_name = required_text(fcinfo, 7, "key_type");
 	char	   *fingerprint = PG_ARGISNULL(8) ? NULL :
 		text_to_cstring(PG_GETARG_TEXT_PP(8));
+	/* via came with version 1.1 of the SQL function */
+	char	   *via = PG_NARGS() < 10 || PG_ARGISNULL(9) ? NULL :
+		text_to_cstring(PG_GETARG_TEXT_PP(9));
 	const char *reason;
 	TunnelKeyType key_type;
 	TunnelKey	key;
@@ -227,6 +230,11 @@ tunnel_create(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("tunnel \"%s\" already exists", name)));
+	if (via && !tunnel_exists(via))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" does not exist", via),
+				 errdetail("via names the tunnel through which this one reaches its bastion.")));
 	if (PG_ARGISNULL(6))
 		local_port = pick_port();
 	else
@@ -262,6 +270,12 @@ tunnel_create(PG_FUNCTION_ARGS)
 		"public_key, key_fingerprint, host_key_fingerprint, host_key_pinned) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 		9, types, values, fingerprint ? NULL : "       n ");
+	if (via)
+	{
+		values[1] = CStringGetTextDatum(via);
+		run("UPDATE tunnel_ssh.tunnel SET via = $2 WHERE name = $1",
+			2, types, values, NULL);
+	}
 
 	types[1] = INT4OID;
 	values[1] = Int32GetDatum(local_port);
@@ -323,6 +337,29 @@ PG_FUNCTION_INFO_V1(tunnel_drop);
 Datum
 tunnel_drop(PG_FUNCTION_ARGS)
 {
+	char	   *name = required_text(fcinfo, 0, "tunnel name");
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+
+	/* Tunnels that jump through this one would be left without a way in. */
+	SPI_connect();
+	SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute "
+				"WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
+				"  AND attname = 'via' AND NOT attisdropped", true, 0);
+	if (SPI_processed > 0)
+	{
+		SPI_execute_with_args("SELECT name FROM tunnel_ssh.tunnel WHERE via = $1 "
+							  "ORDER BY name", 1, argtypes, values, NULL, true, 1);
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("tunnel \"%s\" is used as jump host by tunnel \"%s\"",
+							name, SPI_getvalue(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1)),
+					 errhint("Drop the tunnels that use it first.")));
+	}
+	SPI_finish();
+
 	(void) for_existing_tunnel(fcinfo,
 							   "DELETE FROM tunnel_ssh.tunnel WHERE name = $1 RETURNING name",
 							   false);

@@ -20,6 +20,12 @@ kill_sshd()  {
   pkill -P "$pid" 2>/dev/null
   stop_sshd
 }
+# A process and all its descendants (sshd's sessions are grandchildren).
+proc_tree() {
+  local p
+  echo "$1"
+  for p in $(pgrep -P "$1"); do proc_tree "$p"; done
+}
 cleanup() {
   kill_sshd
   $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1

@@ -6,12 +6,12 @@
 #   bash test/run-tests.sh e2e faults only these
 #   bash test/run-tests.sh demo       the demo
 set -euo pipefail
-SUITES="e2e"
+SUITES="e2e topology"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 need=(postgresql-15 postgresql-server-dev-15 libssh2-1-dev
-      libssl-dev openssh-server openssh-client procps make gcc pkg-config)
+      libssl-dev openssh-server openssh-client procps iproute2 make gcc pkg-config)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -41,7 +41,15 @@ usermod -p '*' "$user"
 work=$(mktemp -d /tmp/tunnel_ssh_test.XXXXXX)
 chown "$user" "$work"
 chmod 755 "$work"
-trap 'rm -rf "$work"' EXIT
+# A suite that needs root for its set-up (network namespaces) has a
+# test/<suite>.root.sh, run as root with "setup" before it and "teardown"
+# after it, or at exit if the run is cut short.
+root_teardown=
+cleanup() {
+  [ -n "$root_teardown" ] && bash $root_teardown || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 [ $# -gt 0 ] || set -- regress $SUITES
 
 regress() {
@@ -67,7 +75,20 @@ for suite in "$@"; do
   mkdir -p "$work/$suite"
   chown "$user" "$work/$suite"
   cp "$repo/test/lib.sh" "$repo/test/$suite.sh" "$work/$suite/"
+  if [ -f "$repo/test/$suite.root.sh" ]; then
+    root_teardown="$repo/test/$suite.root.sh teardown $work/$suite $user"
+    if ! bash "$repo/test/$suite.root.sh" setup "$work/$suite" "$user"; then
+      failed+=("$suite")
+      bash $root_teardown || true
+      root_teardown=
+      continue
+    fi
+  fi
   su "$user" -c "bash $work/$suite/$suite.sh $work/$suite" || failed+=("$suite")
+  if [ -n "$root_teardown" ]; then
+    bash $root_teardown || true
+    root_teardown=
+  fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED suites: ${failed[*]}"
