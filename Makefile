@@ -8,6 +8,7 @@ OBJS = \
 	src/keys.o \
 	src/listener.o \
 	src/session.o \
+	src/sqlapi.o \
 	src/status.o \
 	src/validate.o \
 	src/watch.o \

@@ -11,9 +11,6 @@
  */
 #include "postgres.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -23,130 +20,9 @@
 #include "utils/builtins.h"
 
 #include "keys.h"
+#include "sqlapi.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
-
-static char *
-required_text(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
-}
-
-static void
-check(bool ok, const char *const *reason, const char *fmt, const char *value)
-{
-	/* reason is read only here, after the validator has set it */
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg(fmt, value),
-				 errdetail("%s", *reason)));
-}
-
-static void
-check_port(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	const char *reason;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	if (!validate_port(PG_GETARG_INT32(argno), &reason))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %d", what, PG_GETARG_INT32(argno)),
-				 errdetail("%s", reason)));
-}
-
-/* Which tunnel holds a local port, or NULL. */
-static char *
-port_holder(int port)
-{
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(port)};
-
-	SPI_execute_with_args("SELECT tunnel FROM tunnel_ssh.forward WHERE local_port = $1",
-						  1, argtypes, values, NULL, true, 1);
-	return SPI_processed > 0 ? SPI_getvalue(SPI_tuptable->vals[0],
-											SPI_tuptable->tupdesc, 1) : NULL;
-}
-
-static bool
-port_bindable(int port)
-{
-	struct addrinfo hints = {0};
-	struct addrinfo *ai;
-	char		service[16];
-	bool		ok = true;
-	int			fd;
-
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-	snprintf(service, sizeof(service), "%d", port);
-	if (getaddrinfo(tunnel_listen_address, service, &hints, &ai) != 0)
-		return true;			/* the worker reports a bad address */
-	fd = socket(ai->ai_family, SOCK_STREAM, 0);
-	if (fd >= 0)
-	{
-		int			one = 1;
-
-		(void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		ok = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
-		close(fd);
-	}
-	freeaddrinfo(ai);
-	return ok;
-}
-
-static int
-pick_port(void)
-{
-	int			low,
-				high;
-	const char *reason;
-
-	if (!validate_port_range(tunnel_port_range, &low, &high, &reason))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid tunnel_ssh.port_range \"%s\"", tunnel_port_range),
-				 errdetail("%s", reason)));
-	for (int port = low; port <= high; port++)
-		if (port_holder(port) == NULL && port_bindable(port))
-			return port;
-	ereport(ERROR,
-			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-			 errmsg("no free local port in tunnel_ssh.port_range \"%s\"",
-					tunnel_port_range),
-			 errhint("Widen tunnel_ssh.port_range, or pass local_port.")));
-	return 0;					/* keep compiler quiet */
-}
-
-static bool
-tunnel_exists(const char *name)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(name)};
-
-	SPI_execute_with_args("SELECT 1 FROM tunnel_ssh.tunnel WHERE name = $1",
-						  1, argtypes, values, NULL, true, 1);
-	return SPI_processed > 0;
-}
-
-static void
-run(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls,
-										   false, 0);
-
-	if (rc < 0)
-		elog(ERROR, "tunnel_ssh catalog write failed: %s",
-			 SPI_result_code_string(rc));
-}
 
 PG_FUNCTION_INFO_V1(tunnel_check_setup);
 
@@ -180,11 +56,11 @@ PG_FUNCTION_INFO_V1(tunnel_create);
 Datum
 tunnel_create(PG_FUNCTION_ARGS)
 {
-	char	   *name = required_text(fcinfo, 0, "tunnel name");
-	char	   *ssh_host = required_text(fcinfo, 1, "ssh_host");
-	char	   *remote_host = required_text(fcinfo, 2, "remote_host");
-	char	   *ssh_user = required_text(fcinfo, 5, "ssh_user");
-	char	   *key_name = required_text(fcinfo, 7, "key_type");
+	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	char	   *ssh_host = tunnel_arg_text(fcinfo, 1, "ssh_host");
+	char	   *remote_host = tunnel_arg_text(fcinfo, 2, "remote_host");
+	char	   *ssh_user = tunnel_arg_text(fcinfo, 5, "ssh_user");
+	char	   *key_name = tunnel_arg_text(fcinfo, 7, "key_type");
 	char	   *fingerprint = PG_ARGISNULL(8) ? NULL :
 		text_to_cstring(PG_GETARG_TEXT_PP(8));
 	/* via came with version 1.1 of the SQL function */
@@ -201,19 +77,19 @@ tunnel_create(PG_FUNCTION_ARGS)
 	Datum		values[11];
 	text	   *result;
 
-	check(validate_tunnel_name(name, &reason), &reason, "invalid tunnel name \"%s\"", name);
-	check(validate_host(ssh_host, &reason), &reason, "invalid ssh_host \"%s\"", ssh_host);
-	check(validate_host(remote_host, &reason), &reason, "invalid remote_host \"%s\"", remote_host);
-	check_port(fcinfo, 3, "remote_port");
-	check_port(fcinfo, 4, "ssh_port");
-	check(validate_user(ssh_user, &reason), &reason, "invalid ssh_user \"%s\"", ssh_user);
+	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "invalid tunnel name \"%s\"", name);
+	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "invalid ssh_host \"%s\"", ssh_host);
+	tunnel_check_arg(validate_host(remote_host, &reason), &reason, "invalid remote_host \"%s\"", remote_host);
+	tunnel_arg_port(fcinfo, 3, "remote_port");
+	tunnel_arg_port(fcinfo, 4, "ssh_port");
+	tunnel_check_arg(validate_user(ssh_user, &reason), &reason, "invalid ssh_user \"%s\"", ssh_user);
 	if (!keys_type_from_name(key_name, &key_type))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown key_type \"%s\"", key_name),
 				 errhint("Use \"ed25519\", \"ecdsa\" or \"rsa\".")));
 	if (fingerprint)
-		check(validate_fingerprint(fingerprint, &reason), &reason,
+		tunnel_check_arg(validate_fingerprint(fingerprint, &reason), &reason,
 			  "invalid host_key_fingerprint \"%s\"", fingerprint);
 	if (!PG_ARGISNULL(6) &&
 		(PG_GETARG_INT32(6) < 1024 || PG_GETARG_INT32(6) > 65535))
@@ -236,11 +112,11 @@ tunnel_create(PG_FUNCTION_ARGS)
 				 errmsg("tunnel \"%s\" does not exist", via),
 				 errdetail("via names the tunnel through which this one reaches its bastion.")));
 	if (PG_ARGISNULL(6))
-		local_port = pick_port();
+		local_port = tunnel_pick_port();
 	else
 	{
 		local_port = PG_GETARG_INT32(6);
-		holder = port_holder(local_port);
+		holder = tunnel_port_holder(local_port);
 		if (holder)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -266,14 +142,14 @@ tunnel_create(PG_FUNCTION_ARGS)
 	values[6] = CStringGetTextDatum(key.fingerprint);
 	values[7] = fingerprint ? CStringGetTextDatum(fingerprint) : (Datum) 0;
 	values[8] = BoolGetDatum(fingerprint != NULL);
-	run("INSERT INTO tunnel_ssh.tunnel (name, ssh_host, ssh_port, ssh_user, key_type, "
+	tunnel_spi_run("INSERT INTO tunnel_ssh.tunnel (name, ssh_host, ssh_port, ssh_user, key_type, "
 		"public_key, key_fingerprint, host_key_fingerprint, host_key_pinned) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 		9, types, values, fingerprint ? NULL : "       n ");
 	if (via)
 	{
 		values[1] = CStringGetTextDatum(via);
-		run("UPDATE tunnel_ssh.tunnel SET via = $2 WHERE name = $1",
+		tunnel_spi_run("UPDATE tunnel_ssh.tunnel SET via = $2 WHERE name = $1",
 			2, types, values, NULL);
 	}
 
@@ -283,13 +159,13 @@ tunnel_create(PG_FUNCTION_ARGS)
 	values[2] = CStringGetTextDatum(remote_host);
 	types[3] = INT4OID;
 	values[3] = Int32GetDatum(PG_GETARG_INT32(3));
-	run("INSERT INTO tunnel_ssh.forward (tunnel, local_port, remote_host, remote_port) "
+	tunnel_spi_run("INSERT INTO tunnel_ssh.forward (tunnel, local_port, remote_host, remote_port) "
 		"VALUES ($1, $2, $3, $4)", 4, types, values, NULL);
 
 	types[1] = TEXTOID;
 	values[1] = CStringGetTextDatum(key.private_pem);
 	keys_wipe(key.private_pem);
-	run("INSERT INTO tunnel_ssh.secret (tunnel, private_key) VALUES ($1, $2)",
+	tunnel_spi_run("INSERT INTO tunnel_ssh.secret (tunnel, private_key) VALUES ($1, $2)",
 		2, types, values, NULL);
 
 	SPI_finish();
@@ -301,7 +177,7 @@ tunnel_create(PG_FUNCTION_ARGS)
 static char *
 for_existing_tunnel(FunctionCallInfo fcinfo, const char *sql, bool read_only)
 {
-	char	   *name = required_text(fcinfo, 0, "tunnel name");
+	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 	char	   *result = NULL;
@@ -337,7 +213,7 @@ PG_FUNCTION_INFO_V1(tunnel_drop);
 Datum
 tunnel_drop(PG_FUNCTION_ARGS)
 {
-	char	   *name = required_text(fcinfo, 0, "tunnel name");
+	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 

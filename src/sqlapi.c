@@ -1,0 +1,147 @@
+/*-------------------------------------------------------------------------
+ *
+ * sqlapi.c
+ *	  What the SQL-callable functions share: argument checks that raise the
+ *	  documented errors, local port allocation, and catalog access via SPI.
+ *
+ * All of these run inside SPI_connect()/SPI_finish() of the caller, except
+ * the argument checks, which run before anything is read or written.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "sqlapi.h"
+#include "tunnel_ssh.h"
+#include "validate.h"
+
+char *
+tunnel_arg_text(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+void
+tunnel_check_arg(bool ok, const char *const *reason, const char *fmt, const char *value)
+{
+	/* reason is read only here, after the validator has set it */
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg(fmt, value),
+				 errdetail("%s", *reason)));
+}
+
+void
+tunnel_arg_port(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	const char *reason;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	if (!validate_port(PG_GETARG_INT32(argno), &reason))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %d", what, PG_GETARG_INT32(argno)),
+				 errdetail("%s", reason)));
+}
+
+char *
+tunnel_port_holder(int port)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(port)};
+
+	SPI_execute_with_args("SELECT tunnel FROM tunnel_ssh.forward WHERE local_port = $1",
+						  1, argtypes, values, NULL, true, 1);
+	return SPI_processed > 0 ? SPI_getvalue(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1) : NULL;
+}
+
+static bool
+port_bindable(int port)
+{
+	struct addrinfo hints = {0};
+	struct addrinfo *ai;
+	char		service[16];
+	bool		ok = true;
+	int			fd;
+
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+	snprintf(service, sizeof(service), "%d", port);
+	if (getaddrinfo(tunnel_listen_address, service, &hints, &ai) != 0)
+		return true;			/* the worker reports a bad address */
+	fd = socket(ai->ai_family, SOCK_STREAM, 0);
+	if (fd >= 0)
+	{
+		int			one = 1;
+
+		(void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		ok = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+		close(fd);
+	}
+	freeaddrinfo(ai);
+	return ok;
+}
+
+int
+tunnel_pick_port(void)
+{
+	int			low,
+				high;
+	const char *reason;
+
+	if (!validate_port_range(tunnel_port_range, &low, &high, &reason))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid tunnel_ssh.port_range \"%s\"", tunnel_port_range),
+				 errdetail("%s", reason)));
+	for (int port = low; port <= high; port++)
+		if (tunnel_port_holder(port) == NULL && port_bindable(port))
+			return port;
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("no free local port in tunnel_ssh.port_range \"%s\"",
+					tunnel_port_range),
+			 errhint("Widen tunnel_ssh.port_range, or pass local_port.")));
+	return 0;					/* keep compiler quiet */
+}
+
+bool
+tunnel_exists(const char *name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+
+	SPI_execute_with_args("SELECT 1 FROM tunnel_ssh.tunnel WHERE name = $1",
+						  1, argtypes, values, NULL, true, 1);
+	return SPI_processed > 0;
+}
+
+void
+tunnel_spi_run(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls,
+										   false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "tunnel_ssh catalog write failed: %s",
+			 SPI_result_code_string(rc));
+}
+

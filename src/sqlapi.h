@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * sqlapi.h
+ *	  Helpers shared by the SQL-callable functions.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_SQLAPI_H
+#define TUNNEL_SQLAPI_H
+
+#include "fmgr.h"
+
+/* A text argument that must not be NULL ("what" names it in the error). */
+extern char *tunnel_arg_text(FunctionCallInfo fcinfo, int argno,
+							 const char *what);
+
+/* Raise the validator's reason as errdetail unless ok. */
+extern void tunnel_check_arg(bool ok, const char *const *reason,
+							 const char *fmt, const char *value);
+
+/* A port argument: not NULL, 1..65535. */
+extern void tunnel_arg_port(FunctionCallInfo fcinfo, int argno,
+							const char *what);
+
+/* The tunnel whose forward holds a local port, or NULL.  Needs SPI. */
+extern char *tunnel_port_holder(int port);
+
+/* A free port from tunnel_ssh.port_range, or an error.  Needs SPI. */
+extern int	tunnel_pick_port(void);
+
+extern bool tunnel_exists(const char *name);
+
+/* Run a catalog write; an SPI failure is an internal error. */
+extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,
+						   Datum *values, const char *nulls);
+
+#endif							/* TUNNEL_SQLAPI_H */
