@@ -10,6 +10,7 @@ OBJS = \
 	src/session.o \
 	src/sqlapi.o \
 	src/status.o \
+	src/topology.o \
 	src/validate.o \
 	src/watch.o \
 	src/worker.o

@@ -21,6 +21,7 @@
 
 #include "keys.h"
 #include "sqlapi.h"
+#include "topology.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
 
@@ -214,6 +215,8 @@ Datum
 tunnel_drop(PG_FUNCTION_ARGS)
 {
 	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	/* cascade came with version 1.1 of the SQL function */
+	bool		cascade = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
@@ -234,6 +237,8 @@ tunnel_drop(PG_FUNCTION_ARGS)
 											   SPI_tuptable->tupdesc, 1)),
 					 errhint("Drop the tunnels that use it first.")));
 	}
+	if (tunnel_exists(name))
+		tunnel_drop_servers(name, cascade);
 	SPI_finish();
 
 	(void) for_existing_tunnel(fcinfo,

@@ -69,6 +69,80 @@ check "dropping a jump tunnel in use is refused" grep -q "used as jump host" <<<
 err=$(lsql "SELECT tunnel_create('loop', '10.231.2.2', '127.0.0.1', via => 'nosuch')" 2>&1 >/dev/null)
 check "via must name an existing tunnel" grep -q 'tunnel "nosuch" does not exist' <<<"$err"
 
+# --- one tunnel, several forwards: three private clusters behind one sshd ---
+for port in 56534 56535; do
+  $B/initdb -D "priv$port" -A trust >/dev/null
+  printf "port = $port\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '$dir'\n" >> "priv$port/postgresql.conf"
+  $B/pg_ctl -D "priv$port" -l "priv$port.log" start -w >/dev/null
+done
+trap 'cleanup; for p in 56534 56535; do $B/pg_ctl -D "$dir/priv$p" stop -m immediate >/dev/null 2>&1; done' EXIT
+for port in $PPORT 56534 56535; do
+  $B/pgbench -i -s 1 -q -h 127.0.0.1 -p $port postgres >/dev/null 2>&1
+done
+keys_before=$(wc -l < sshd/authorized_keys)
+lsql "SELECT tunnel_create('multi', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 56510)" >> sshd/authorized_keys
+wait_state multi connected 15 >/dev/null
+p2=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', 56534)")
+p3=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', 56535, local_port => 56512)")
+check "forward_add picks a port from the range" test "$p2" -ge 56500 -a "$p2" -le 56519
+check "one key pasted once" test "$(( $(wc -l < sshd/authorized_keys) - keys_before ))" = 1
+sleep 1
+check "each forward reaches its own cluster" \
+  test "$(psql_via 56510 'SHOW port') $(psql_via "$p2" 'SHOW port') $(psql_via "$p3" 'SHOW port')" = "$PPORT 56534 56535"
+check "adding forwards kept the session (one connect attempt)" \
+  test "$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'multi'")" = 1
+
+$B/pgbench -n -S -c 4 -j 2 -T 6 -h 127.0.0.1 -p 56510 postgres > pgb1.out 2>&1 &
+b1job=$!
+$B/pgbench -n -S -c 4 -j 2 -T 6 -h 127.0.0.1 -p "$p3" postgres > pgb3.out 2>&1 &
+b3job=$!
+sleep 2
+lsql "SELECT tunnel_forward_drop('multi', $p2)" >/dev/null
+sleep 1
+check "dropped forward's port is closed" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$p2) 2>/dev/null"
+wait $b1job $b3job
+echo "# pgbench during the drop: $(grep -h '^tps' pgb1.out pgb3.out | cut -c1-16 | tr '\n' ' ')"
+check "the other forwards carried pgbench without a failure" \
+  test "$(grep -h 'number of failed transactions: 0 ' pgb1.out pgb3.out | wc -l)" = 2
+check "and the session was never dropped" \
+  test "$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'multi'")" = 1
+
+for bad in "tunnel_forward_add('nosuch', '127.0.0.1')|does not exist" \
+           "tunnel_forward_add('multi', '127.0.0.1', local_port => 56512)|already used" \
+           "tunnel_forward_add('multi', 'bad host!')|invalid remote_host" \
+           "tunnel_forward_drop('multi', 56599)|has no forward" ; do
+  err=$(lsql "SELECT ${bad%|*}" 2>&1 >/dev/null)
+  check "refused: ${bad%|*}" grep -q "${bad#*|}" <<<"$err"
+done
+lsql "SELECT tunnel_forward_drop('multi', $p3)" >/dev/null
+err=$(lsql "SELECT tunnel_forward_drop('multi', 56510)" 2>&1 >/dev/null)
+check "the last forward cannot be dropped" grep -q "HINT:  Use tunnel_drop" <<<"$err"
+
+# --- foreign servers in one call ---
+lsql "SELECT tunnel_server_create('multi_db', 'multi', 'postgres', options => '{fetch_size=5000,use_remote_estimate=true}');
+      CREATE USER MAPPING FOR CURRENT_USER SERVER multi_db OPTIONS (user '$me');
+      CREATE SCHEMA remote; IMPORT FOREIGN SCHEMA public LIMIT TO (pgbench_accounts, pgbench_branches) FROM SERVER multi_db INTO remote;" >/dev/null
+check "the server points at the tunnel's port" \
+  grep -q "port=56510" <<<"$(lsql "SELECT array_to_string(srvoptions, ' ') FROM pg_foreign_server WHERE srvname = 'multi_db'")"
+q="SELECT b.bid, count(*) FROM remote.pgbench_accounts a JOIN remote.pgbench_branches b ON a.bid = b.bid GROUP BY b.bid"
+check "IMPORT FOREIGN SCHEMA and a join through the server" test "$(lsql "$q")" = "1|100000"
+check "the join is pushed down" grep -q "Remote SQL: SELECT.*JOIN" <<<"$(lsql "EXPLAIN VERBOSE $q")"
+check "dblink over the same server" \
+  test "$(lsql "SELECT * FROM dblink('multi_db', 'SHOW port') AS t(port text)")" = "$PPORT"
+# A local port that moves (tunnel_alter does this) takes the server with it.
+lsql "UPDATE tunnel_ssh.forward SET local_port = 56515 WHERE local_port = 56510" >/dev/null
+check "the server followed the port" \
+  grep -q "port=56515" <<<"$(lsql "SELECT array_to_string(srvoptions, ' ') FROM pg_foreign_server WHERE srvname = 'multi_db'")"
+sleep 1
+check "and still works" test "$(lsql "SELECT count(*) FROM remote.pgbench_branches")" = 1
+err=$(lsql "SELECT tunnel_server_create('x', 'multi', 'postgres', options => '{port=1}')" 2>&1 >/dev/null)
+check "options cannot override host or port" grep -q 'option "port" is set by tunnel_server_create' <<<"$err"
+err=$(lsql "SELECT tunnel_drop('multi')" 2>&1 >/dev/null)
+check "tunnel_drop refuses while a server uses the tunnel" grep -q 'foreign server "multi_db" uses tunnel "multi"' <<<"$err"
+lsql "SELECT tunnel_drop('multi', cascade => true)" >/dev/null 2>&1
+check "cascade drops the server too" \
+  test "$(lsql "SELECT count(*) FROM pg_foreign_server WHERE srvname = 'multi_db'")" = 0
+
 echo "1..$((pass+fail))"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

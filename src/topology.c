@@ -1,0 +1,391 @@
+/*-------------------------------------------------------------------------
+ *
+ * topology.c
+ *	  Several forwards behind one tunnel, and foreign servers made for them.
+ *
+ * A tunnel is a bastion, an account and a key; each forward is a target
+ * behind it with a local port, carried by the same SSH session.  The
+ * foreign servers that tunnel_server_create() makes are remembered in
+ * tunnel_ssh.server, whose local_port follows the forward's (ON UPDATE
+ * CASCADE), and a trigger there keeps the server's "port" option in step:
+ * whatever changes a local port, users never copy port numbers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "sqlapi.h"
+#include "topology.h"
+#include "tunnel_ssh.h"
+#include "validate.h"
+
+static void
+check_local_port(int port)
+{
+	if (port < 1024 || port > 65535)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid local_port: %d", port),
+				 errdetail("A local port must be between 1024 and 65535.")));
+}
+
+static void
+require_tunnel(const char *name)
+{
+	if (!tunnel_exists(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" does not exist", name)));
+}
+
+/* Count of rows a one-text-one-int query returns. */
+static uint64
+count_rows(const char *sql, const char *tunnel, int port)
+{
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2] = {CStringGetTextDatum(tunnel), Int32GetDatum(port)};
+
+	if (SPI_execute_with_args(sql, 2, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read tunnel_ssh catalog");
+	return SPI_processed;
+}
+
+/* The first foreign server made for a forward that still exists, or NULL. */
+static char *
+server_on_port(int port)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(port)};
+
+	SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
+						  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
+						  "WHERE s.local_port = $1 ORDER BY 1",
+						  1, types, values, NULL, true, 1);
+	return SPI_processed > 0 ?
+		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
+}
+
+PG_FUNCTION_INFO_V1(tunnel_forward_add);
+
+/*
+ * tunnel_forward_add(tunnel, remote_host, remote_port, local_port) returns
+ * the local port.  The running session gains a listener at commit; traffic
+ * on the tunnel's other forwards is not touched.
+ */
+Datum
+tunnel_forward_add(PG_FUNCTION_ARGS)
+{
+	char	   *tunnel = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	char	   *remote_host = tunnel_arg_text(fcinfo, 1, "remote_host");
+	const char *reason;
+	int			local_port;
+	char	   *holder;
+	Oid			types[4] = {TEXTOID, INT4OID, TEXTOID, INT4OID};
+	Datum		values[4];
+
+	tunnel_check_arg(validate_host(remote_host, &reason), &reason,
+					 "invalid remote_host \"%s\"", remote_host);
+	tunnel_arg_port(fcinfo, 2, "remote_port");
+	if (!PG_ARGISNULL(3))
+		check_local_port(PG_GETARG_INT32(3));
+
+	SPI_connect();
+	/* Serialize with tunnel_create, so two cannot pick the same port. */
+	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
+				false, 0);
+	require_tunnel(tunnel);
+	if (PG_ARGISNULL(3))
+		local_port = tunnel_pick_port();
+	else
+	{
+		local_port = PG_GETARG_INT32(3);
+		holder = tunnel_port_holder(local_port);
+		if (holder)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("local port %d is already used by tunnel \"%s\"",
+							local_port, holder)));
+	}
+
+	values[0] = CStringGetTextDatum(tunnel);
+	values[1] = Int32GetDatum(local_port);
+	values[2] = CStringGetTextDatum(remote_host);
+	values[3] = Int32GetDatum(PG_GETARG_INT32(2));
+	tunnel_spi_run("INSERT INTO tunnel_ssh.forward (tunnel, local_port, remote_host, remote_port) "
+				   "VALUES ($1, $2, $3, $4)", 4, types, values, NULL);
+	SPI_finish();
+	PG_RETURN_INT32(local_port);
+}
+
+PG_FUNCTION_INFO_V1(tunnel_forward_drop);
+
+/* tunnel_forward_drop(tunnel, local_port) */
+Datum
+tunnel_forward_drop(PG_FUNCTION_ARGS)
+{
+	char	   *tunnel = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	int			local_port;
+	char	   *server;
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+
+	tunnel_arg_port(fcinfo, 1, "local_port");
+	local_port = PG_GETARG_INT32(1);
+
+	SPI_connect();
+	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
+				false, 0);
+	require_tunnel(tunnel);
+	if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port = $2",
+				   tunnel, local_port) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" has no forward on local port %d",
+						tunnel, local_port)));
+	if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port <> $2",
+				   tunnel, local_port) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("local port %d is the last forward of tunnel \"%s\"",
+						local_port, tunnel),
+				 errhint("Use tunnel_drop() to drop the tunnel.")));
+	server = server_on_port(local_port);
+	if (server)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("foreign server \"%s\" uses local port %d",
+						server, local_port),
+				 errhint("Drop the server first, or point it at another forward.")));
+
+	values[0] = CStringGetTextDatum(tunnel);
+	values[1] = Int32GetDatum(local_port);
+	tunnel_spi_run("DELETE FROM tunnel_ssh.server WHERE local_port = $2 AND tunnel = $1",
+				   2, types, values, NULL);
+	tunnel_spi_run("DELETE FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port = $2",
+				   2, types, values, NULL);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* The address clients of the tunnel's ports connect to. */
+static const char *
+connect_address(void)
+{
+	if (strcmp(tunnel_listen_address, "0.0.0.0") == 0 ||
+		strcmp(tunnel_listen_address, "*") == 0)
+		return "127.0.0.1";
+	if (strcmp(tunnel_listen_address, "::") == 0)
+		return "::1";
+	return tunnel_listen_address;
+}
+
+/* Append "key 'value'" for each "key=value" element of options. */
+static void
+append_options(StringInfo sql, ArrayType *options)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	deconstruct_array(options, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *item;
+		char	   *eq;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("options must not contain null")));
+		item = TextDatumGetCString(elems[i]);
+		eq = strchr(item, '=');
+		if (eq == NULL || eq == item)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid option \"%s\"", item),
+					 errhint("Write each option as name=value, for example 'fetch_size=10000'.")));
+		*eq = '\0';
+		if (strcmp(item, "host") == 0 || strcmp(item, "port") == 0 ||
+			strcmp(item, "hostaddr") == 0 || strcmp(item, "dbname") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"%s\" is set by tunnel_server_create", item),
+					 errdetail("The server's host and port are the tunnel's local endpoint, and dbname is an argument.")));
+		appendStringInfo(sql, ", %s %s", quote_identifier(item),
+						 quote_literal_cstr(eq + 1));
+	}
+}
+
+PG_FUNCTION_INFO_V1(tunnel_server_create);
+
+/*
+ * tunnel_server_create(server_name, tunnel, dbname, local_port, fdw,
+ *						options)
+ *
+ * CREATE SERVER runs in the caller's transaction, with the usual checks of
+ * the foreign-data wrapper (its validator sees every option).
+ */
+Datum
+tunnel_server_create(PG_FUNCTION_ARGS)
+{
+	char	   *server = tunnel_arg_text(fcinfo, 0, "server_name");
+	char	   *tunnel = tunnel_arg_text(fcinfo, 1, "tunnel name");
+	char	   *dbname = tunnel_arg_text(fcinfo, 2, "dbname");
+	char	   *fdw = tunnel_arg_text(fcinfo, 4, "fdw");
+	int			local_port;
+	StringInfoData sql;
+	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
+	Datum		values[3];
+
+	if (PG_ARGISNULL(5))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("options must not be null"),
+				 errhint("Pass '{}' for no options.")));
+
+	SPI_connect();
+	require_tunnel(tunnel);
+	if (PG_ARGISNULL(3))
+	{
+		values[0] = CStringGetTextDatum(tunnel);
+		SPI_execute_with_args("SELECT local_port FROM tunnel_ssh.forward "
+							  "WHERE tunnel = $1 ORDER BY local_port",
+							  1, types, values, NULL, true, 0);
+		if (SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("tunnel \"%s\" has %d forwards", tunnel,
+							(int) SPI_processed),
+					 errhint("Pass local_port to say which forward the server is for.")));
+		local_port = atoi(SPI_getvalue(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1));
+	}
+	else
+	{
+		local_port = PG_GETARG_INT32(3);
+		if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port = $2",
+					   tunnel, local_port) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("tunnel \"%s\" has no forward on local port %d",
+							tunnel, local_port)));
+	}
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "CREATE SERVER %s FOREIGN DATA WRAPPER %s "
+					 "OPTIONS (host %s, port '%d', dbname %s",
+					 quote_identifier(server), quote_identifier(fdw),
+					 quote_literal_cstr(connect_address()), local_port,
+					 quote_literal_cstr(dbname));
+	append_options(&sql, PG_GETARG_ARRAYTYPE_P(5));
+	appendStringInfoChar(&sql, ')');
+	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not create server \"%s\"", server);
+
+	values[0] = CStringGetTextDatum(server);
+	values[1] = CStringGetTextDatum(tunnel);
+	values[2] = Int32GetDatum(local_port);
+	tunnel_spi_run("INSERT INTO tunnel_ssh.server (server, tunnel, local_port) "
+				   "VALUES ($1, $2, $3)", 3, types, values, NULL);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(tunnel_server_follow_port);
+
+/*
+ * Trigger on tunnel_ssh.server: a forward's local port changed (the row
+ * followed by ON UPDATE CASCADE), so the foreign server's port follows too.
+ */
+Datum
+tunnel_server_follow_port(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	newtup;
+	bool		isnull;
+	char	   *server;
+	int			port;
+	char	   *sql;
+	Oid			types[1];
+	Datum		values[1];
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("tunnel_ssh.server_follow_port() may only be called as a row update trigger")));
+	newtup = trigdata->tg_newtuple;
+	server = TextDatumGetCString(heap_getattr(newtup, 1,
+											  trigdata->tg_relation->rd_att,
+											  &isnull));
+	port = DatumGetInt32(heap_getattr(newtup, 3, trigdata->tg_relation->rd_att,
+									  &isnull));
+
+	types[0] = TEXTOID;
+	values[0] = CStringGetTextDatum(server);
+	SPI_connect();
+	SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_foreign_server WHERE srvname = $1",
+						  1, types, values, NULL, true, 1);
+	if (SPI_processed > 0)
+	{
+		sql = psprintf("ALTER SERVER %s OPTIONS (SET port '%d')",
+					   quote_identifier(server), port);
+		if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not alter server \"%s\"", server);
+	}
+	SPI_finish();
+	return PointerGetDatum(newtup);
+}
+
+/*
+ * For tunnel_drop: the foreign servers made for this tunnel's forwards;
+ * with cascade they are dropped (with what depends on them), else their
+ * existence is an error.
+ */
+void
+tunnel_drop_servers(const char *tunnel, bool cascade)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(tunnel)};
+	List	   *servers = NIL;
+	ListCell   *lc;
+
+	SPI_execute("SELECT 1 FROM pg_catalog.pg_class c "
+				"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+				"WHERE n.nspname = 'tunnel_ssh' AND c.relname = 'server'", true, 1);
+	if (SPI_processed == 0)
+		return;					/* a 1.0 catalog */
+	SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
+						  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
+						  "WHERE s.tunnel = $1 ORDER BY 1",
+						  1, types, values, NULL, true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		servers = lappend(servers, SPI_getvalue(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1));
+	if (servers != NIL && !cascade)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("foreign server \"%s\" uses tunnel \"%s\"",
+						(char *) linitial(servers), tunnel),
+				 errhint("Drop the server first, or use tunnel_drop(name, cascade => true).")));
+	foreach(lc, servers)
+	{
+		char	   *sql = psprintf("DROP SERVER %s CASCADE",
+								   quote_identifier(lfirst(lc)));
+
+		if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not drop server \"%s\"", (char *) lfirst(lc));
+	}
+}
