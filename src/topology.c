@@ -59,6 +59,17 @@ count_rows(const char *sql, const char *tunnel, int port)
 	return SPI_processed;
 }
 
+static void
+require_forward(const char *tunnel, int port)
+{
+	if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port = $2",
+				   tunnel, port) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" has no forward on local port %d",
+						tunnel, port)));
+}
+
 /* The first foreign server made for a forward that still exists, or NULL. */
 static char *
 server_on_port(int port)
@@ -145,12 +156,7 @@ tunnel_forward_drop(PG_FUNCTION_ARGS)
 	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
 				false, 0);
 	require_tunnel(tunnel);
-	if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port = $2",
-				   tunnel, local_port) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" has no forward on local port %d",
-						tunnel, local_port)));
+	require_forward(tunnel, local_port);
 	if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port <> $2",
 				   tunnel, local_port) == 0)
 		ereport(ERROR,
@@ -273,12 +279,7 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 	else
 	{
 		local_port = PG_GETARG_INT32(3);
-		if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port = $2",
-					   tunnel, local_port) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("tunnel \"%s\" has no forward on local port %d",
-							tunnel, local_port)));
+		require_forward(tunnel, local_port);
 	}
 
 	initStringInfo(&sql);
