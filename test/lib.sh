@@ -10,21 +10,24 @@ lsql() { psql -X -q -h "$dir" -p $LPORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"
 psql_via() { psql -X -q -h 127.0.0.1 -p "$1" -d postgres -Atc "$2"; }
 
 start_sshd() { /usr/sbin/sshd -f "$dir/sshd/sshd_config" -E "$dir/sshd/log"; }
-# Stopping the listener leaves its sessions running, as a real sshd restart
-# does; kill_sshd also ends the sessions (its children, so not another suite's).
-stop_sshd()  { [ -f "$dir/sshd/sshd.pid" ] && kill "$(cat "$dir/sshd/sshd.pid")" 2>/dev/null; rm -f "$dir/sshd/sshd.pid"; sleep 0.5; }
-kill_sshd()  {
-  local pid
-  [ -f "$dir/sshd/sshd.pid" ] || return 0
-  pid=$(cat "$dir/sshd/sshd.pid")
-  pkill -P "$pid" 2>/dev/null
-  stop_sshd
-}
 # A process and all its descendants (sshd's sessions are grandchildren).
 proc_tree() {
   local p
   echo "$1"
   for p in $(pgrep -P "$1"); do proc_tree "$p"; done
+}
+# Stopping the listener leaves its sessions running, as a real sshd restart
+# does; kill_sshd also ends the sessions (its children, so not another suite's).
+stop_sshd()  { [ -f "$dir/sshd/sshd.pid" ] && kill "$(cat "$dir/sshd/sshd.pid")" 2>/dev/null; rm -f "$dir/sshd/sshd.pid"; sleep 0.5; }
+kill_sshd()  {
+  local pid
+  # By its config, not only its pid file, which a just-started sshd may not
+  # have written yet.
+  for pid in $(pgrep -f "sshd -f $dir/sshd/sshd_config"); do
+    kill $(proc_tree "$pid") 2>/dev/null
+  done
+  rm -f "$dir/sshd/sshd.pid"
+  sleep 0.5
 }
 cleanup() {
   kill_sshd

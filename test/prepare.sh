@@ -1,0 +1,35 @@
+# Sourced (as root) by test/run-tests.sh and bench/run.sh, from the
+# repository's top directory: installs the Debian packages we need (and any
+# passed as arguments), waits for its turn on this machine, builds and
+# installs the module, and makes the unprivileged user that runs servers.
+# Sets $user.
+prepare_machine() {
+  local need=(postgresql-15 postgresql-server-dev-15
+              libssh2-1-dev libssl-dev openssh-server openssh-client procps
+              iproute2 make gcc pkg-config "$@")
+  local missing=() p
+  for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+
+  # One run at a time per machine: the module is installed system-wide and
+  # the suites use fixed loopback ports.
+  exec 9>/tmp/tunnel_ssh_tests.lock
+  flock 9
+
+  make -s clean >/dev/null 2>&1 || true
+  make -s
+  make -s install
+
+  user=tunnel_test
+  if ! id "$user" >/dev/null 2>&1; then
+    useradd -m -s /bin/bash "$user"
+  fi
+  mkdir -p /run/sshd
+  # sshd with UsePAM no refuses a locked account; '*' unlocks without a password.
+  usermod -p '*' "$user"
+}
