@@ -30,3 +30,8 @@ SHLIB_LINK = $(SSH_LIBS)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The benchmark against ssh -L and a direct connection (as root; see bench/).
+.PHONY: bench
+bench:
+	bash bench/run.sh

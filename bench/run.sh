@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The benchmark (make bench), as root on Debian 12: installs what it needs,
+# builds and installs the module, then runs bench/bench.sh as the
+# unprivileged user.  Results go to bench/results/.
+#   BENCH_ROUNDS=5 BENCH_SECONDS=5 (defaults); BENCH_QUICK=1 for a short run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+. test/prepare.sh
+prepare_machine openssl
+
+work=$(mktemp -d /tmp/tunnel_ssh_bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+chown "$user" "$work"
+chmod 755 "$work"
+gcc -O2 -Wall -o "$work/latency_relay" bench/latency_relay.c
+cp test/lib.sh bench/bench.sh "$work/"
+chown -R "$user" "$work"
+mkdir -p bench/results
+stamp=$(date -u +%Y%m%d-%H%M%S)-$(hostname -s)
+su "$user" -c "BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
+cp "$work/results.csv" "bench/results/$stamp.csv"
+cp "$work/summary.md" "bench/results/$stamp.md"
+echo "results: bench/results/$stamp.csv (every sample), bench/results/$stamp.md (summary)"
