@@ -22,6 +22,8 @@ OUT_MB=540 IN_MB=210 SCALE_TUNNELS=100 SCALE_CONNS=5
 if [ -n "${BENCH_QUICK:-}" ]; then
   ROUNDS=${BENCH_ROUNDS:-1} SECS=${BENCH_SECONDS:-2} OUT_MB=60 IN_MB=30 SCALE_TUNNELS=10
 fi
+# The scale tunnels listen on SCALE_BASE+1..+100, clear of every port above.
+SCALE_BASE=59300
 OSSH_PORT=59010 TUN_PORT=59100 RELAY_SSH=59020 RELAY_PG=59021 OSSH_WAN=59011 TUN_WAN=59101
 RTT_MS=20
 me=$(id -un)
@@ -164,7 +166,7 @@ local_ms() {  # sql: wall time of one statement on the local server
 w_fdw_scan_1m() { echo "ms $(local_ms "SELECT count(*) FROM r_$path.scan1m WHERE random() >= 0")"; }
 w_fdw_join()    { echo "ms $(local_ms "SELECT b.bid, count(*) FROM r_$path.pgbench_accounts a JOIN r_$path.pgbench_branches b ON a.bid = b.bid GROUP BY b.bid")"; }
 
-WORKLOADS="select_c1 select_c16 churn_c8 churn_tls_c8 copy_out copy_in copy_out_rtt20 fdw_scan_1m fdw_join"
+WORKLOADS=${BENCH_WORKLOADS-select_c1 select_c16 churn_c8 churn_tls_c8 copy_out copy_in copy_out_rtt20 fdw_scan_1m fdw_join}
 say "$ROUNDS rounds of: $WORKLOADS (pgbench $SECS s each)"
 for round in $(seq 1 "$ROUNDS"); do
   for w in $WORKLOADS; do
@@ -185,7 +187,7 @@ say "scale: $SCALE_TUNNELS tunnels x $SCALE_CONNS connections"
 wpid=$(worker_pid)
 rss0=$(awk '/VmRSS/ {print $2}' /proc/$wpid/status)
 for i in $(seq 1 "$SCALE_TUNNELS"); do
-  lsql "SELECT tunnel_create('s$i', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => $(( 59199 + i )))"
+  lsql "SELECT tunnel_create('s$i', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => $(( SCALE_BASE + i )))"
 done >> sshd/authorized_keys
 t0=$(now_ns)
 for _ in $(seq 1 300); do
@@ -193,12 +195,13 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 up_ms=$(( ($(now_ns) - t0) / 1000000 ))
+up_count=$(lsql "SELECT count(*) FROM tunnel_status() WHERE name ~ '^s[0-9]+$' AND state = 'connected'")
 printf '\\sleep 50 ms\nSELECT 1;\n' > idle.sql
 c0=$(cpu_ms "$wpid")
 pids=()
 SCALE_SECS=10
 for i in $(seq 1 "$SCALE_TUNNELS"); do
-  $B/pgbench -n -c $SCALE_CONNS -j 1 -T $SCALE_SECS -f idle.sql -h 127.0.0.1 -p $(( 59199 + i )) postgres > "scale$i.out" 2>&1 & pids+=($!)
+  $B/pgbench -n -c $SCALE_CONNS -j 1 -T $SCALE_SECS -f idle.sql -h 127.0.0.1 -p $(( SCALE_BASE + i )) postgres > "scale$i.out" 2>&1 & pids+=($!)
 done
 sleep $(( SCALE_SECS / 2 ))
 active=$(lsql "SELECT sum(active_connections) FROM tunnel_status() WHERE name ~ '^s[0-9]+$'")
@@ -209,6 +212,7 @@ fails=$(grep -L "number of failed transactions: 0 " scale*.out | wc -l)
 hwm=$(awk '/VmHWM/ {print $2}' /proc/$wpid/status)
 record 1 scale tunnel_ssh tunnels "$SCALE_TUNNELS"
 record 1 scale tunnel_ssh connections "$active"
+record 1 scale tunnel_ssh connected "$up_count"
 record 1 scale tunnel_ssh all_connected_ms "$up_ms"
 record 1 scale tunnel_ssh rss_kb_before "$rss0"
 record 1 scale tunnel_ssh rss_kb_peak "$rss_peak"
@@ -245,7 +249,7 @@ record 1 scale tunnel_ssh failed_clients "$fails"
   echo "Higher is better for tps and mb_per_s; lower for latency, ms and cpu. forwarder_cpu_ms is the CPU"
   echo "time of the ssh client or of the tunnel_ssh worker during the workload."
   echo
-  echo "Scale: $SCALE_TUNNELS tunnels all connected in ${up_ms} ms; $active client connections at once"
+  echo "Scale: $up_count of $SCALE_TUNNELS tunnels connected after ${up_ms} ms; $active client connections at once"
   echo "(pgbench, $SCALE_CONNS per tunnel), $fails clients with errors; worker RSS $(( rss0 / 1024 )) MB before,"
   echo "$(( rss_peak / 1024 )) MB at peak (high-water mark $(( hwm / 1024 )) MB), that is"
   echo "$(( (rss_peak - rss0) / SCALE_TUNNELS )) kB per tunnel; worker CPU $(( c1 - c0 )) ms over ${SCALE_SECS} s of that load."

@@ -2,7 +2,9 @@
 # The benchmark (make bench), as root on Debian 12: installs what it needs,
 # builds and installs the module, then runs bench/bench.sh as the
 # unprivileged user.  Results go to bench/results/.
-#   BENCH_ROUNDS=5 BENCH_SECONDS=5 (defaults); BENCH_QUICK=1 for a short run.
+#   BENCH_ROUNDS=5 BENCH_SECONDS=5 (defaults); BENCH_QUICK=1 for a short run;
+#   BENCH_WORKLOADS="copy_out copy_in" for some workloads only ("" for the
+#   scale part alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -19,7 +21,7 @@ cp test/lib.sh bench/bench.sh "$work/"
 chown -R "$user" "$work"
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%d-%H%M%S)-$(hostname -s)
-su "$user" -c "BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
+su "$user" -c "BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} ${BENCH_WORKLOADS+BENCH_WORKLOADS='$BENCH_WORKLOADS'} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
 cp "$work/results.csv" "bench/results/$stamp.csv"
 cp "$work/summary.md" "bench/results/$stamp.md"
 echo "results: bench/results/$stamp.csv (every sample), bench/results/$stamp.md (summary)"
