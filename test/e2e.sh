@@ -7,11 +7,6 @@ set -uo pipefail
 dir=${1:?work directory}
 cd "$dir"
 . "$(dirname "$0")/lib.sh"
-pass=0 fail=0
-
-ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
-notok(){ fail=$((fail+1)); echo "not ok $((pass+fail)) - $1"; }
-check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; fi; }
 psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -c \
   "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;
    CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, 800000) g;"

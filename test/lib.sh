@@ -5,6 +5,12 @@
 # and SPORT (so suites can run side by side) and LOCAL_CONF (extra settings
 # for the local server) first.
 B=/usr/lib/postgresql/15/bin
+# TAP: every check prints "ok N - what" or "not ok N - what".
+pass=0 fail=0
+ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
+notok(){ fail=$((fail+1)); echo "not ok $((pass+fail)) - $1"; }
+check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; fi; }
+
 LPORT=${LPORT:-55432} PPORT=${PPORT:-55433} SPORT=${SPORT:-52222}
 lsql() { psql -X -q -h "$dir" -p $LPORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"; }
 psql_via() { psql -X -q -h 127.0.0.1 -p "$1" -d postgres -Atc "$2"; }

@@ -8,10 +8,6 @@ cd "$dir"
 LPORT=56532 PPORT=56533 SPORT=56522
 LOCAL_CONF="tunnel_ssh.port_range = '56500-56519'"
 . "$(dirname "$0")/lib.sh"
-pass=0 fail=0
-ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
-notok(){ fail=$((fail+1)); echo "not ok $((pass+fail)) - $1"; }
-check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; fi; }
 me=$(id -un)
 
 lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw; CREATE EXTENSION dblink;"
