@@ -3,10 +3,12 @@ MODULE_big = tunnel_ssh
 OBJS = \
 	src/tunnel_ssh.o \
 	src/catalog.o \
+	src/dayops.o \
 	src/forward.o \
 	src/functions.o \
 	src/keys.o \
 	src/listener.o \
+	src/probe.o \
 	src/session.o \
 	src/sqlapi.o \
 	src/status.o \

@@ -42,6 +42,51 @@ BEGIN;
 SELECT tunnel_create('named', 'bastion.example.com', 'db-1.internal', ssh_port => 9) IS NOT NULL AS created;
 ROLLBACK;
 
+-- day-2: bad input is refused and changes nothing
+SELECT md5(string_agg(t::text, ',' ORDER BY name)) AS before FROM tunnel_ssh.tunnel t \gset
+SELECT tunnel_alter('nope', ssh_port => 22);
+SELECT tunnel_alter(NULL);
+SELECT tunnel_alter('t1', ssh_port => 0);
+SELECT tunnel_alter('t1', ssh_host => 'bad host');
+SELECT tunnel_alter('t1', remote_host => '');
+SELECT tunnel_alter('t1', local_port => 80);
+SELECT tunnel_alter('t1', ssh_user => 'a b');
+SELECT tunnel_alter('t1', host_key_fingerprint => 'SHA256:x');
+SELECT tunnel_rotate_key('t1', 'dsa');
+SELECT tunnel_rotate_key('nope');
+SELECT tunnel_rotate_cancel('t1');
+SELECT tunnel_disable(NULL);
+SELECT tunnel_enable('nope');
+SELECT tunnel_host_key_reset('nope');
+SELECT md5(string_agg(t::text, ',' ORDER BY name)) = :'before' AS unchanged FROM tunnel_ssh.tunnel t;
+
+-- day-2: changes that are valid
+SELECT tunnel_alter('t1', remote_host => 'db2.internal', remote_port => 6543, local_port => 50101);
+SELECT tunnel_alter('t1', ssh_user => 'other', host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+SELECT tunnel_alter('t1', ssh_host => '127.0.0.2');
+SELECT ssh_host, ssh_user, remote_host, remote_port, local_port, host_key_fingerprint, host_key_pinned
+  FROM tunnel_ssh.tunnels WHERE name = 't1';
+SELECT tunnel_alter('t1', ssh_host => '127.0.0.1', remote_host => '127.0.0.1', remote_port => 5432, local_port => 50100);
+SET client_min_messages = warning;  -- the NOTICEs name random fingerprints
+SELECT tunnel_rotate_key('t1') ~ '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1:[0-9]{8}$' AS new_line;
+SELECT next_key_fingerprint ~ '^SHA256:' AND next_key_fingerprint <> key_fingerprint AS pending,
+       rotation_started IS NOT NULL AS since
+  FROM tunnel_ssh.tunnel WHERE name = 't1';
+\set VERBOSITY terse
+SELECT tunnel_rotate_key('t1');
+\set VERBOSITY default
+SELECT tunnel_rotate_cancel('t1');
+RESET client_min_messages;
+SELECT next_key_fingerprint IS NULL AS cancelled FROM tunnel_ssh.tunnel WHERE name = 't1';
+SELECT next_private_key IS NULL AS key_erased FROM tunnel_ssh.secret WHERE tunnel = 't1';
+SELECT tunnel_disable('t1');
+SELECT enabled FROM tunnel_ssh.tunnel WHERE name = 't1';
+SELECT tunnel_enable('t1');
+SELECT tunnel_host_key_reset('t1');
+SELECT host_key_fingerprint IS NULL AND NOT host_key_pinned AS forgotten
+  FROM tunnel_ssh.tunnel WHERE name = 't1';
+SELECT tunnel_test('nope');
+
 -- privileges
 CREATE ROLE regress_plain;
 SET ROLE regress_plain;
@@ -49,6 +94,11 @@ SELECT tunnel_create('p', '127.0.0.1', 'db');
 SELECT tunnel_public_key('t1');
 SELECT tunnel_drop('t1');
 SELECT * FROM tunnel_ssh.secret;
+SELECT tunnel_alter('t1', ssh_port => 2222);
+SELECT tunnel_rotate_key('t1');
+SELECT tunnel_disable('t1');
+SELECT * FROM tunnel_test('t1');
+SELECT * FROM tunnel_forward_status();
 RESET ROLE;
 DROP ROLE regress_plain;
 

@@ -164,38 +164,59 @@ read_definitions(MemoryContext result_cxt)
 }
 
 /*
- * Jump tunnels came with version 1.1 of the catalog; a 1.0 catalog simply
- * has none.
+ * Jump tunnels and key rotation came with version 1.1 of the catalog; a 1.0
+ * catalog simply has neither.
  */
 static void
-read_jumps(List *defs, MemoryContext result_cxt)
+read_v11(List *defs, MemoryContext result_cxt)
 {
 	ListCell   *lc;
 	int			ret;
 
 	ret = SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute "
 					  "WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
-					  "  AND attname = 'via' AND NOT attisdropped",
+					  "  AND attname = 'next_key_fingerprint' AND NOT attisdropped",
 					  true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		return;
-	ret = SPI_execute("SELECT name, via FROM tunnel_ssh.tunnel "
-					  "WHERE via IS NOT NULL", true, 0);
+	ret = SPI_execute("SELECT t.name, t.via, t.next_key_fingerprint, "
+					  "       t.rotation_started, s.next_private_key "
+					  "FROM tunnel_ssh.tunnel t "
+					  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
+					  "WHERE t.via IS NOT NULL OR t.next_key_fingerprint IS NOT NULL",
+					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read tunnel_ssh catalog: %s",
 			 SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[i];
-		char	   *name = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *name = SPI_getvalue(tuple, desc, 1);
 
 		foreach(lc, defs)
 		{
 			TunnelDef  *def = lfirst(lc);
+			char	   *key;
+			bool		isnull;
+			Datum		started;
 
-			if (strcmp(def->name, name) == 0)
+			if (strcmp(def->name, name) != 0)
+				continue;
+			if (SPI_getvalue(tuple, desc, 2) != NULL)
 				def->via = MemoryContextStrdup(result_cxt,
-											   SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2));
+											   SPI_getvalue(tuple, desc, 2));
+			key = SPI_getvalue(tuple, desc, 5);
+			if (key && SPI_getvalue(tuple, desc, 3))
+			{
+				def->next_private_key = MemoryContextStrdup(result_cxt, key);
+				def->next_key_fingerprint =
+					MemoryContextStrdup(result_cxt, SPI_getvalue(tuple, desc, 3));
+				started = SPI_getbinval(tuple, desc, 4, &isnull);
+				def->rotation_started = isnull ? 0 : DatumGetTimestampTz(started);
+			}
+			if (key)
+				keys_wipe(key);
 		}
 	}
 }
@@ -216,7 +237,7 @@ catalog_load(bool *installed)
 	if (*installed)
 	{
 		defs = read_definitions(result_cxt);
-		read_jumps(defs, result_cxt);
+		read_v11(defs, result_cxt);
 	}
 
 	SPI_finish();
@@ -249,6 +270,9 @@ catalog_copy_def(const TunnelDef *def)
 	copy->host_key_pinned = def->host_key_pinned;
 	copy->enabled = def->enabled;
 	copy->via = dup_or_null(def->via);
+	copy->next_private_key = dup_or_null(def->next_private_key);
+	copy->next_key_fingerprint = dup_or_null(def->next_key_fingerprint);
+	copy->rotation_started = def->rotation_started;
 	foreach(lc, def->forwards)
 	{
 		ForwardDef *src = lfirst(lc);
@@ -267,6 +291,8 @@ catalog_free_def(TunnelDef *def)
 {
 	if (def->private_key)
 		keys_wipe(def->private_key);
+	if (def->next_private_key)
+		keys_wipe(def->next_private_key);
 	list_free_deep(def->forwards);
 	pfree(def);
 }
@@ -279,17 +305,74 @@ str_differs(const char *a, const char *b)
 	return strcmp(a, b) != 0;
 }
 
+/*
+ * A rotation that starts, ends or is cancelled leaves the session alone: it
+ * keeps the key it authenticated with, which is either the old key (still
+ * authorized until the new one works) or the new one, now current.
+ */
+static bool
+key_differs(const TunnelDef *a, const TunnelDef *b)
+{
+	if (!str_differs(a->private_key, b->private_key))
+		return false;
+	return str_differs(a->next_private_key, b->private_key);
+}
+
 bool
 catalog_session_differs(const TunnelDef *a, const TunnelDef *b)
 {
 	return str_differs(a->ssh_host, b->ssh_host) ||
 		a->ssh_port != b->ssh_port ||
 		str_differs(a->ssh_user, b->ssh_user) ||
-		str_differs(a->private_key, b->private_key) ||
+		key_differs(a, b) ||
 		a->enabled != b->enabled ||
 		str_differs(a->via, b->via) ||
 		(str_differs(a->host_key_fingerprint, b->host_key_fingerprint) &&
 		 a->host_key_fingerprint != NULL);
+}
+
+/* Run one write in the worker's own short transaction. */
+static uint64
+worker_write(const char *sql, int nargs, Oid *argtypes, Datum *values)
+{
+	uint64		processed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_execute_with_args(sql, nargs, argtypes, values, NULL, false, 0);
+	processed = SPI_processed;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return processed;
+}
+
+bool
+catalog_promote_key(const char *tunnel, const char *fingerprint)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	if (RecoveryInProgress())
+		return false;			/* the primary's worker does it */
+
+	values[0] = CStringGetTextDatum(tunnel);
+	values[1] = CStringGetTextDatum(fingerprint);
+	/* One statement, so the old private key goes in the same commit. */
+	return worker_write("WITH t AS ("
+						"  UPDATE tunnel_ssh.tunnel SET key_type = next_key_type, "
+						"         public_key = next_public_key, "
+						"         key_fingerprint = next_key_fingerprint, "
+						"         next_key_type = NULL, next_public_key = NULL, "
+						"         next_key_fingerprint = NULL, rotation_started = NULL "
+						"  WHERE name = $1 AND next_key_fingerprint = $2 "
+						"  RETURNING name) "
+						"UPDATE tunnel_ssh.secret s SET private_key = s.next_private_key, "
+						"       next_private_key = NULL "
+						"FROM t WHERE s.tunnel = t.name AND s.next_private_key IS NOT NULL",
+						2, argtypes, values) > 0;
 }
 
 void
@@ -303,15 +386,7 @@ catalog_record_host_key(const char *tunnel, const char *fingerprint)
 
 	values[0] = CStringGetTextDatum(fingerprint);
 	values[1] = CStringGetTextDatum(tunnel);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_execute_with_args("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
-						  "WHERE name = $2 AND host_key_fingerprint IS NULL",
-						  2, argtypes, values, NULL, false, 0);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
+						"WHERE name = $2 AND host_key_fingerprint IS NULL",
+						2, argtypes, values);
 }

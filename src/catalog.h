@@ -9,6 +9,7 @@
 #ifndef TUNNEL_CATALOG_H
 #define TUNNEL_CATALOG_H
 
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
 typedef struct ForwardDef
@@ -31,6 +32,10 @@ typedef struct TunnelDef
 	bool		host_key_pinned;
 	bool		enabled;
 	char	   *via;			/* jump tunnel carrying the session, or NULL */
+	/* a key rotation under way (version 1.1): NULL when none */
+	char	   *next_private_key;	/* secret, wiped like private_key */
+	char	   *next_key_fingerprint;
+	TimestampTz rotation_started;
 	List	   *forwards;		/* of ForwardDef */
 } TunnelDef;
 
@@ -49,6 +54,13 @@ extern void catalog_free_def(TunnelDef *def);
 
 /* Do two definitions need a new SSH session (bastion, account, key)? */
 extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);
+
+/*
+ * The next key authenticated: make it the tunnel's key and erase the old
+ * one.  Returns false if the rotation is no longer the one that was tried
+ * (cancelled or replaced meanwhile) or we cannot write (a standby).
+ */
+extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
 
 /* Trust on first use: remember the host key seen for a tunnel. */
 extern void catalog_record_host_key(const char *tunnel, const char *fingerprint);

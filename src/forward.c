@@ -69,7 +69,9 @@ struct TunnelForward
 {
 	dlist_node	node;
 	TunnelSession *session;
-	TunnelStatusSlot *slot;
+	TunnelCounters *tunnel_counters;
+	TunnelCounters *forward_counters;
+	TunnelForwardSlot *forward_slot;
 	ForwardPhase phase;
 
 	pgsocket	client;			/* PGINVALID_SOCKET once closed */
@@ -146,15 +148,38 @@ build_open_message(TunnelForward *f)
 	f->open_message_len = buf.len;
 }
 
+/*
+ * Say why the bastion did not open a channel in the words of its cause
+ * (RFC 4254 reason codes, as libssh2 words them).
+ */
+void
+forward_open_error_text(char *buf, size_t len, const char *host, int port,
+						const char *ssh_message)
+{
+	if (ssh_message && strstr(ssh_message, "connect failed"))
+		snprintf(buf, len,
+				 "nothing listens on %s:%d as seen from the bastion (connection refused or no route)",
+				 host, port);
+	else if (ssh_message && strstr(ssh_message, "administratively prohibited"))
+		snprintf(buf, len,
+				 "AllowTcpForwarding is off on the bastion, or its PermitOpen does not allow %s:%d",
+				 host, port);
+	else
+		snprintf(buf, len, "bastion could not open a connection to %s:%d: %s",
+				 host, port, ssh_message ? ssh_message : "unknown error");
+}
+
 TunnelForward *
 forward_create(TunnelSession *session, pgsocket client,
 			   const char *remote_host, int remote_port,
-			   TunnelStatusSlot *slot)
+			   TunnelStatusSlot *slot, TunnelForwardSlot *forward_slot)
 {
 	TunnelForward *f = palloc0(sizeof(TunnelForward));
 
 	f->session = session;
-	f->slot = slot;
+	f->tunnel_counters = tunnel_status_counters(slot);
+	f->forward_slot = forward_slot;
+	f->forward_counters = tunnel_status_forward_counters(forward_slot);
 	f->phase = FORWARD_WAITING;
 	f->client = client;
 	f->remote_host = pstrdup(remote_host);
@@ -166,7 +191,8 @@ forward_create(TunnelSession *session, pgsocket client,
 	f->down.data = palloc(DOWN_BUFSIZE);
 	/* Read the client's first bytes while the channel opens. */
 	watch_add(&f->watch, client, WL_SOCKET_READABLE, on_client_event, f);
-	tunnel_status_count_connection(slot, 1);
+	tunnel_status_count_connection(f->tunnel_counters, 1);
+	tunnel_status_count_connection(f->forward_counters, 1);
 	return f;
 }
 
@@ -330,9 +356,9 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 		char		text[TUNNEL_ERROR_MAXLEN];
 
 		libssh2_session_last_error(ssh, &msg, NULL, 0);
-		snprintf(text, sizeof(text),
-				 "bastion could not open a connection to %s:%d: %s",
-				 f->remote_host, f->remote_port, msg ? msg : "unknown error");
+		forward_open_error_text(text, sizeof(text), f->remote_host,
+								f->remote_port, msg);
+		tunnel_status_forward_error(f->forward_slot, text);
 		tunnel_session_report_forward_error(f->session, text);
 	}
 	channel_failed(f, rc);
@@ -569,7 +595,8 @@ forward_pump(TunnelForward *f, bool *progress)
 
 	if (f->moved_in || f->moved_out)
 	{
-		tunnel_status_count_bytes(f->slot, f->moved_in, f->moved_out);
+		tunnel_status_count_bytes(f->tunnel_counters, f->moved_in, f->moved_out);
+		tunnel_status_count_bytes(f->forward_counters, f->moved_in, f->moved_out);
 		f->moved_in = f->moved_out = 0;
 	}
 
@@ -585,7 +612,8 @@ forward_destroy(TunnelForward *f)
 {
 	/* A channel still here belongs to a session being freed with it. */
 	close_client(f);
-	tunnel_status_count_connection(f->slot, -1);
+	tunnel_status_count_connection(f->tunnel_counters, -1);
+	tunnel_status_count_connection(f->forward_counters, -1);
 	pfree(f->up.data);
 	pfree(f->down.data);
 	pfree(f->remote_host);

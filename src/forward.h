@@ -17,7 +17,12 @@ typedef struct TunnelForward TunnelForward;
 /* Take ownership of an accepted, non-blocking client socket. */
 extern TunnelForward *forward_create(TunnelSession *session, pgsocket client,
 									 const char *remote_host, int remote_port,
-									 TunnelStatusSlot *slot);
+									 TunnelStatusSlot *slot,
+									 TunnelForwardSlot *forward_slot);
+
+/* Why a direct-tcpip channel was refused, for status and tunnel_test(). */
+extern void forward_open_error_text(char *buf, size_t len, const char *host,
+									int port, const char *ssh_message);
 
 /*
  * Move data both ways as far as it goes without blocking, and open or close

@@ -92,12 +92,8 @@ tunnel_create(PG_FUNCTION_ARGS)
 	if (fingerprint)
 		tunnel_check_arg(validate_fingerprint(fingerprint, &reason), &reason,
 			  "invalid host_key_fingerprint \"%s\"", fingerprint);
-	if (!PG_ARGISNULL(6) &&
-		(PG_GETARG_INT32(6) < 1024 || PG_GETARG_INT32(6) > 65535))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid local_port: %d", PG_GETARG_INT32(6)),
-				 errdetail("A local port must be between 1024 and 65535.")));
+	if (!PG_ARGISNULL(6))
+		tunnel_check_local_port(PG_GETARG_INT32(6));
 
 	SPI_connect();
 	/* Serialize creators, so two cannot pick the same free port. */
@@ -126,10 +122,7 @@ tunnel_create(PG_FUNCTION_ARGS)
 	}
 
 	if (key_type == TUNNEL_KEY_RSA)
-		ereport(NOTICE,
-				(errmsg("RSA authentication from this server uses ssh-rsa (SHA-1) signatures"),
-				 errdetail("OpenSSH 8.8 and later refuse them by default."),
-				 errhint("Set \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config, or use key_type ed25519.")));
+		tunnel_notice_rsa();
 
 	comment = psprintf("tunnel_ssh:%s", name);
 	keys_generate(key_type, comment, &key);
@@ -174,35 +167,12 @@ tunnel_create(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(result);
 }
 
-/* Run a one-parameter statement about an existing tunnel; error if none. */
-static char *
-for_existing_tunnel(FunctionCallInfo fcinfo, const char *sql, bool read_only)
-{
-	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(name)};
-	char	   *result = NULL;
-
-	SPI_connect();
-	SPI_execute_with_args(sql, 1, argtypes, values, NULL, read_only, 0);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" does not exist", name)));
-	if (SPI_tuptable)
-		result = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (result)
-		result = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, result);
-	SPI_finish();
-	return result;
-}
-
 PG_FUNCTION_INFO_V1(tunnel_public_key);
 
 Datum
 tunnel_public_key(PG_FUNCTION_ARGS)
 {
-	char	   *line = for_existing_tunnel(fcinfo,
+	char	   *line = tunnel_for_existing(fcinfo,
 										   "SELECT public_key FROM tunnel_ssh.tunnel WHERE name = $1",
 										   true);
 
@@ -241,7 +211,7 @@ tunnel_drop(PG_FUNCTION_ARGS)
 		tunnel_drop_servers(name, cascade);
 	SPI_finish();
 
-	(void) for_existing_tunnel(fcinfo,
+	(void) tunnel_for_existing(fcinfo,
 							   "DELETE FROM tunnel_ssh.tunnel WHERE name = $1 RETURNING name",
 							   false);
 	PG_RETURN_VOID();

@@ -60,7 +60,8 @@ typedef enum SessionPhase
 	PHASE_HANDSHAKE,
 	PHASE_AUTH,
 	PHASE_READY,
-	PHASE_BACKOFF
+	PHASE_BACKOFF,
+	PHASE_DONE					/* a key check that has its answer */
 } SessionPhase;
 
 typedef enum ProbePhase
@@ -89,6 +90,11 @@ struct TunnelSession
 
 	LIBSSH2_SESSION *ssh;
 	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
+	bool		trying_next;	/* authenticating with the rotation's key */
+
+	/* a key check only authenticates with the next key, then stops */
+	bool		key_check;
+	int			key_check_result;	/* 0 not yet, 1 accepted, -1 not */
 
 	/* timers */
 	TimestampTz deadline;		/* of the current connect phase */
@@ -290,6 +296,19 @@ fail(TunnelSession *s, TunnelState state, const char *message)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
+	if (s->key_check)
+	{
+		ereport(DEBUG1,
+				(errmsg("tunnel \"%s\": check of the new key: %s",
+						s->def->name, message)));
+		close_connection(s, false);
+		free_addrs(s);
+		s->fail_pending = false;
+		s->key_check_result = -1;
+		s->phase = PHASE_DONE;
+		return;
+	}
+
 	/* Say it once; a bastion down for an hour need not fill the log. */
 	if (strcmp(message, s->last_logged) != 0)
 	{
@@ -452,7 +471,8 @@ start_jump(TunnelSession *s)
 		fail(s, TUNNEL_STATE_UNREACHABLE, text);
 		return;
 	}
-	tunnel_session_add_client(jump, sv[1], s->def->ssh_host, s->def->ssh_port);
+	tunnel_session_add_client(jump, sv[1], s->def->ssh_host, s->def->ssh_port,
+							  NULL);
 	s->sock = sv[0];
 	s->tcp = false;
 	watch_add(&s->watch, s->sock, WL_SOCKET_READABLE, on_socket_event, s);
@@ -621,13 +641,42 @@ step_handshake(TunnelSession *s)
 		return;
 	}
 	if (check_host_key(s))
+	{
 		s->phase = PHASE_AUTH;
+		/* During a rotation the new key goes first; the old one backs it. */
+		s->trying_next = s->def->next_private_key != NULL;
+	}
+}
+
+/*
+ * The rotation's key was accepted: it becomes the tunnel's key and the old
+ * private key is erased (catalog_promote_key), so the DBA can remove the old
+ * line from authorized_keys.
+ */
+static void
+adopt_next_key(TunnelSession *s)
+{
+	if (s->def->next_key_fingerprint == NULL ||
+		!catalog_promote_key(s->def->name, s->def->next_key_fingerprint))
+		return;
+	ereport(LOG,
+			(errmsg("tunnel \"%s\": new key %s accepted by %s, rotation complete",
+					s->def->name, s->def->next_key_fingerprint,
+					s->def->ssh_host),
+			 errdetail("The previous key %s has been erased from the catalog.",
+					   s->def->key_fingerprint),
+			 errhint("Remove the line of key %s from ~%s/.ssh/authorized_keys on %s.",
+					 s->def->key_fingerprint, s->def->ssh_user,
+					 s->def->ssh_host)));
 }
 
 static void
 step_auth(TunnelSession *s)
 {
-	const char *key = s->def->private_key;
+	bool		next = s->trying_next;
+	const char *key = next ? s->def->next_private_key : s->def->private_key;
+	const char *fingerprint = next ? s->def->next_key_fingerprint :
+		s->def->key_fingerprint;
 	int			rc;
 	char		text[TUNNEL_ERROR_MAXLEN];
 
@@ -636,8 +685,27 @@ step_auth(TunnelSession *s)
 											   NULL, 0, key, strlen(key), NULL);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return;
+	if (rc == 0 && s->key_check)
+	{
+		if (next)
+			adopt_next_key(s);
+		s->key_check_result = 1;
+		s->phase = PHASE_DONE;
+		close_connection(s, false);
+		return;
+	}
+	if (rc != 0 && next && !s->key_check)
+	{
+		/* Not pasted yet: the old key keeps the tunnel up meanwhile. */
+		s->trying_next = false;
+		tunnel_session_mark_dirty(s);
+		return;
+	}
 	if (rc == 0)
 	{
+		tunnel_status_set_key(s->slot, fingerprint);
+		if (next)
+			adopt_next_key(s);
 		ereport(LOG,
 				(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\"",
 						s->def->name, s->def->ssh_host, s->def->ssh_port,
@@ -662,7 +730,7 @@ step_auth(TunnelSession *s)
 		snprintf(text, sizeof(text),
 				 "bastion %s refused key %s for user \"%s\": add the line from tunnel_public_key('%s') "
 				 "to ~%s/.ssh/authorized_keys on %s%s",
-				 s->def->ssh_host, s->def->key_fingerprint, s->def->ssh_user,
+				 s->def->ssh_host, fingerprint, s->def->ssh_user,
 				 s->def->name, s->def->ssh_user, s->def->ssh_host,
 				 strcmp(s->def->key_type, "rsa") == 0 ?
 				 "; RSA keys also need \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config" : "");
@@ -918,6 +986,8 @@ tunnel_session_tick(TunnelSession *s, TimestampTz now)
 				return 0;
 			}
 			return ms_until(s->deadline, now);
+		case PHASE_DONE:
+			return -1;
 		case PHASE_READY:
 			silent_ms = (long) ((now - s->last_recv) / 1000);
 			if (silent_ms >= interval_ms * tunnel_keepalive_count)
@@ -962,6 +1032,32 @@ tunnel_session_create(const TunnelDef *def, TunnelStatusSlot *slot)
 	return s;
 }
 
+/*
+ * A session that only checks whether the bastion accepts the rotation's new
+ * key, so that a tunnel whose session stays up for months still completes
+ * its rotation.  It reports nothing in the tunnel's status.
+ */
+TunnelSession *
+tunnel_session_create_key_check(const TunnelDef *def)
+{
+	TunnelSession *s = tunnel_session_create(def, NULL);
+
+	s->key_check = true;
+	return s;
+}
+
+int
+tunnel_session_key_check_result(TunnelSession *s)
+{
+	return s->key_check_result;
+}
+
+bool
+tunnel_session_ready(TunnelSession *s)
+{
+	return s->phase == PHASE_READY;
+}
+
 void
 tunnel_session_destroy(TunnelSession *s)
 {
@@ -980,9 +1076,11 @@ tunnel_session_set_def(TunnelSession *s, const TunnelDef *def)
 
 void
 tunnel_session_add_client(TunnelSession *s, pgsocket fd,
-						  const char *remote_host, int remote_port)
+						  const char *remote_host, int remote_port,
+						  TunnelForwardSlot *forward_slot)
 {
-	TunnelForward *f = forward_create(s, fd, remote_host, remote_port, s->slot);
+	TunnelForward *f = forward_create(s, fd, remote_host, remote_port, s->slot,
+									  forward_slot);
 	TimestampTz now = GetCurrentTimestamp();
 
 	dlist_push_tail(&s->forwards, forward_node(f));

@@ -36,12 +36,20 @@ typedef enum SessionOp
 extern TunnelSession *tunnel_session_create(const TunnelDef *def,
 											TunnelStatusSlot *slot);
 extern void tunnel_session_destroy(TunnelSession *s);
+
+/* Rotation: does the bastion accept def's next key?  0 while unknown. */
+extern TunnelSession *tunnel_session_create_key_check(const TunnelDef *def);
+extern int	tunnel_session_key_check_result(TunnelSession *s);
+
+/* Authenticated and carrying traffic? */
+extern bool tunnel_session_ready(TunnelSession *s);
 extern void tunnel_session_set_def(TunnelSession *s, const TunnelDef *def);
 
 /* A client accepted for one of the tunnel's forwards. */
 extern void tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 									  const char *remote_host,
-									  int remote_port);
+									  int remote_port,
+									  TunnelForwardSlot *forward_slot);
 
 /*
  * Run timers (connect timeout, backoff, keepalive) and return how many

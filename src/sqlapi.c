@@ -61,6 +61,25 @@ tunnel_arg_port(FunctionCallInfo fcinfo, int argno, const char *what)
 				 errdetail("%s", reason)));
 }
 
+void
+tunnel_check_local_port(int port)
+{
+	if (port < 1024 || port > 65535)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid local_port: %d", port),
+				 errdetail("A local port must be between 1024 and 65535.")));
+}
+
+void
+tunnel_notice_rsa(void)
+{
+	ereport(NOTICE,
+			(errmsg("RSA authentication from this server uses ssh-rsa (SHA-1) signatures"),
+			 errdetail("OpenSSH 8.8 and later refuse them by default."),
+			 errhint("Set \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config, or use key_type ed25519.")));
+}
+
 char *
 tunnel_port_holder(int port)
 {
@@ -132,6 +151,37 @@ tunnel_exists(const char *name)
 	SPI_execute_with_args("SELECT 1 FROM tunnel_ssh.tunnel WHERE name = $1",
 						  1, argtypes, values, NULL, true, 1);
 	return SPI_processed > 0;
+}
+
+void
+tunnel_require(const char *name)
+{
+	if (!tunnel_exists(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" does not exist", name)));
+}
+
+char *
+tunnel_for_existing(FunctionCallInfo fcinfo, const char *sql, bool read_only)
+{
+	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	char	   *result = NULL;
+
+	SPI_connect();
+	SPI_execute_with_args(sql, 1, argtypes, values, NULL, read_only, 0);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" does not exist", name)));
+	if (SPI_tuptable)
+		result = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (result)
+		result = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, result);
+	SPI_finish();
+	return result;
 }
 
 void

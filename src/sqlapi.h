@@ -22,6 +22,12 @@ extern void tunnel_check_arg(bool ok, const char *const *reason,
 extern void tunnel_arg_port(FunctionCallInfo fcinfo, int argno,
 							const char *what);
 
+/* A local port a tunnel may listen on: 1024..65535. */
+extern void tunnel_check_local_port(int port);
+
+/* What to tell whoever creates an RSA key. */
+extern void tunnel_notice_rsa(void);
+
 /* The tunnel whose forward holds a local port, or NULL.  Needs SPI. */
 extern char *tunnel_port_holder(int port);
 
@@ -29,6 +35,17 @@ extern char *tunnel_port_holder(int port);
 extern int	tunnel_pick_port(void);
 
 extern bool tunnel_exists(const char *name);
+
+/* An error unless the tunnel exists.  Needs SPI. */
+extern void tunnel_require(const char *name);
+
+/*
+ * Run a statement with the tunnel name (argument 0) as $1 in its own SPI
+ * connection; an error if it finds no row.  Returns the first column of the
+ * first row (in the function's memory context), if any.
+ */
+extern char *tunnel_for_existing(FunctionCallInfo fcinfo, const char *sql,
+								 bool read_only);
 
 /* Run a catalog write; an SPI failure is an internal error. */
 extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,

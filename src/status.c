@@ -29,6 +29,14 @@
 #include "status.h"
 #include "tunnel_ssh.h"
 
+struct TunnelCounters
+{
+	pg_atomic_uint64 total_connections;
+	pg_atomic_uint64 bytes_in;
+	pg_atomic_uint64 bytes_out;
+	pg_atomic_uint32 active_connections;
+};
+
 struct TunnelStatusSlot
 {
 	slock_t		mutex;			/* guards the fields up to the counters */
@@ -39,13 +47,29 @@ struct TunnelStatusSlot
 	char		name[TUNNEL_NAME_MAXLEN + 1];
 	char		local_address[64];
 	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
+	char		key[TUNNEL_FINGERPRINT_LEN + 1];	/* last accepted */
+	char		next_key[TUNNEL_FINGERPRINT_LEN + 1];	/* rotation pending */
+	TimestampTz rotation_started;
+	char		via[TUNNEL_NAME_MAXLEN + 1];
 	char		last_error[TUNNEL_ERROR_MAXLEN];
 
 	pg_atomic_uint64 attempts;
-	pg_atomic_uint64 total_connections;
-	pg_atomic_uint64 bytes_in;
-	pg_atomic_uint64 bytes_out;
-	pg_atomic_uint32 active_connections;
+	TunnelCounters counters;
+};
+
+struct TunnelForwardSlot
+{
+	slock_t		mutex;			/* guards the fields up to the counters */
+	bool		in_use;
+	bool		listening;
+	int			local_port;
+	int			remote_port;
+	TimestampTz error_at;
+	char		tunnel[TUNNEL_NAME_MAXLEN + 1];
+	char		remote_host[TUNNEL_HOST_MAXLEN + 1];
+	char		last_error[TUNNEL_ERROR_MAXLEN];
+
+	TunnelCounters counters;
 };
 
 typedef struct TunnelShared
@@ -54,8 +78,12 @@ typedef struct TunnelShared
 	Latch	   *worker_latch;
 	pg_atomic_uint64 catalog_generation;
 	int			nslots;
+	int			nforward_slots;
+	/* slots[nslots], then the forward slots (FORWARD_SLOTS) */
 	TunnelStatusSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } TunnelShared;
+
+#define FORWARD_SLOTS ((TunnelForwardSlot *) &shared->slots[shared->nslots])
 
 static TunnelShared *shared = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -81,14 +109,33 @@ tunnel_state_name(TunnelState state)
 static Size
 shared_size(void)
 {
-	return add_size(offsetof(TunnelShared, slots),
-					mul_size(tunnel_max_tunnels, sizeof(TunnelStatusSlot)));
+	return add_size(add_size(offsetof(TunnelShared, slots),
+							 mul_size(tunnel_max_tunnels, sizeof(TunnelStatusSlot))),
+					mul_size(tunnel_max_forwards, sizeof(TunnelForwardSlot)));
 }
 
 void
 tunnel_status_request_shmem(void)
 {
 	RequestAddinShmemSpace(shared_size());
+}
+
+static void
+init_counters(TunnelCounters *c)
+{
+	pg_atomic_init_u64(&c->total_connections, 0);
+	pg_atomic_init_u64(&c->bytes_in, 0);
+	pg_atomic_init_u64(&c->bytes_out, 0);
+	pg_atomic_init_u32(&c->active_connections, 0);
+}
+
+static void
+reset_counters(TunnelCounters *c)
+{
+	pg_atomic_write_u64(&c->total_connections, 0);
+	pg_atomic_write_u64(&c->bytes_in, 0);
+	pg_atomic_write_u64(&c->bytes_out, 0);
+	pg_atomic_write_u32(&c->active_connections, 0);
 }
 
 static void
@@ -107,6 +154,7 @@ startup_shmem(void)
 		shared->worker_latch = NULL;
 		pg_atomic_init_u64(&shared->catalog_generation, 0);
 		shared->nslots = tunnel_max_tunnels;
+		shared->nforward_slots = tunnel_max_forwards;
 		for (int i = 0; i < shared->nslots; i++)
 		{
 			TunnelStatusSlot *slot = &shared->slots[i];
@@ -114,10 +162,15 @@ startup_shmem(void)
 			memset(slot, 0, sizeof(*slot));
 			SpinLockInit(&slot->mutex);
 			pg_atomic_init_u64(&slot->attempts, 0);
-			pg_atomic_init_u64(&slot->total_connections, 0);
-			pg_atomic_init_u64(&slot->bytes_in, 0);
-			pg_atomic_init_u64(&slot->bytes_out, 0);
-			pg_atomic_init_u32(&slot->active_connections, 0);
+			init_counters(&slot->counters);
+		}
+		for (int i = 0; i < shared->nforward_slots; i++)
+		{
+			TunnelForwardSlot *fs = &FORWARD_SLOTS[i];
+
+			memset(fs, 0, sizeof(*fs));
+			SpinLockInit(&fs->mutex);
+			init_counters(&fs->counters);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -177,13 +230,14 @@ tunnel_status_acquire(const char *name)
 		strlcpy(slot->name, name, sizeof(slot->name));
 		slot->local_address[0] = '\0';
 		slot->host_key[0] = '\0';
+		slot->key[0] = '\0';
+		slot->next_key[0] = '\0';
+		slot->rotation_started = 0;
+		slot->via[0] = '\0';
 		slot->last_error[0] = '\0';
 		SpinLockRelease(&slot->mutex);
 		pg_atomic_write_u64(&slot->attempts, 0);
-		pg_atomic_write_u64(&slot->total_connections, 0);
-		pg_atomic_write_u64(&slot->bytes_in, 0);
-		pg_atomic_write_u64(&slot->bytes_out, 0);
-		pg_atomic_write_u32(&slot->active_connections, 0);
+		reset_counters(&slot->counters);
 		return slot;
 	}
 	return NULL;
@@ -205,6 +259,94 @@ tunnel_status_release_all(void)
 {
 	for (int i = 0; i < shared->nslots; i++)
 		tunnel_status_release(&shared->slots[i]);
+	for (int i = 0; i < shared->nforward_slots; i++)
+		tunnel_status_forward_release(&FORWARD_SLOTS[i]);
+}
+
+TunnelForwardSlot *
+tunnel_status_forward_acquire(const char *tunnel, int local_port)
+{
+	for (int i = 0; i < shared->nforward_slots; i++)
+	{
+		TunnelForwardSlot *fs = &FORWARD_SLOTS[i];
+
+		if (fs->in_use)
+			continue;
+		SpinLockAcquire(&fs->mutex);
+		fs->in_use = true;
+		fs->listening = false;
+		fs->local_port = local_port;
+		fs->remote_port = 0;
+		fs->error_at = 0;
+		strlcpy(fs->tunnel, tunnel, sizeof(fs->tunnel));
+		fs->remote_host[0] = '\0';
+		fs->last_error[0] = '\0';
+		SpinLockRelease(&fs->mutex);
+		reset_counters(&fs->counters);
+		return fs;
+	}
+	return NULL;
+}
+
+void
+tunnel_status_forward_release(TunnelForwardSlot *fs)
+{
+	if (fs == NULL)
+		return;
+	SpinLockAcquire(&fs->mutex);
+	fs->in_use = false;
+	SpinLockRelease(&fs->mutex);
+}
+
+void
+tunnel_status_forward_set_target(TunnelForwardSlot *fs, const char *remote_host,
+								 int remote_port)
+{
+	if (fs == NULL)
+		return;
+	SpinLockAcquire(&fs->mutex);
+	strlcpy(fs->remote_host, remote_host, sizeof(fs->remote_host));
+	fs->remote_port = remote_port;
+	SpinLockRelease(&fs->mutex);
+}
+
+void
+tunnel_status_forward_set_listening(TunnelForwardSlot *fs, bool listening,
+									const char *error)
+{
+	if (fs == NULL)
+		return;
+	SpinLockAcquire(&fs->mutex);
+	fs->listening = listening;
+	if (error)
+	{
+		strlcpy(fs->last_error, error, sizeof(fs->last_error));
+		fs->error_at = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&fs->mutex);
+}
+
+void
+tunnel_status_forward_error(TunnelForwardSlot *fs, const char *error)
+{
+	if (fs == NULL)
+		return;
+	SpinLockAcquire(&fs->mutex);
+	strlcpy(fs->last_error, error, sizeof(fs->last_error));
+	fs->error_at = GetCurrentTimestamp();
+	SpinLockRelease(&fs->mutex);
+}
+
+TunnelCounters *
+tunnel_status_counters(TunnelStatusSlot *slot)
+{
+	return slot ? &slot->counters : NULL;
+}
+
+TunnelCounters *
+tunnel_status_forward_counters(TunnelForwardSlot *fs)
+{
+	return fs ? &fs->counters : NULL;
 }
 
 void
@@ -246,6 +388,29 @@ tunnel_status_set_host_key(TunnelStatusSlot *slot, const char *fingerprint)
 }
 
 void
+tunnel_status_set_key(TunnelStatusSlot *slot, const char *fingerprint)
+{
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->key, fingerprint ? fingerprint : "", sizeof(slot->key));
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+tunnel_status_set_definition(TunnelStatusSlot *slot, const char *next_key,
+							 TimestampTz rotation_started, const char *via)
+{
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->next_key, next_key ? next_key : "", sizeof(slot->next_key));
+	slot->rotation_started = rotation_started;
+	strlcpy(slot->via, via ? via : "", sizeof(slot->via));
+	SpinLockRelease(&slot->mutex);
+}
+
+void
 tunnel_status_count_attempt(TunnelStatusSlot *slot)
 {
 	if (slot)
@@ -253,38 +418,64 @@ tunnel_status_count_attempt(TunnelStatusSlot *slot)
 }
 
 void
-tunnel_status_count_connection(TunnelStatusSlot *slot, int delta)
+tunnel_status_count_connection(TunnelCounters *c, int delta)
 {
-	if (slot == NULL)
+	if (c == NULL)
 		return;
 	if (delta > 0)
 	{
-		pg_atomic_fetch_add_u64(&slot->total_connections, 1);
-		pg_atomic_fetch_add_u32(&slot->active_connections, 1);
+		pg_atomic_fetch_add_u64(&c->total_connections, 1);
+		pg_atomic_fetch_add_u32(&c->active_connections, 1);
 	}
 	else
-		pg_atomic_fetch_sub_u32(&slot->active_connections, 1);
+		pg_atomic_fetch_sub_u32(&c->active_connections, 1);
 }
 
 void
-tunnel_status_count_bytes(TunnelStatusSlot *slot, uint64 bytes_in,
-						  uint64 bytes_out)
+tunnel_status_count_bytes(TunnelCounters *c, uint64 bytes_in, uint64 bytes_out)
 {
-	if (slot == NULL)
+	if (c == NULL)
 		return;
 	/* Single writer: a plain read-modify-write needs no locked instruction. */
 	if (bytes_in)
-		pg_atomic_write_u64(&slot->bytes_in,
-							pg_atomic_read_u64(&slot->bytes_in) + bytes_in);
+		pg_atomic_write_u64(&c->bytes_in,
+							pg_atomic_read_u64(&c->bytes_in) + bytes_in);
 	if (bytes_out)
-		pg_atomic_write_u64(&slot->bytes_out,
-							pg_atomic_read_u64(&slot->bytes_out) + bytes_out);
+		pg_atomic_write_u64(&c->bytes_out,
+							pg_atomic_read_u64(&c->bytes_out) + bytes_out);
+}
+
+static void
+require_shared(void)
+{
+	if (shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tunnel_ssh is not loaded through shared_preload_libraries"),
+				 errhint("Add tunnel_ssh to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+static void
+put_counters(Datum *values, const TunnelCounters *c)
+{
+	values[0] = Int32GetDatum(pg_atomic_read_u32(unconstify(pg_atomic_uint32 *, &c->active_connections)));
+	values[1] = Int64GetDatum(pg_atomic_read_u64(unconstify(pg_atomic_uint64 *, &c->total_connections)));
+	values[2] = Int64GetDatum(pg_atomic_read_u64(unconstify(pg_atomic_uint64 *, &c->bytes_in)));
+	values[3] = Int64GetDatum(pg_atomic_read_u64(unconstify(pg_atomic_uint64 *, &c->bytes_out)));
+}
+
+static Datum
+text_or_null(const char *s, bool *isnull)
+{
+	*isnull = s[0] == '\0';
+	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
 }
 
 PG_FUNCTION_INFO_V1(tunnel_status);
 
 /*
- * tunnel_status(): one row per tunnel the worker runs.
+ * tunnel_status(): one row per tunnel the worker runs.  Version 1.0 of the
+ * SQL function has the first 12 columns; the result descriptor says which.
  */
 Datum
 tunnel_status(PG_FUNCTION_ARGS)
@@ -292,19 +483,14 @@ tunnel_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	InitMaterializedSRF(fcinfo, 0);
-
-	if (shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("tunnel_ssh is not loaded through shared_preload_libraries"),
-				 errhint("Add tunnel_ssh to shared_preload_libraries in postgresql.conf and restart the server.")));
+	require_shared();
 
 	for (int i = 0; i < shared->nslots; i++)
 	{
 		TunnelStatusSlot *slot = &shared->slots[i];
 		TunnelStatusSlot copy;
-		Datum		values[12];
-		bool		nulls[12] = {0};
+		Datum		values[16];
+		bool		nulls[16] = {0};
 
 		if (!slot->in_use)
 			continue;
@@ -316,20 +502,63 @@ tunnel_status(PG_FUNCTION_ARGS)
 
 		values[0] = CStringGetTextDatum(copy.name);
 		values[1] = CStringGetTextDatum(tunnel_state_name(copy.state));
-		values[2] = CStringGetTextDatum(copy.local_address);
-		nulls[2] = copy.local_address[0] == '\0';
+		values[2] = text_or_null(copy.local_address, &nulls[2]);
 		values[3] = Int32GetDatum(copy.local_port);
 		nulls[3] = copy.local_port == 0;
 		values[4] = TimestampTzGetDatum(copy.since);
-		values[5] = CStringGetTextDatum(copy.last_error);
-		nulls[5] = copy.last_error[0] == '\0';
-		values[6] = CStringGetTextDatum(copy.host_key);
-		nulls[6] = copy.host_key[0] == '\0';
+		values[5] = text_or_null(copy.last_error, &nulls[5]);
+		values[6] = text_or_null(copy.host_key, &nulls[6]);
 		values[7] = Int64GetDatum(pg_atomic_read_u64(&slot->attempts));
-		values[8] = Int32GetDatum(pg_atomic_read_u32(&slot->active_connections));
-		values[9] = Int64GetDatum(pg_atomic_read_u64(&slot->total_connections));
-		values[10] = Int64GetDatum(pg_atomic_read_u64(&slot->bytes_in));
-		values[11] = Int64GetDatum(pg_atomic_read_u64(&slot->bytes_out));
+		put_counters(&values[8], &slot->counters);
+		values[12] = text_or_null(copy.key, &nulls[12]);
+		values[13] = BoolGetDatum(copy.next_key[0] != '\0');
+		values[14] = TimestampTzGetDatum(copy.rotation_started);
+		nulls[14] = copy.rotation_started == 0;
+		values[15] = text_or_null(copy.via, &nulls[15]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(tunnel_forward_status);
+
+/*
+ * tunnel_forward_status(): one row per forward, with its own counters and
+ * the last error of a connection to its target.
+ */
+Datum
+tunnel_forward_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	require_shared();
+
+	for (int i = 0; i < shared->nforward_slots; i++)
+	{
+		TunnelForwardSlot *fs = &FORWARD_SLOTS[i];
+		TunnelForwardSlot copy;
+		Datum		values[11];
+		bool		nulls[11] = {0};
+
+		if (!fs->in_use)
+			continue;
+		SpinLockAcquire(&fs->mutex);
+		memcpy(&copy, fs, offsetof(TunnelForwardSlot, counters));
+		SpinLockRelease(&fs->mutex);
+		if (!copy.in_use)
+			continue;
+
+		values[0] = CStringGetTextDatum(copy.tunnel);
+		values[1] = Int32GetDatum(copy.local_port);
+		values[2] = text_or_null(copy.remote_host, &nulls[2]);
+		values[3] = Int32GetDatum(copy.remote_port);
+		nulls[3] = copy.remote_port == 0;
+		values[4] = BoolGetDatum(copy.listening);
+		put_counters(&values[5], &fs->counters);
+		values[9] = text_or_null(copy.last_error, &nulls[9]);
+		values[10] = TimestampTzGetDatum(copy.error_at);
+		nulls[10] = copy.error_at == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -9,6 +9,7 @@
 #ifndef TUNNEL_STATUS_H
 #define TUNNEL_STATUS_H
 
+#include "datatype/timestamp.h"
 #include "storage/latch.h"
 
 typedef enum TunnelState
@@ -24,8 +25,10 @@ typedef enum TunnelState
 	TUNNEL_STATE_BIND_FAILED	/* the local port cannot be bound */
 } TunnelState;
 
-/* One tunnel's row; opaque outside status.c. */
+/* One tunnel's row, one forward's row, and the counters both keep. */
 typedef struct TunnelStatusSlot TunnelStatusSlot;
+typedef struct TunnelForwardSlot TunnelForwardSlot;
+typedef struct TunnelCounters TunnelCounters;
 
 extern void tunnel_status_request_shmem(void);
 extern void tunnel_status_install_hooks(void);
@@ -45,9 +48,32 @@ extern void tunnel_status_set_listen(TunnelStatusSlot *slot,
 									 const char *address, int port);
 extern void tunnel_status_set_host_key(TunnelStatusSlot *slot,
 									   const char *fingerprint);
+extern void tunnel_status_set_key(TunnelStatusSlot *slot,
+								  const char *fingerprint);
+extern void tunnel_status_set_definition(TunnelStatusSlot *slot,
+										 const char *next_key,
+										 TimestampTz rotation_started,
+										 const char *via);
 extern void tunnel_status_count_attempt(TunnelStatusSlot *slot);
-extern void tunnel_status_count_connection(TunnelStatusSlot *slot, int delta);
-extern void tunnel_status_count_bytes(TunnelStatusSlot *slot,
+
+/* One slot per forward (local port) of a running tunnel. */
+extern TunnelForwardSlot *tunnel_status_forward_acquire(const char *tunnel,
+														int local_port);
+extern void tunnel_status_forward_release(TunnelForwardSlot *fs);
+extern void tunnel_status_forward_set_target(TunnelForwardSlot *fs,
+											 const char *remote_host,
+											 int remote_port);
+extern void tunnel_status_forward_set_listening(TunnelForwardSlot *fs,
+												bool listening,
+												const char *error);
+extern void tunnel_status_forward_error(TunnelForwardSlot *fs,
+										const char *error);
+
+/* Connection and byte counters; NULL is accepted and ignored. */
+extern TunnelCounters *tunnel_status_counters(TunnelStatusSlot *slot);
+extern TunnelCounters *tunnel_status_forward_counters(TunnelForwardSlot *fs);
+extern void tunnel_status_count_connection(TunnelCounters *c, int delta);
+extern void tunnel_status_count_bytes(TunnelCounters *c,
 									  uint64 bytes_in, uint64 bytes_out);
 
 extern const char *tunnel_state_name(TunnelState state);

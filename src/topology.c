@@ -28,25 +28,6 @@
 #include "tunnel_ssh.h"
 #include "validate.h"
 
-static void
-check_local_port(int port)
-{
-	if (port < 1024 || port > 65535)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid local_port: %d", port),
-				 errdetail("A local port must be between 1024 and 65535.")));
-}
-
-static void
-require_tunnel(const char *name)
-{
-	if (!tunnel_exists(name))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" does not exist", name)));
-}
-
 /* Count of rows a one-text-one-int query returns. */
 static uint64
 count_rows(const char *sql, const char *tunnel, int port)
@@ -107,13 +88,13 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 					 "invalid remote_host \"%s\"", remote_host);
 	tunnel_arg_port(fcinfo, 2, "remote_port");
 	if (!PG_ARGISNULL(3))
-		check_local_port(PG_GETARG_INT32(3));
+		tunnel_check_local_port(PG_GETARG_INT32(3));
 
 	SPI_connect();
 	/* Serialize with tunnel_create, so two cannot pick the same port. */
 	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
 				false, 0);
-	require_tunnel(tunnel);
+	tunnel_require(tunnel);
 	if (PG_ARGISNULL(3))
 		local_port = tunnel_pick_port();
 	else
@@ -155,7 +136,7 @@ tunnel_forward_drop(PG_FUNCTION_ARGS)
 	SPI_connect();
 	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
 				false, 0);
-	require_tunnel(tunnel);
+	tunnel_require(tunnel);
 	require_forward(tunnel, local_port);
 	if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port <> $2",
 				   tunnel, local_port) == 0)
@@ -260,7 +241,7 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 				 errhint("Pass '{}' for no options.")));
 
 	SPI_connect();
-	require_tunnel(tunnel);
+	tunnel_require(tunnel);
 	if (PG_ARGISNULL(3))
 	{
 		values[0] = CStringGetTextDatum(tunnel);

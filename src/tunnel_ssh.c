@@ -32,6 +32,7 @@ int			tunnel_keepalive_count = 3;
 int			tunnel_connect_timeout = 10;
 int			tunnel_reconnect_max_delay = 30;
 int			tunnel_max_tunnels = 1000;
+int			tunnel_max_forwards = 4000;
 
 bool		tunnel_preloaded = false;
 
@@ -127,6 +128,14 @@ define_gucs(void)
 							NULL,
 							&tunnel_max_tunnels,
 							1000, 1, 100000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("tunnel_ssh.max_forwards",
+							"Maximum number of forwards whose status shared memory can hold.",
+							"A forward is a local port of a tunnel; most tunnels have one.",
+							&tunnel_max_forwards,
+							4000, 1, 400000,
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);

@@ -44,6 +44,9 @@
 #define POLL_INTERVAL_MS		60000
 #define STANDBY_POLL_INTERVAL_MS 5000
 #define BIND_RETRY_MS			1000
+/* A pending rotation's key is tried at most this often (doubling from 5 s). */
+#define KEY_CHECK_FIRST_MS		5000
+#define KEY_CHECK_MAX_MS		60000
 
 typedef struct WorkerTunnel WorkerTunnel;
 
@@ -55,6 +58,7 @@ typedef struct WorkerForward
 	int			remote_port;
 	TunnelListener *listener;	/* NULL while the port cannot be bound */
 	char		bind_error[TUNNEL_ERROR_MAXLEN];
+	TunnelForwardSlot *slot;
 } WorkerForward;
 
 struct WorkerTunnel
@@ -67,6 +71,11 @@ struct WorkerTunnel
 	List	   *forwards;		/* of WorkerForward */
 	bool		runnable;		/* enabled and valid */
 	TimestampTz bind_retry_at;	/* next try for ports that were taken */
+
+	/* a rotation's key, tried beside a session that uses the old one */
+	TunnelSession *key_check;
+	TimestampTz key_check_at;
+	int			key_check_failures;
 };
 
 static MemoryContext worker_cxt;
@@ -84,7 +93,7 @@ on_accept(void *arg, pgsocket client)
 		return;
 	}
 	tunnel_session_add_client(wf->tunnel->session, client,
-							  wf->remote_host, wf->remote_port);
+							  wf->remote_host, wf->remote_port, wf->slot);
 }
 
 /*
@@ -147,7 +156,26 @@ close_listeners(WorkerTunnel *t)
 		if (wf->listener)
 			listener_close(wf->listener);
 		wf->listener = NULL;
+		tunnel_status_forward_set_listening(wf->slot, false, NULL);
 	}
+}
+
+static void
+release_forwards(WorkerTunnel *t)
+{
+	ListCell   *lc;
+
+	close_listeners(t);
+	foreach(lc, t->forwards)
+		tunnel_status_forward_release(((WorkerForward *) lfirst(lc))->slot);
+}
+
+static void
+stop_key_check(WorkerTunnel *t)
+{
+	if (t->key_check)
+		tunnel_session_destroy(t->key_check);
+	t->key_check = NULL;
 }
 
 /* Bind what is not bound yet; true if every forward listens. */
@@ -177,9 +205,13 @@ bind_listeners(WorkerTunnel *t)
 				strlcpy(wf->bind_error, error, sizeof(wf->bind_error));
 			}
 			tunnel_status_set_state(t->slot, TUNNEL_STATE_BIND_FAILED, error);
+			tunnel_status_forward_set_listening(wf->slot, false, error);
 		}
 		else
+		{
 			wf->bind_error[0] = '\0';
+			tunnel_status_forward_set_listening(wf->slot, true, NULL);
+		}
 	}
 	MemoryContextSwitchTo(old);
 	return all;
@@ -215,10 +247,19 @@ sync_forwards(WorkerTunnel *t)
 			wf = palloc0(sizeof(WorkerForward));
 			wf->tunnel = t;
 			wf->local_port = fd->local_port;
+			wf->slot = tunnel_status_forward_acquire(t->def->name,
+													 fd->local_port);
+			if (wf->slot == NULL)
+				ereport(WARNING,
+						(errmsg("forward %d of tunnel \"%s\" has no status slot",
+								fd->local_port, t->def->name),
+						 errhint("Raise tunnel_ssh.max_forwards.")));
 		}
 		/* New clients go to the new target; open channels keep theirs. */
 		strlcpy(wf->remote_host, fd->remote_host, sizeof(wf->remote_host));
 		wf->remote_port = fd->remote_port;
+		tunnel_status_forward_set_target(wf->slot, wf->remote_host,
+										 wf->remote_port);
 		kept = lappend(kept, wf);
 	}
 	foreach(lc, t->forwards)
@@ -229,6 +270,7 @@ sync_forwards(WorkerTunnel *t)
 			continue;
 		if (gone->listener)
 			listener_close(gone->listener);
+		tunnel_status_forward_release(gone->slot);
 		pfree(gone);
 	}
 	list_free(t->forwards);
@@ -250,12 +292,15 @@ apply(WorkerTunnel *t)
 {
 	const char *reason = invalid_reason(t->def);
 
+	tunnel_status_set_definition(t->slot, t->def->next_key_fingerprint,
+								 t->def->rotation_started, t->def->via);
 	t->runnable = reason == NULL && t->def->enabled;
 	if (!t->runnable)
 	{
 		if (t->session)
 			tunnel_session_destroy(t->session);
 		t->session = NULL;
+		stop_key_check(t);
 		close_listeners(t);
 		if (reason)
 		{
@@ -306,6 +351,8 @@ set_def(WorkerTunnel *t, const TunnelDef *def)
 	{
 		if (t->def->private_key)
 			keys_wipe(t->def->private_key);
+		if (t->def->next_private_key)
+			keys_wipe(t->def->next_private_key);
 		MemoryContextDelete(t->def_cxt);
 	}
 	t->def = copy;
@@ -336,9 +383,12 @@ tunnel_stop(WorkerTunnel *t)
 {
 	if (t->session)
 		tunnel_session_destroy(t->session);
-	close_listeners(t);
+	stop_key_check(t);
+	release_forwards(t);
 	if (t->def->private_key)
 		keys_wipe(t->def->private_key);
+	if (t->def->next_private_key)
+		keys_wipe(t->def->next_private_key);
 	tunnel_status_release(t->slot);
 	MemoryContextDelete(t->cxt);
 }
@@ -352,6 +402,10 @@ tunnel_update(WorkerTunnel *t, const TunnelDef *def)
 		tunnel_session_destroy(t->session);
 		t->session = NULL;
 	}
+	/* It holds the old definition; a rotation still pending starts anew. */
+	stop_key_check(t);
+	t->key_check_at = 0;
+	t->key_check_failures = 0;
 	set_def(t, def);
 	apply(t);
 }
@@ -435,6 +489,45 @@ rebind_all(void)
 	}
 }
 
+/*
+ * A tunnel whose session authenticated with the old key checks, beside it,
+ * whether the bastion accepts the new one yet; the session itself is never
+ * disturbed.  Returns the time until this needs a look again (-1: never).
+ */
+static long
+run_key_check(WorkerTunnel *t, TimestampTz now)
+{
+	int			result;
+
+	if (t->def->next_private_key == NULL || t->session == NULL ||
+		!tunnel_session_ready(t->session))
+	{
+		stop_key_check(t);
+		return -1;
+	}
+	if (t->key_check == NULL)
+	{
+		MemoryContext old;
+
+		if (now < t->key_check_at)
+			return (long) ((t->key_check_at - now + 999) / 1000);
+		old = MemoryContextSwitchTo(t->cxt);
+		t->key_check = tunnel_session_create_key_check(t->def);
+		MemoryContextSwitchTo(old);
+	}
+	result = tunnel_session_key_check_result(t->key_check);
+	if (result == 0)
+		return tunnel_session_tick(t->key_check, now);
+
+	/* Accepted: the catalog change brings the new definition.  Else wait. */
+	stop_key_check(t);
+	t->key_check_failures++;
+	t->key_check_at = TimestampTzPlusMilliseconds(now,
+												  Min(KEY_CHECK_MAX_MS,
+													  KEY_CHECK_FIRST_MS << Min(t->key_check_failures - 1, 4)));
+	return result > 0 ? 0 : (long) ((t->key_check_at - now) / 1000);
+}
+
 static long
 ms_until_retry(WorkerTunnel *t, TimestampTz now)
 {
@@ -474,6 +567,12 @@ run_timers(void)
 
 			if (s_timeout >= 0 && (t_timeout < 0 || s_timeout < t_timeout))
 				t_timeout = s_timeout;
+		}
+		{
+			long		k_timeout = run_key_check(t, now);
+
+			if (k_timeout >= 0 && (t_timeout < 0 || k_timeout < t_timeout))
+				t_timeout = k_timeout;
 		}
 		if (t_timeout >= 0 && (timeout < 0 || t_timeout < timeout))
 			timeout = t_timeout;

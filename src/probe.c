@@ -1,0 +1,742 @@
+/*-------------------------------------------------------------------------
+ *
+ * probe.c
+ *	  tunnel_test(name): walk the path of a tunnel step by step from the
+ *	  calling backend and say, at the first step that fails, what to fix.
+ *
+ * It runs apart from the worker so that it answers even when the worker is
+ * stuck or the tunnel is disabled.  Every wait goes through the latch with a
+ * limit (tunnel_ssh.connect_timeout per step) and CHECK_FOR_INTERRUPTS, so
+ * statement_timeout and a cancel stop it at any step; the socket and the
+ * libssh2 session are released on every way out.  Key material is only
+ * handed to libssh2 and wiped afterwards.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <libssh2.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "forward.h"
+#include "keys.h"
+#include "sqlapi.h"
+#include "tunnel_ssh.h"
+
+#define PROBE_TIMED_OUT		(-1000)		/* not a libssh2 error code */
+#define DETAIL_MAXLEN		1024
+
+typedef struct ProbeTarget
+{
+	char	   *host;
+	int			port;
+} ProbeTarget;
+
+typedef struct Probe
+{
+	/* the definition, read in the caller's snapshot */
+	char	   *name;
+	char	   *ssh_host;
+	int			ssh_port;
+	char	   *ssh_user;
+	char	   *public_key;
+	char	   *key_fingerprint;
+	char	   *private_key;	/* secret */
+	char	   *next_public_key;
+	char	   *next_key_fingerprint;
+	char	   *next_private_key;	/* secret */
+	char	   *host_key;		/* recorded or pinned, or NULL */
+	char	   *via;
+	List	   *targets;		/* of ProbeTarget */
+
+	struct addrinfo *addrs;
+	pgsocket	sock;
+	LIBSSH2_SESSION *ssh;
+	LIBSSH2_CHANNEL *channel;
+
+	ReturnSetInfo *rsinfo;
+	TimestampTz step_start;
+	TimestampTz deadline;
+	char		detail[DETAIL_MAXLEN];
+} Probe;
+
+/* ---------- results ---------- */
+
+static void
+begin_step(Probe *p)
+{
+	p->step_start = GetCurrentTimestamp();
+	p->deadline = TimestampTzPlusMilliseconds(p->step_start,
+											  tunnel_connect_timeout * 1000L);
+	p->detail[0] = '\0';
+}
+
+/* Emit the step's row; returns ok so callers can stop at a failure. */
+static bool
+end_step(Probe *p, const char *step, bool ok)
+{
+	Datum		values[4];
+	bool		nulls[4] = {0};
+	long		secs;
+	int			usecs;
+
+	TimestampDifference(p->step_start, GetCurrentTimestamp(), &secs, &usecs);
+	values[0] = CStringGetTextDatum(step);
+	values[1] = BoolGetDatum(ok);
+	values[2] = CStringGetTextDatum(p->detail);
+	values[3] = Float8GetDatum(secs * 1000.0 + usecs / 1000.0);
+	tuplestore_putvalues(p->rsinfo->setResult, p->rsinfo->setDesc, values, nulls);
+	return ok;
+}
+
+/* ---------- waiting with a limit ---------- */
+
+/*
+ * Sleep until the socket is ready for `events`, the latch is set or a short
+ * while passes; false once the step's deadline is reached.  A cancel or
+ * statement_timeout raises its error here.
+ */
+static bool
+probe_wait(Probe *p, int events)
+{
+	long		ms = (long) ((p->deadline - GetCurrentTimestamp()) / 1000);
+
+	if (ms <= 0)
+		return false;
+	(void) WaitLatchOrSocket(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
+							 (p->sock != PGINVALID_SOCKET ? events : 0),
+							 p->sock, Min(ms, 1000), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	return true;
+}
+
+static bool
+probe_wait_ssh(Probe *p)
+{
+	int			dirs = libssh2_session_block_directions(p->ssh);
+	int			events = 0;
+
+	if (dirs & LIBSSH2_SESSION_BLOCK_INBOUND)
+		events |= WL_SOCKET_READABLE;
+	if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+		events |= WL_SOCKET_WRITEABLE;
+	return probe_wait(p, events ? events : WL_SOCKET_READABLE);
+}
+
+/* Repeat a libssh2 call that returns an int until it stops asking to wait. */
+#define SSH_CALL(p, rc, call) \
+	do { \
+		while (((rc) = (call)) == LIBSSH2_ERROR_EAGAIN) \
+			if (!probe_wait_ssh(p)) { (rc) = PROBE_TIMED_OUT; break; } \
+	} while (0)
+
+static const char *
+ssh_message(Probe *p)
+{
+	char	   *msg = NULL;
+
+	libssh2_session_last_error(p->ssh, &msg, NULL, 0);
+	return msg ? msg : "unknown error";
+}
+
+/* ---------- reading the definition ---------- */
+
+static char *
+dup_value(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	char	   *v = SPI_getvalue(tuple, desc, attno);
+
+	return v ? MemoryContextStrdup(CurTransactionContext, v) : NULL;
+}
+
+/* The same for a private key: SPI's copy is wiped before SPI frees it. */
+static char *
+dup_secret(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	char	   *v = SPI_getvalue(tuple, desc, attno);
+	char	   *copy = NULL;
+
+	if (v)
+	{
+		copy = MemoryContextStrdup(CurTransactionContext, v);
+		keys_wipe(v);
+	}
+	return copy;
+}
+
+static void
+read_definition(Probe *p)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(p->name)};
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+
+	SPI_connect();
+	SPI_execute_with_args("SELECT t.ssh_host, t.ssh_port, t.ssh_user, t.public_key, "
+						  "       t.key_fingerprint, s.private_key, t.next_public_key, "
+						  "       t.next_key_fingerprint, s.next_private_key, "
+						  "       t.host_key_fingerprint, t.via "
+						  "FROM tunnel_ssh.tunnel t "
+						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
+						  "WHERE t.name = $1",
+						  1, argtypes, values, NULL, true, 1);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" does not exist", p->name)));
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	p->ssh_host = dup_value(tuple, desc, 1);
+	p->ssh_port = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
+	p->ssh_user = dup_value(tuple, desc, 3);
+	p->public_key = dup_value(tuple, desc, 4);
+	p->key_fingerprint = dup_value(tuple, desc, 5);
+	p->private_key = dup_secret(tuple, desc, 6);
+	p->next_public_key = dup_value(tuple, desc, 7);
+	p->next_key_fingerprint = dup_value(tuple, desc, 8);
+	p->next_private_key = dup_secret(tuple, desc, 9);
+	p->host_key = dup_value(tuple, desc, 10);
+	p->via = dup_value(tuple, desc, 11);
+
+	SPI_execute_with_args("SELECT remote_host, remote_port FROM tunnel_ssh.forward "
+						  "WHERE tunnel = $1 ORDER BY local_port",
+						  1, argtypes, values, NULL, true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);
+		ProbeTarget *t = palloc(sizeof(ProbeTarget));
+
+		t->host = pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		t->port = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+											  SPI_tuptable->tupdesc, 2, &isnull));
+		p->targets = lappend(p->targets, t);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+}
+
+/* ---------- the steps ---------- */
+
+static bool
+step_resolve(Probe *p)
+{
+	struct addrinfo hints = {0};
+	struct gaicb *gai;
+	struct addrinfo *req;
+	char	   *service;
+	int			rc;
+	StringInfoData seen;
+
+	begin_step(p);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+
+	/* The lookup runs in a helper thread, so waiting for it can be cut. */
+	gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16);
+	if (gai == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	req = (struct addrinfo *) (gai + 1);
+	service = (char *) (req + 1);
+	*req = hints;
+	snprintf(service, 16, "%d", p->ssh_port);
+	gai->ar_name = p->ssh_host;
+	gai->ar_service = service;
+	gai->ar_request = req;
+	rc = getaddrinfo_a(GAI_NOWAIT, &gai, 1, NULL);
+	if (rc == 0)
+	{
+		PG_TRY();
+		{
+			while ((rc = gai_error(gai)) == EAI_INPROGRESS)
+			{
+				long		ms = (long) ((p->deadline - GetCurrentTimestamp()) / 1000);
+
+				if (ms <= 0)
+					break;
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 Min(ms, 10), PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+		}
+		PG_CATCH();
+		{
+			/* A lookup still running owns gai: leave it to the thread. */
+			if (gai_cancel(gai) != EAI_NOTCANCELED)
+				free(gai);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	if (rc == EAI_INPROGRESS)
+	{
+		if (gai_cancel(gai) != EAI_NOTCANCELED)
+			free(gai);
+		snprintf(p->detail, sizeof(p->detail),
+				 "resolving \"%s\" timed out after %d s: check the DNS servers of this host, or use the bastion's IP address",
+				 p->ssh_host, tunnel_connect_timeout);
+		return end_step(p, "resolve", false);
+	}
+	if (rc != 0)
+	{
+		free(gai);
+		snprintf(p->detail, sizeof(p->detail),
+				 "could not resolve \"%s\": %s; check the ssh_host of the tunnel (tunnel_alter) or use the bastion's IP address",
+				 p->ssh_host, gai_strerror(rc));
+		return end_step(p, "resolve", false);
+	}
+	p->addrs = gai->ar_result;
+	free(gai);
+
+	initStringInfo(&seen);
+	for (struct addrinfo *ai = p->addrs; ai; ai = ai->ai_next)
+	{
+		char		host[NI_MAXHOST];
+
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), NULL, 0,
+						NI_NUMERICHOST) == 0)
+			appendStringInfo(&seen, "%s%s", seen.len ? ", " : "", host);
+	}
+	snprintf(p->detail, sizeof(p->detail), "%s is %s", p->ssh_host, seen.data);
+	return end_step(p, "resolve", true);
+}
+
+static bool
+step_connect(Probe *p)
+{
+	int			err = 0;
+	char		host[NI_MAXHOST] = "";
+
+	begin_step(p);
+	for (struct addrinfo *ai = p->addrs; ai; ai = ai->ai_next)
+	{
+		socklen_t	len = sizeof(err);
+
+		(void) getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host),
+						   NULL, 0, NI_NUMERICHOST);
+		p->sock = socket(ai->ai_family, SOCK_STREAM, 0);
+		if (p->sock == PGINVALID_SOCKET)
+		{
+			err = errno;
+			continue;
+		}
+		if (!pg_set_noblock(p->sock))
+			ereport(ERROR,
+					(errcode_for_socket_access(),
+					 errmsg("could not set socket to non-blocking mode: %m")));
+		if (connect(p->sock, ai->ai_addr, ai->ai_addrlen) == 0)
+			err = 0;
+		else if (errno != EINPROGRESS)
+			err = errno;
+		else
+		{
+			err = ETIMEDOUT;
+			while (probe_wait(p, WL_SOCKET_WRITEABLE))
+			{
+				struct pollfd pfd = {.fd = p->sock, .events = POLLOUT};
+
+				if (poll(&pfd, 1, 0) > 0)
+				{
+					if (getsockopt(p->sock, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+						err = errno;
+					break;
+				}
+			}
+		}
+		if (err == 0)
+			break;
+		close(p->sock);
+		p->sock = PGINVALID_SOCKET;
+	}
+	if (err == 0 && p->sock != PGINVALID_SOCKET)
+	{
+		int			one = 1;
+
+		(void) setsockopt(p->sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
+				 host, p->ssh_port);
+		return end_step(p, "tcp_connect", true);
+	}
+	if (err == ECONNREFUSED)
+		snprintf(p->detail, sizeof(p->detail),
+				 "nothing listens on %s port %d (connection refused): check that sshd runs on the bastion and the tunnel's ssh_port",
+				 host, p->ssh_port);
+	else if (err == ETIMEDOUT)
+		snprintf(p->detail, sizeof(p->detail),
+				 "no answer from %s port %d within %d s: a firewall or security group may drop traffic from this server to the bastion",
+				 host, p->ssh_port, tunnel_connect_timeout);
+	else
+		snprintf(p->detail, sizeof(p->detail),
+				 "could not connect to %s port %d: %s",
+				 host, p->ssh_port, strerror(err));
+	return end_step(p, "tcp_connect", false);
+}
+
+static bool
+step_handshake(Probe *p)
+{
+	int			rc;
+	const char *digest;
+	char	   *seen;
+
+	begin_step(p);
+	p->ssh = libssh2_session_init();
+	if (p->ssh == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create an SSH session")));
+	libssh2_session_set_blocking(p->ssh, 0);
+	SSH_CALL(p, rc, libssh2_session_handshake(p->ssh, p->sock));
+	if (rc == PROBE_TIMED_OUT)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "no SSH handshake within %d s: something listens on %s port %d but does not speak SSH",
+				 tunnel_connect_timeout, p->ssh_host, p->ssh_port);
+		return end_step(p, "ssh_handshake", false);
+	}
+	if (rc != 0)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "SSH handshake with %s port %d failed: %s; is it an SSH server?",
+				 p->ssh_host, p->ssh_port, ssh_message(p));
+		return end_step(p, "ssh_handshake", false);
+	}
+	digest = libssh2_hostkey_hash(p->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
+	if (digest == NULL)
+	{
+		snprintf(p->detail, sizeof(p->detail), "the bastion sent no host key");
+		return end_step(p, "ssh_handshake", false);
+	}
+	seen = keys_fingerprint_from_digest((const unsigned char *) digest);
+	if (p->host_key == NULL)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "host key %s; none recorded yet: the worker will trust it on first use",
+				 seen);
+		return end_step(p, "ssh_handshake", true);
+	}
+	if (strcmp(seen, p->host_key) != 0)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "host key %s does not match the recorded %s: if the bastion was rebuilt, verify the new key and run tunnel_host_key_reset('%s'); otherwise something is impersonating the bastion",
+				 seen, p->host_key, p->name);
+		return end_step(p, "ssh_handshake", false);
+	}
+	snprintf(p->detail, sizeof(p->detail), "host key %s matches", seen);
+	return end_step(p, "ssh_handshake", true);
+}
+
+static int
+try_key(Probe *p, const char *key)
+{
+	int			rc;
+
+	if (key == NULL)
+		return LIBSSH2_ERROR_FILE;
+	SSH_CALL(p, rc, libssh2_userauth_publickey_frommemory(p->ssh, p->ssh_user,
+														  strlen(p->ssh_user),
+														  NULL, 0, key,
+														  strlen(key), NULL));
+	return rc;
+}
+
+static bool
+step_auth(Probe *p)
+{
+	int			rc = LIBSSH2_ERROR_AUTHENTICATION_FAILED;
+	bool		next_refused = false;
+
+	begin_step(p);
+	if (p->next_private_key)
+	{
+		rc = try_key(p, p->next_private_key);
+		if (rc == 0)
+		{
+			snprintf(p->detail, sizeof(p->detail),
+					 "user \"%s\" authenticated with the new key %s of the pending rotation",
+					 p->ssh_user, p->next_key_fingerprint);
+			return end_step(p, "authenticate", true);
+		}
+		next_refused = rc != PROBE_TIMED_OUT;
+	}
+	if (rc != PROBE_TIMED_OUT)
+		rc = try_key(p, p->private_key);
+	if (rc == 0)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "user \"%s\" authenticated with key %s%s%s%s",
+				 p->ssh_user, p->key_fingerprint,
+				 next_refused ? "; the new key of the pending rotation is not authorized yet: add this line to ~" : "",
+				 next_refused ? p->ssh_user : "",
+				 next_refused ? "/.ssh/authorized_keys: " : "");
+		if (next_refused)
+			strlcat(p->detail, p->next_public_key, sizeof(p->detail));
+		return end_step(p, "authenticate", true);
+	}
+	if (rc == PROBE_TIMED_OUT)
+		snprintf(p->detail, sizeof(p->detail),
+				 "the bastion did not answer the authentication within %d s",
+				 tunnel_connect_timeout);
+	else if (rc == LIBSSH2_ERROR_FILE)
+		snprintf(p->detail, sizeof(p->detail),
+				 "the stored private key cannot be read; rotate it with tunnel_rotate_key('%s')",
+				 p->name);
+	else if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
+			 rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
+		snprintf(p->detail, sizeof(p->detail),
+				 "the bastion refused key %s for user \"%s\": add this key to ~%s/.ssh/authorized_keys on %s: %s",
+				 p->key_fingerprint, p->ssh_user, p->ssh_user, p->ssh_host,
+				 p->public_key);
+	else
+		snprintf(p->detail, sizeof(p->detail), "authentication failed: %s",
+				 ssh_message(p));
+	return end_step(p, "authenticate", false);
+}
+
+static void
+close_channel(Probe *p)
+{
+	int			rc;
+
+	if (p->channel == NULL)
+		return;
+	SSH_CALL(p, rc, libssh2_channel_free(p->channel));
+	p->channel = NULL;
+}
+
+static bool
+step_channel(Probe *p, ProbeTarget *t)
+{
+	int			rc;
+
+	begin_step(p);
+	for (;;)
+	{
+		p->channel = libssh2_channel_direct_tcpip_ex(p->ssh, t->host, t->port,
+													 "127.0.0.1", 0);
+		rc = p->channel ? 0 : libssh2_session_last_errno(p->ssh);
+		if (rc != LIBSSH2_ERROR_EAGAIN)
+			break;
+		if (!probe_wait_ssh(p))
+		{
+			rc = PROBE_TIMED_OUT;
+			break;
+		}
+	}
+	if (rc == 0)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "the bastion connected to %s:%d", t->host, t->port);
+		return end_step(p, "open_channel", true);
+	}
+	if (rc == PROBE_TIMED_OUT)
+		snprintf(p->detail, sizeof(p->detail),
+				 "the bastion did not connect to %s:%d within %d s: a firewall between the bastion and the database may drop the traffic",
+				 t->host, t->port, tunnel_connect_timeout);
+	else
+		forward_open_error_text(p->detail, sizeof(p->detail), t->host, t->port,
+								ssh_message(p));
+	return end_step(p, "open_channel", false);
+}
+
+/*
+ * An SSLRequest is the one message every PostgreSQL server answers with a
+ * single byte, S or N, without a password: proof of who is on the other end.
+ */
+static bool
+step_postgres(Probe *p, ProbeTarget *t)
+{
+	static const unsigned char ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+	char		answer = 0;
+	ssize_t		n;
+	size_t		sent = 0;
+
+	begin_step(p);
+	while (sent < sizeof(ssl_request))
+	{
+		n = libssh2_channel_write(p->channel, (const char *) ssl_request + sent,
+								  sizeof(ssl_request) - sent);
+		if (n == LIBSSH2_ERROR_EAGAIN)
+		{
+			if (!probe_wait_ssh(p))
+				break;
+			continue;
+		}
+		if (n < 0)
+			break;
+		sent += n;
+	}
+	n = 0;
+	if (sent == sizeof(ssl_request))
+	{
+		while ((n = libssh2_channel_read(p->channel, &answer, 1)) == LIBSSH2_ERROR_EAGAIN)
+			if (!probe_wait_ssh(p))
+				break;
+	}
+
+	/*
+	 * PostgreSQL says exactly one byte and then waits for us.  A server that
+	 * talks first (SSH, SMTP: "SSH-2.0-..." starts with an S too) says more.
+	 */
+	if (n == 1)
+	{
+		char		more[64];
+		ssize_t		extra;
+
+		p->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 300);
+		while ((extra = libssh2_channel_read(p->channel, more, sizeof(more) - 1)) ==
+			   LIBSSH2_ERROR_EAGAIN)
+			if (!probe_wait_ssh(p))
+				break;
+		if (extra > 0)
+		{
+			more[extra] = '\0';
+			for (char *c = more; *c; c++)
+				if (*c < 0x20 || *c > 0x7e)
+					*c = '.';
+			snprintf(p->detail, sizeof(p->detail),
+					 "%s:%d is not a PostgreSQL server: it answered \"%c%s\"; check remote_host and remote_port",
+					 t->host, t->port, answer, more);
+			close_channel(p);
+			return end_step(p, "postgres_probe", false);
+		}
+	}
+	if (n == 1 && (answer == 'S' || answer == 'N'))
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "PostgreSQL at %s:%d answered the SSLRequest with '%c' (%s)",
+				 t->host, t->port, answer,
+				 answer == 'S' ? "SSL available" : "no SSL");
+		close_channel(p);
+		return end_step(p, "postgres_probe", true);
+	}
+	if (n == 1)
+		snprintf(p->detail, sizeof(p->detail),
+				 "%s:%d answered with byte 0x%02x: it is not a PostgreSQL server; check remote_host and remote_port",
+				 t->host, t->port, (unsigned char) answer);
+	else if (n == 0 && libssh2_channel_eof(p->channel))
+		snprintf(p->detail, sizeof(p->detail),
+				 "%s:%d closed the connection without answering: it is not a PostgreSQL server, or it refuses this client",
+				 t->host, t->port);
+	else if (n == LIBSSH2_ERROR_EAGAIN || sent < sizeof(ssl_request))
+		snprintf(p->detail, sizeof(p->detail),
+				 "no answer from %s:%d within %d s: it is not a PostgreSQL server, or it is overloaded",
+				 t->host, t->port, tunnel_connect_timeout);
+	else
+		snprintf(p->detail, sizeof(p->detail), "the channel failed: %s",
+				 ssh_message(p));
+	close_channel(p);
+	return end_step(p, "postgres_probe", false);
+}
+
+/* ---------- the function ---------- */
+
+static void
+release(Probe *p)
+{
+	if (p->ssh)
+	{
+		/* Don't wait on a bastion that may never answer. */
+		if (p->sock != PGINVALID_SOCKET)
+			(void) shutdown(p->sock, SHUT_RDWR);
+		libssh2_session_set_blocking(p->ssh, 1);
+		(void) libssh2_session_free(p->ssh);
+		p->ssh = NULL;
+		p->channel = NULL;
+	}
+	if (p->sock != PGINVALID_SOCKET)
+		close(p->sock);
+	p->sock = PGINVALID_SOCKET;
+	if (p->addrs)
+		freeaddrinfo(p->addrs);
+	p->addrs = NULL;
+	if (p->private_key)
+		keys_wipe(p->private_key);
+	if (p->next_private_key)
+		keys_wipe(p->next_private_key);
+	p->private_key = p->next_private_key = NULL;
+}
+
+static void
+run_steps(Probe *p)
+{
+	ListCell   *lc;
+
+	if (p->via)
+	{
+		begin_step(p);
+		snprintf(p->detail, sizeof(p->detail),
+				 "this tunnel reaches its bastion through tunnel \"%s\", which tunnel_test does not follow: run tunnel_test('%s') for the first hop and see tunnel_ssh.status for this one",
+				 p->via, p->via);
+		(void) end_step(p, "jump", false);
+		return;
+	}
+	if (!step_resolve(p) || !step_connect(p) || !step_handshake(p) ||
+		!step_auth(p))
+		return;
+	foreach(lc, p->targets)
+	{
+		ProbeTarget *t = lfirst(lc);
+
+		if (!step_channel(p, t) || !step_postgres(p, t))
+			return;
+	}
+}
+
+PG_FUNCTION_INFO_V1(tunnel_test);
+
+Datum
+tunnel_test(PG_FUNCTION_ARGS)
+{
+	Probe		probe = {0};
+	static bool ssh_initialized = false;
+
+	probe.name = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	probe.sock = PGINVALID_SOCKET;
+	InitMaterializedSRF(fcinfo, 0);
+	probe.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	if (!ssh_initialized)
+	{
+		if (libssh2_init(0) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not initialize libssh2")));
+		ssh_initialized = true;
+	}
+
+	PG_TRY();
+	{
+		read_definition(&probe);
+		run_steps(&probe);
+	}
+	PG_FINALLY();
+	{
+		release(&probe);
+	}
+	PG_END_TRY();
+	return (Datum) 0;
+}

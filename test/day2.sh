@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Day-2 operations against real parts: key rotation under pgbench, the
+# stepwise tunnel_test (one case per failing step, each against a real sshd
+# or a real listener set up to fail there), tunnel_alter, disable/enable,
+# host key reset, and per-forward status.  All on 127.0.0.1.
+set -uo pipefail
+dir=${1:?work directory}
+cd "$dir"
+LOCAL_CONF="tunnel_ssh.connect_timeout = 3"
+. "$(dirname "$0")/lib.sh"
+me=$(id -un)
+SPORT2=$((SPORT + 1)) SPORT3=$((SPORT + 2)) SILENT=$((SPORT + 3)) FREE=$((SPORT + 4))
+
+# A second bastion on another port (same host key, same accounts) and a third
+# that refuses TCP forwarding; a listener that accepts and never speaks.
+for n in 2 3; do
+  port=$([ $n = 2 ] && echo $SPORT2 || echo $SPORT3)
+  sed -e "s/^Port .*/Port $port/" -e "s#sshd.pid#sshd$n.pid#" sshd/sshd_config > sshd/sshd$n.conf
+done
+sed -i "s/^AllowTcpForwarding yes/AllowTcpForwarding no/" sshd/sshd3.conf
+/usr/sbin/sshd -f "$dir/sshd/sshd2.conf" -E "$dir/sshd/log2"
+/usr/sbin/sshd -f "$dir/sshd/sshd3.conf" -E "$dir/sshd/log3"
+perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => shift, Listen => 16, ReuseAddr => 1) or die; while (1) { push @c, $s->accept }' $SILENT &
+silent_pid=$!
+day2_cleanup() {
+  kill $silent_pid 2>/dev/null
+  for n in 2 3; do
+    for pid in $(pgrep -f "sshd -f $dir/sshd/sshd$n.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done
+  done
+  cleanup
+}
+trap day2_cleanup EXIT
+$B/pgbench -i -s 1 -q -h 127.0.0.1 -p $PPORT postgres >/dev/null 2>&1
+lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw;"
+
+create() {  # name, then more named arguments (ssh_port defaults to $SPORT)
+  local name=$1 extra=${2:-}
+  [[ $extra == *ssh_port* ]] || extra="ssh_port => $SPORT${extra:+, $extra}"
+  lsql "SELECT tunnel_create('$name', '127.0.0.1', '127.0.0.1', $PPORT, ssh_user => '$me', $extra)"
+}
+create main "local_port => 54321" >> sshd/authorized_keys
+check "main connected" wait_state main connected 15
+fp() { lsql "SELECT key_fingerprint FROM tunnel_ssh.tunnel WHERE name = '$1'"; }
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+col() { lsql "SELECT $2 FROM tunnel_status() WHERE name = '$1'"; }
+old_fp=$(fp main)
+check "status shows the key in use" test "$(col main key_fingerprint)" = "$old_fp"
+check "no rotation pending" test "$(col main rotation_pending)" = f
+
+# --- tunnel_test on a healthy tunnel ---
+steps=$(lsql "SELECT string_agg(step || '=' || ok, ' ') FROM tunnel_test('main')")
+echo "# tunnel_test('main'): $steps"
+check "tunnel_test: every step ok" test "$steps" = \
+  "resolve=true tcp_connect=true ssh_handshake=true authenticate=true open_channel=true postgres_probe=true"
+check "tunnel_test shows the host key and that it matches" \
+  grep -q "matches" <<<"$(lsql "SELECT detail FROM tunnel_test('main') WHERE step = 'ssh_handshake'")"
+check "tunnel_test proves a PostgreSQL server answers" \
+  grep -q "answered the SSLRequest" <<<"$(lsql "SELECT detail FROM tunnel_test('main') WHERE step = 'postgres_probe'")"
+
+# --- key rotation while pgbench runs through the tunnel ---
+$B/pgbench -n -S -c 4 -j 2 -T 25 -h 127.0.0.1 -p 54321 postgres > pgbench_rotate.log 2>&1 &
+bench=$!
+sleep 2
+attempts=$(col main connect_attempts)
+key_before=$(lsql "SELECT md5(private_key) FROM tunnel_ssh.secret WHERE tunnel = 'main'")
+new_line=$(lsql "SELECT tunnel_rotate_key('main')" 2>rotate.err)
+new_fp=$(lsql "SELECT next_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'main'")
+check "tunnel_rotate_key returns a new authorized_keys line" \
+  grep -qE '^ssh-ed25519 AAAA[A-Za-z0-9+/]+=* tunnel_ssh:main:[0-9]{8}$' <<<"$new_line"
+check "its fingerprint is the pending key's" \
+  test "$(ssh-keygen -l -f <(echo "$new_line") | awk '{print $2}')" = "$new_fp"
+check "rotate_key tells what to do next" grep -q "authorized_keys" rotate.err
+sleep 1
+check "status: rotation pending, old key still in use" \
+  test "$(col main "rotation_pending::text || ' ' || key_fingerprint || ' ' || (rotation_started IS NOT NULL)")" = "true $old_fp true"
+check "a second rotation is refused while one is pending" \
+  grep -q "already pending" <<<"$(lsql "SELECT tunnel_rotate_key('main')" 2>&1)"
+check "tunnel_test: old key authenticates, new one not yet authorized" \
+  grep -q "not authorized yet" <<<"$(lsql "SELECT detail FROM tunnel_test('main') WHERE step = 'authenticate'")"
+t0=$(date +%s.%N)
+echo "$new_line" >> sshd/authorized_keys
+for _ in $(seq 1 150); do [ "$(col main rotation_pending)" = f ] && break; sleep 0.2; done
+echo "# rotation completed $(since $t0) s after the line was added"
+check "rotation completes once the bastion accepts the new key" test "$(col main rotation_pending)" = f
+check "the new key is now the tunnel's key" test "$(fp main)" = "$new_fp"
+check "the old private key was replaced in the catalog" \
+  test "$(lsql "SELECT md5(private_key) <> '$key_before' AND next_private_key IS NULL FROM tunnel_ssh.secret WHERE tunnel = 'main'")" = t
+check "tunnel_public_key returns the new line" test "$(lsql "SELECT tunnel_public_key('main')")" = "$new_line"
+check "log says the old line can be removed" grep -q "rotation complete" local.log
+check "the session was never dropped" test "$(col main connect_attempts)" = "$attempts"
+wait $bench
+echo "# pgbench during the rotation: $(grep -E 'actually processed|failed' pgbench_rotate.log | tr '\n' ' ')"
+check "pgbench through the rotation: no failed transaction" \
+  bash -c "grep -q 'number of failed transactions: 0 ' pgbench_rotate.log && ! grep -qi 'error\|abort' pgbench_rotate.log"
+
+# The old line goes, sshd restarts: the tunnel comes back with the new key.
+lsql "SELECT public_key FROM tunnel_ssh.tunnel" > sshd/authorized_keys
+kill_sshd; start_sshd
+check "old key removed, sshd restarted: connected with the new key" wait_state main connected 20
+check "status shows the new key in use" test "$(col main key_fingerprint)" = "$new_fp"
+check "queries work after the restart" test "$(psql_via 54321 "SELECT count(*) FROM pgbench_branches")" = 1
+
+# Cancel, and a rotation to another key type.
+lsql "SELECT tunnel_rotate_key('main', 'ecdsa')" >/dev/null 2>&1
+check "ecdsa rotation pending" test "$(lsql "SELECT next_public_key LIKE 'ecdsa-sha2-nistp256 %' FROM tunnel_ssh.tunnels WHERE name = 'main'")" = t
+lsql "SELECT tunnel_rotate_cancel('main')" >/dev/null 2>&1
+check "tunnel_rotate_cancel forgets the pending key" \
+  test "$(lsql "SELECT next_public_key IS NULL FROM tunnel_ssh.tunnel WHERE name = 'main'")$(lsql "SELECT next_private_key IS NULL FROM tunnel_ssh.secret WHERE tunnel = 'main'")" = tt
+check "cancel without a pending rotation is an error" \
+  grep -q "no key rotation is pending" <<<"$(lsql "SELECT tunnel_rotate_cancel('main')" 2>&1)"
+check "key unchanged by the cancelled rotation" test "$(fp main)" = "$new_fp"
+
+# --- tunnel_test: one case per failing step ---
+tt_fail() {  # tunnel -> "step|detail" of the first failing step
+  lsql "SELECT step || '|' || detail FROM tunnel_test('$1') WHERE NOT ok LIMIT 1"
+}
+lsql "SELECT tunnel_create('t_refused', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $FREE, local_port => 54330)" >/dev/null
+r=$(tt_fail t_refused); echo "# $r"
+check "tcp_connect fails when nothing listens, and says so" grep -q "^tcp_connect|nothing listens on 127.0.0.1 port $FREE" <<<"$r"
+
+create t_silent "local_port => 54331" >/dev/null
+lsql "UPDATE tunnel_ssh.tunnel SET ssh_port = $SILENT WHERE name = 't_silent'"
+r=$(lsql "SELECT step || '|' || detail || '|' || round(elapsed_ms) FROM tunnel_test('t_silent') WHERE NOT ok"); echo "# $r"
+check "ssh_handshake times out on a listener that never speaks SSH" grep -q "^ssh_handshake|no SSH handshake within 3 s" <<<"$r"
+start=$(date +%s.%N)
+err=$(lsql "SET statement_timeout = '1s'; SELECT * FROM tunnel_test('t_silent')" 2>&1)
+took=$(since $start)
+echo "# statement_timeout 1s stopped tunnel_test after $took s"
+check "tunnel_test honours statement_timeout" grep -q "statement timeout" <<<"$err"
+check "... promptly (< 2.5 s)" awk "BEGIN { exit !($took < 2.5) }"
+
+create t_pinned "local_port => 54332, host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'" >> sshd/authorized_keys
+r=$(tt_fail t_pinned); echo "# $r"
+check "ssh_handshake fails on a host key mismatch and names both keys" \
+  grep -q "^ssh_handshake|host key SHA256:.* does not match the recorded SHA256:AAAA" <<<"$r"
+
+create t_noauth "local_port => 54333" >/dev/null
+r=$(tt_fail t_noauth); echo "# $r"
+check "authenticate fails for a key not in authorized_keys and gives the line to add" \
+  grep -q "^authenticate|the bastion refused key .* add this key to ~$me/.ssh/authorized_keys on 127.0.0.1: ssh-ed25519 " <<<"$r"
+
+create t_nodb "local_port => 54334" >> sshd/authorized_keys
+lsql "UPDATE tunnel_ssh.forward SET remote_port = $FREE WHERE tunnel = 't_nodb'"
+r=$(tt_fail t_nodb); echo "# $r"
+check "open_channel fails when nothing listens behind the bastion" \
+  grep -q "^open_channel|nothing listens on 127.0.0.1:$FREE as seen from the bastion" <<<"$r"
+
+create t_nofwd "ssh_port => $SPORT3, local_port => 54335" >> sshd/authorized_keys
+r=$(tt_fail t_nofwd); echo "# $r"
+check "open_channel fails when the bastion forbids forwarding" \
+  grep -q "^open_channel|AllowTcpForwarding is off on the bastion" <<<"$r"
+
+create t_notpg "local_port => 54336" >> sshd/authorized_keys
+lsql "UPDATE tunnel_ssh.forward SET remote_port = $SPORT WHERE tunnel = 't_notpg'"
+r=$(tt_fail t_notpg); echo "# $r"
+check "postgres_probe fails on a server that is not PostgreSQL (here: sshd)" \
+  grep -q "^postgres_probe|127.0.0.1:$SPORT is not a PostgreSQL server: it answered \"SSH-2.0" <<<"$r"
+lsql "UPDATE tunnel_ssh.forward SET remote_port = $SILENT WHERE tunnel = 't_notpg'"
+r=$(tt_fail t_notpg); echo "# $r"
+check "postgres_probe fails on a silent target" grep -q "^postgres_probe|no answer from 127.0.0.1:$SILENT within 3 s" <<<"$r"
+check "tunnel_test wrote no key material to the log" test "$(grep -c 'PRIVATE KEY\|BEGIN OPENSSH' local.log)" = 0
+for t in t_refused t_silent t_pinned t_noauth t_nodb t_nofwd t_notpg; do lsql "SELECT tunnel_drop('$t')" >/dev/null; done
+
+# --- tunnel_alter ---
+lsql "SELECT tunnel_server_create('srv', 'main', 'postgres');
+      CREATE USER MAPPING FOR CURRENT_USER SERVER srv OPTIONS (user '$me');
+      CREATE FOREIGN TABLE branches (bid int, bbalance int) SERVER srv OPTIONS (table_name 'pgbench_branches');" >/dev/null
+wait_state main connected 10 >/dev/null
+attempts=$(col main connect_attempts)
+lsql "SELECT tunnel_alter('main', remote_port => $FREE)"
+sleep 1
+check "new remote target: queries now fail there" bash -c "! psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
+check "the forward's status names the unreachable target" \
+  grep -q "nothing listens on 127.0.0.1:$FREE as seen from the bastion" <<<"$(lsql "SELECT last_error FROM tunnel_forward_status() WHERE local_port = 54321")"
+lsql "SELECT tunnel_alter('main', remote_port => $PPORT)"
+sleep 1
+check "target changed back: queries work" test "$(psql_via 54321 "SELECT count(*) FROM pgbench_branches")" = 1
+check "changing the target never reconnected the SSH session" test "$(col main connect_attempts)" = "$attempts"
+lsql "SELECT tunnel_alter('main', local_port => 54399)"
+sleep 1
+check "new local port: listening there" test "$(psql_via 54399 "SELECT count(*) FROM pgbench_branches")" = 1
+check "... and no longer on the old one" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54321) 2>/dev/null"
+check "the foreign server followed the port" test "$(lsql "SELECT count(*) FROM branches")" = 1
+check "a new local port did not reconnect the session either" test "$(col main connect_attempts)" = "$attempts"
+lsql "SELECT tunnel_alter('main', ssh_port => $SPORT2)" 2>alter.err
+check "a new bastion: connected through it" wait_state main connected 15
+check "... with a new session" test "$(col main connect_attempts)" -gt "$attempts"
+check "sshd 2 carries the session" grep -q "Accepted publickey" sshd/log2
+check "alter to another bastion says its host key will be recorded anew" grep -q "host key of the new bastion" alter.err
+before=$(lsql "SELECT md5(string_agg(t::text, ',')) FROM tunnel_ssh.tunnel t")
+for bad in "'nope', ssh_port => 22" "'main', ssh_port => 0" "'main', ssh_host => 'bad host'" \
+           "'main', local_port => 80" "'main', ssh_user => 'a b'" "'main', host_key_fingerprint => 'x'"; do
+  check "tunnel_alter($bad) refused" grep -q ERROR <<<"$(lsql "SELECT tunnel_alter($bad)" 2>&1)"
+done
+create other "local_port => 54340" >> sshd/authorized_keys
+check "tunnel_alter to a port another tunnel holds is refused" \
+  grep -q 'already used by tunnel "other"' <<<"$(lsql "SELECT tunnel_alter('main', local_port => 54340)" 2>&1)"
+lsql "SELECT tunnel_forward_add('other', '127.0.0.1', $PPORT, 54341)" >/dev/null
+check "remote_port of a tunnel with two forwards is refused with a hint" \
+  grep -q "tunnel_forward_add and tunnel_forward_drop" <<<"$(lsql "SELECT tunnel_alter('other', remote_port => 5432)" 2>&1)"
+check "refused alters changed nothing" test "$(lsql "SELECT md5(string_agg(t::text, ',')) FROM tunnel_ssh.tunnel t WHERE name <> 'other'")" = "$before"
+
+# --- per-forward status ---
+check "other's two forwards connected" wait_state other connected 15
+psql_via 54341 "SELECT 1" >/dev/null; psql_via 54341 "SELECT 1" >/dev/null; psql_via 54340 "SELECT 1" >/dev/null
+sleep 0.5
+r=$(lsql "SELECT string_agg(local_port || ':' || listening || ':' || total_connections || ':' || (bytes_out > 0), ' ' ORDER BY local_port) FROM tunnel_ssh.forward_status WHERE tunnel = 'other'")
+echo "# forward_status of other: $r"
+check "forward_status counts per forward" test "$r" = "54340:true:1:true 54341:true:2:true"
+
+# --- disable / enable ---
+lsql "SELECT tunnel_disable('main')"
+check "disabled: state disabled" wait_state main disabled 10
+check "disabled: port closed" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54399) 2>/dev/null"
+check "disabled: definition and key kept" test "$(fp main)" = "$new_fp"
+check "tunnel_test still works on a disabled tunnel (it runs in the backend)" \
+  test "$(lsql "SELECT bool_and(ok) FROM tunnel_test('main')")" = t
+lsql "SELECT tunnel_enable('main')"
+check "enabled again: connected" wait_state main connected 15
+check "enabled again: queries work" test "$(psql_via 54399 "SELECT count(*) FROM pgbench_branches")" = 1
+check "disable of a missing tunnel is an error" grep -q 'does not exist' <<<"$(lsql "SELECT tunnel_disable('nope')" 2>&1)"
+
+# --- host key reset after a bastion rebuild ---
+lsql "SELECT tunnel_alter('main', ssh_port => $SPORT)" >/dev/null 2>&1
+wait_state main connected 15 >/dev/null
+kill_sshd
+mv sshd/host_key sshd/host_key.orig; mv sshd/host_key.pub sshd/host_key.pub.orig
+ssh-keygen -q -t ed25519 -N '' -f sshd/host_key
+start_sshd
+check "rebuilt bastion: host_key_mismatch" wait_state main host_key_mismatch 20
+err=$(lsql "SELECT tunnel_host_key_reset('main')" 2>&1)
+check "tunnel_host_key_reset warns that trust is reset" grep -q "WARNING:  host key of tunnel \"main\" forgotten" <<<"$err"
+check "after the reset: connected" wait_state main connected 20
+check "the new host key is recorded" test \
+  "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'main'")" = "$(ssh-keygen -l -f sshd/host_key.pub | awk '{print $2}')"
+
+echo "1..$((pass+fail))"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
