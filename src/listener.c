@@ -18,11 +18,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "utils/timestamp.h"
+
 #include "listener.h"
 #include "watch.h"
 
 /* Clients accepted per wake-up, so one busy port cannot starve the rest. */
 #define ACCEPT_BATCH 32
+/* Out of file descriptors: listeners rest this long, clients wait queued. */
+#define ACCEPT_PAUSE_MS 200
+#define FD_LOG_INTERVAL_MS 10000
 
 struct TunnelListener
 {
@@ -30,7 +35,61 @@ struct TunnelListener
 	Watch		watch;
 	ListenerAccept on_accept;
 	void	   *arg;
+	bool		paused;
+	dlist_node	paused_node;
 };
+
+/*
+ * A listener whose accept() found no file descriptor left would be readable
+ * again at once: it stops watching its socket until resume_at, and the
+ * clients wait in the listen backlog instead of the worker spinning.
+ */
+static dlist_head paused_listeners = DLIST_STATIC_INIT(paused_listeners);
+static TimestampTz resume_at = 0;
+static TimestampTz fd_logged_at = 0;
+
+static void
+pause_accepting(TunnelListener *l)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!l->paused)
+	{
+		l->paused = true;
+		dlist_push_tail(&paused_listeners, &l->paused_node);
+		watch_set_events(&l->watch, 0);
+	}
+	resume_at = TimestampTzPlusMilliseconds(now, ACCEPT_PAUSE_MS);
+	if (TimestampDifferenceExceeds(fd_logged_at, now, FD_LOG_INTERVAL_MS))
+	{
+		ereport(LOG,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("tunnel_ssh worker has no file descriptor left for new connections: %m"),
+				 errdetail("New connections wait in the listen backlog until connections close."),
+				 errhint("Raise the open files limit of the PostgreSQL service (LimitNOFILE).")));
+		fd_logged_at = now;
+	}
+}
+
+long
+listener_resume_due(TimestampTz now)
+{
+	dlist_mutable_iter iter;
+
+	if (dlist_is_empty(&paused_listeners))
+		return -1;
+	if (now < resume_at)
+		return (long) ((resume_at - now + 999) / 1000);
+	dlist_foreach_modify(iter, &paused_listeners)
+	{
+		TunnelListener *l = dlist_container(TunnelListener, paused_node, iter.cur);
+
+		dlist_delete(iter.cur);
+		l->paused = false;
+		watch_set_events(&l->watch, WL_SOCKET_READABLE);
+	}
+	return -1;
+}
 
 static void
 on_readable(void *arg, uint32 occurred)
@@ -45,7 +104,9 @@ on_readable(void *arg, uint32 occurred)
 
 		if (client < 0)
 		{
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			if (errno == EMFILE || errno == ENFILE)
+				pause_accepting(l);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 				errno != ECONNABORTED)
 				ereport(LOG,
 						(errcode_for_socket_access(),
@@ -112,6 +173,8 @@ listener_open(const char *address, int port, ListenerAccept on_accept,
 void
 listener_close(TunnelListener *l)
 {
+	if (l->paused)
+		dlist_delete(&l->paused_node);
 	watch_remove(&l->watch);
 	close(l->fd);
 	pfree(l);

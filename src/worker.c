@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 #include <libssh2.h>
 
@@ -540,7 +541,7 @@ static long
 run_timers(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	long		timeout = -1;
+	long		timeout = listener_resume_due(now);
 	ListCell   *lc;
 
 	foreach(lc, tunnels)
@@ -580,6 +581,25 @@ run_timers(void)
 	return timeout;
 }
 
+/*
+ * Every client connection holds a socket of this one process; the soft
+ * limit a service starts with (often 1024) is far below what a busy worker
+ * needs, the hard limit rarely is.
+ */
+static void
+raise_file_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		ereport(DEBUG1,
+				(errmsg("tunnel_ssh worker open files limit raised to %lu",
+						(unsigned long) rl.rlim_cur)));
+}
+
 static void
 worker_exit(int code, Datum arg)
 {
@@ -604,6 +624,7 @@ tunnel_worker_main(Datum main_arg)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not initialize libssh2")));
 
+	raise_file_limit();
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "tunnel_ssh worker",
 									   ALLOCSET_DEFAULT_SIZES);
 	bound_address = MemoryContextStrdup(worker_cxt, tunnel_listen_address);
