@@ -13,7 +13,7 @@ repo=$(pwd)
 prepare_machine openssl
 
 work=$(mktemp -d /tmp/tunnel_ssh_bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; restore_machine' EXIT
 chown "$user" "$work"
 chmod 755 "$work"
 gcc -O2 -Wall -o "$work/latency_relay" bench/latency_relay.c

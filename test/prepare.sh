@@ -25,6 +25,12 @@ prepare_machine() {
   make -s
   make -s install
 
+  # Our servers listen on fixed ports in 50000-59999, inside the kernel's
+  # ephemeral range: keep outgoing connections of anything else on this
+  # machine off them while we run (restore_machine puts it back).
+  reserved_ports=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
+  echo "${reserved_ports:+$reserved_ports,}50000-59999" > /proc/sys/net/ipv4/ip_local_reserved_ports
+
   user=tunnel_test
   if ! id "$user" >/dev/null 2>&1; then
     useradd -m -s /bin/bash "$user"
@@ -32,4 +38,10 @@ prepare_machine() {
   mkdir -p /run/sshd
   # sshd with UsePAM no refuses a locked account; '*' unlocks without a password.
   usermod -p '*' "$user"
+}
+
+# At exit of whoever called prepare_machine.
+restore_machine() {
+  [ -n "${reserved_ports+set}" ] && echo "$reserved_ports" > /proc/sys/net/ipv4/ip_local_reserved_ports
+  return 0
 }

@@ -23,6 +23,7 @@ root_teardown=
 cleanup() {
   [ -n "$root_teardown" ] && bash $root_teardown || true
   rm -rf "$work"
+  restore_machine
 }
 trap cleanup EXIT
 [ $# -gt 0 ] || set -- regress $SUITES
