@@ -17,10 +17,6 @@ LOCAL_CONF="tunnel_ssh.port_range = '57400-57419'
 tunnel_ssh.keepalive_count = $KA_COUNT
 tunnel_ssh.connect_timeout = $CONNECT_TIMEOUT"
 . "$(dirname "$0")/lib.sh"
-pass=0 fail=0
-ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
-notok(){ fail=$((fail+1)); echo "not ok $((pass+fail)) - $1"; }
-check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; fi; }
 me=$(id -un)
 suite_t0=$(date +%s)
 
