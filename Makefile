@@ -37,3 +37,10 @@ include $(PGXS)
 .PHONY: bench
 bench:
 	bash bench/run.sh
+
+# libFuzzer targets for the parsers of untrusted text (as root on Debian 12,
+# installs clang if missing): FUZZ_SECONDS per target, default 60; see
+# test/fuzz/README.md.
+.PHONY: fuzz
+fuzz:
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) bash test/fuzz/run.sh $(FUZZ_TARGETS)
