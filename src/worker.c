@@ -98,6 +98,26 @@ on_accept(void *arg, pgsocket client)
 }
 
 /*
+ * Parse the stored key with OpenSSL before libssh2 sees it: libssh2 reports
+ * a damaged key as a generic authentication error, which would read as a
+ * network problem and be retried for ever.
+ */
+static bool
+stored_key_matches(const TunnelDef *def)
+{
+	char	   *line;
+	char	   *fingerprint;
+	bool		ok;
+
+	if (!keys_public_from_private(def->private_key, "", &line, &fingerprint))
+		return false;
+	ok = strcmp(fingerprint, def->key_fingerprint) == 0;
+	pfree(line);
+	pfree(fingerprint);
+	return ok;
+}
+
+/*
  * A superuser can write anything into the catalog by hand; what we cannot
  * use puts only this tunnel into state "invalid".
  */
@@ -114,6 +134,8 @@ invalid_reason(const TunnelDef *def)
 	if (def->private_key == NULL || def->key_fingerprint == NULL ||
 		def->key_type == NULL)
 		return "The tunnel has no private key.";
+	if (!stored_key_matches(def))
+		return "The stored private key cannot be read or does not match key_fingerprint; recreate the tunnel.";
 	if (def->forwards == NIL)
 		return "The tunnel has no forward.";
 	if (def->via && strcmp(def->via, def->name) == 0)

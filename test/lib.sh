@@ -9,7 +9,8 @@ B=/usr/lib/postgresql/15/bin
 pass=0 fail=0
 ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
 notok(){ fail=$((fail+1)); echo "not ok $((pass+fail)) - $1"; }
-check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; fi; }
+# Returns non-zero on failure, so "check ... || show details" works.
+check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; return 1; fi; }
 
 LPORT=${LPORT:-55432} PPORT=${PPORT:-55433} SPORT=${SPORT:-52222}
 lsql() { psql -X -q -h "$dir" -p $LPORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"; }
@@ -37,6 +38,8 @@ kill_sshd()  {
 }
 cleanup() {
   kill_sshd
+  # Under a sanitizer a fast shutdown, so every process runs its exit checks.
+  [ -n "${TUNNEL_SSH_LD_PRELOAD:-}" ] && $B/pg_ctl -D "$dir/local" stop -m fast -t 120 >/dev/null 2>&1
   $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1
   $B/pg_ctl -D "$dir/private" stop -m immediate >/dev/null 2>&1
 }
@@ -71,7 +74,10 @@ tunnel_ssh.reconnect_max_delay = 2
 ${LOCAL_CONF:-}
 C
 $B/pg_ctl -D private -l private.log start -w >/dev/null
-$B/pg_ctl -D local -l local.log start -w >/dev/null
+# TUNNEL_SSH_LD_PRELOAD (test/sanitize.sh: libasan) is given to the local
+# server only, which loads the instrumented module.
+${TUNNEL_SSH_LD_PRELOAD:+env LD_PRELOAD=$TUNNEL_SSH_LD_PRELOAD} \
+  $B/pg_ctl -D local -l local.log start -w >/dev/null
 mkdir -p sshd
 ssh-keygen -q -t ed25519 -N '' -f sshd/host_key
 touch sshd/authorized_keys; chmod 600 sshd/authorized_keys

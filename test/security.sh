@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Security checks with real parts: privileges (42501 for anyone not a
+# superuser, read-only status for pg_monitor), no private key in any log or
+# view, loopback-only listeners, an impostor bastion, and hostile catalog rows
+# written by hand.  One local server (log_min_messages = debug5, every
+# statement logged), one private database, one real sshd, all on 127.0.0.1.
+# Prints "N passed, N failed" last.
+set -uo pipefail
+dir=${1:?work directory}
+cd "$dir"
+# Below the ephemeral range (32768-60999), where an outgoing connection could
+# hold a tunnel's port: servers 24432/24433/24222, tunnels 24500-24539.
+LPORT=24432 PPORT=24433 SPORT=24222
+LOCAL_CONF="tunnel_ssh.port_range = '24500-24539'
+log_min_messages = debug5
+log_statement = 'all'"
+. "$(dirname "$0")/lib.sh"
+me=$(id -un)
+t_start=$(date +%s)
+pwned=/tmp/tunnel_ssh_pwned.$$
+rm -f "$pwned"
+
+# The impostor bastion of section 4, stopped at exit with everything else.
+start_impostor() { /usr/sbin/sshd -f "$dir/impostor/sshd_config" -E "$dir/impostor/log"; }
+kill_impostor() {
+  local pid
+  for pid in $(pgrep -f "sshd -f $dir/impostor/sshd_config"); do
+    kill $(proc_tree "$pid") 2>/dev/null
+  done
+  sleep 0.5
+}
+trap 'kill_impostor; cleanup' EXIT
+
+# psql as a given role, errors with their SQLSTATE ("ERROR:  42501: ...").
+as_role() { psql -X -q -h "$dir" -p $LPORT -U "$1" -d postgres -v VERBOSITY=verbose -Atc "$2" 2>&1; }
+psql_priv() { psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -Atc "$1"; }
+worker_pid() { lsql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'"; }
+last_error() { lsql "SELECT last_error FROM tunnel_status() WHERE name = '$1'"; }
+# Every table of the catalog and the foreign servers, as one digest.
+catalog_sum() {
+  lsql "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+          SELECT 't' || t::text AS x FROM tunnel_ssh.tunnel t
+          UNION ALL SELECT 'f' || f::text FROM tunnel_ssh.forward f
+          UNION ALL SELECT 's' || s::text FROM tunnel_ssh.secret s
+          UNION ALL SELECT 'v' || v::text FROM tunnel_ssh.server v
+          UNION ALL SELECT 'p' || srvname || coalesce(srvoptions::text, '') FROM pg_foreign_server) q"
+}
+
+# RSA keys need ssh-rsa on OpenSSH 9 (see README).
+kill_sshd
+echo "PubkeyAcceptedAlgorithms +ssh-rsa" >> sshd/sshd_config
+start_sshd
+psql_priv "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g;
+           CREATE TABLE stopflag (x int);" >/dev/null
+lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw;"
+
+# --- tunnels of each key type, a second forward, a bad one, one to drop ---
+declare -A PORT=([ed]=24501 [ec]=24502 [rs]=24503)
+for t in ed ec rs; do
+  case $t in ed) kt=ed25519 ;; ec) kt=ecdsa ;; rs) kt=rsa ;; esac
+  lsql "SELECT tunnel_create('$t', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => ${PORT[$t]}, key_type => '$kt')" \
+    >> sshd/authorized_keys 2>/dev/null
+done
+lsql "SELECT tunnel_forward_add('ed', '127.0.0.1', $PPORT, 24504)" >/dev/null
+# Nothing listens on port 9: unreachable, and clients through it fail.
+lsql "SELECT tunnel_create('bad', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => 9, ssh_user => '$me', local_port => 24505)" >/dev/null
+# Never authorized: auth_failed, then dropped with its key.
+gone_pub=$(lsql "SELECT tunnel_create('gone', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 24506)")
+for t in ed ec rs; do
+  check "$t tunnel connects" wait_state $t connected 20
+done
+check "tunnel to a closed port: unreachable" wait_state bad unreachable 15
+check "tunnel with an unknown key: auth_failed" wait_state gone auth_failed 15
+
+# The private keys, kept in memory only, for the scan of section 2.
+declare -A KEY
+for t in ed ec rs gone; do
+  KEY[$t]=$(lsql "SELECT private_key FROM tunnel_ssh.secret WHERE tunnel = '$t'")
+done
+# Their base64 bodies in 16-character chunks, what the scans look for.
+pubs=$(lsql "SELECT string_agg(public_key, E'\n') FROM tunnel_ssh.tunnel")$'\n'$gone_pub
+chunks=() public_chunks=0
+for t in "${!KEY[@]}"; do
+  body=$(grep -v -- '-----' <<<"${KEY[$t]}" | tr -d '\n\r')
+  for ((i = 0; i + 16 <= ${#body}; i += 16)); do
+    c=${body:i:16}
+    # An RSA PKCS#8 key holds the public modulus at the same base64
+    # alignment as the authorized_keys line: such chunks are not secret.
+    if grep -qF -- "$c" <<<"$pubs"; then public_chunks=$((public_chunks+1)); continue; fi
+    chunks+=("$c")
+  done
+done
+check "each private key is PKCS#8 PEM" \
+  bash -c '[ "$(grep -c "BEGIN PRIVATE KEY" <<<"$1")" = 4 ]' _ "$(printf '%s\n' "${KEY[@]}")"
+
+# Traffic and errors while every statement and debug5 message is logged.
+for t in ed ec rs; do
+  check "query through the $t tunnel" test "$(psql_via ${PORT[$t]} "SELECT count(*) FROM items")" = 1000
+done
+check "query through the second forward" test "$(psql_via 24504 "SELECT sum(id) FROM items")" = 500500
+psql_via 24501 "SELECT 1/0" >/dev/null 2>&1
+$B/pgbench -n -S -c 4 -j 2 -t 50 -h 127.0.0.1 -p 24503 postgres >/dev/null 2>&1 || true
+check "client through the unreachable tunnel fails" \
+  bash -c "! psql -X -h 127.0.0.1 -p 24505 -d 'dbname=postgres connect_timeout=10' -Atc 'SELECT 1' >/dev/null 2>&1"
+lsql "SELECT tunnel_drop('gone')" >/dev/null
+check "dropped tunnel's key is gone from the catalog" \
+  test "$(lsql "SELECT count(*) FROM tunnel_ssh.secret WHERE tunnel = 'gone'")" = 0
+
+# ======================================================================
+# 1. Privileges: a plain login role and a pg_monitor member
+# ======================================================================
+lsql "CREATE ROLE plain LOGIN; CREATE ROLE mon LOGIN; GRANT pg_monitor TO mon;" >/dev/null
+stmts=(
+  "tunnel_create|SELECT tunnel_create('evil', '127.0.0.1', '127.0.0.1', $PPORT, $SPORT, '$me', 24510)"
+  "tunnel_drop|SELECT tunnel_drop('ed')"
+  "tunnel_public_key|SELECT tunnel_public_key('ed')"
+  "tunnel_forward_add|SELECT tunnel_forward_add('ed', '127.0.0.1', $PPORT, 24511)"
+  "tunnel_forward_drop|SELECT tunnel_forward_drop('ed', 24504)"
+  "tunnel_server_create|SELECT tunnel_server_create('evil_srv', 'ed', 'postgres', 24501)"
+  "tunnel_alter|SELECT tunnel_alter('ec', remote_port => 5432)"
+  "tunnel_disable|SELECT tunnel_disable('ed')"
+  "tunnel_enable|SELECT tunnel_enable('ed')"
+  "tunnel_host_key_reset|SELECT tunnel_host_key_reset('ed')"
+  "tunnel_rotate_key|SELECT tunnel_rotate_key('ed')"
+  "tunnel_rotate_cancel|SELECT tunnel_rotate_key('ec'); SELECT tunnel_rotate_cancel('ec')"
+  "tunnel_test|SELECT * FROM tunnel_test('ed')"
+  "SELECT from tunnel_ssh.secret|SELECT private_key FROM tunnel_ssh.secret"
+  "SELECT next key from tunnel_ssh.secret|SELECT next_private_key FROM tunnel_ssh.secret"
+  "UPDATE tunnel_ssh.tunnel|UPDATE tunnel_ssh.tunnel SET ssh_host = '127.0.0.3'"
+  "INSERT INTO tunnel_ssh.tunnel|INSERT INTO tunnel_ssh.tunnel (name, ssh_host, ssh_port, ssh_user, key_type, public_key, key_fingerprint) VALUES ('evil', '127.0.0.1', 22, 'x', 'ed25519', 'x', 'x')"
+  "DELETE FROM tunnel_ssh.tunnel|DELETE FROM tunnel_ssh.tunnel"
+  "UPDATE tunnel_ssh.forward|UPDATE tunnel_ssh.forward SET remote_host = '127.0.0.3'"
+  "UPDATE tunnel_ssh.secret|UPDATE tunnel_ssh.secret SET private_key = 'x'"
+)
+sum_before=$(catalog_sum)
+# Control: each statement works for a superuser (rolled back), so a refusal
+# below is the privilege check and not a bad argument.
+for s in "${stmts[@]}"; do
+  out=$(lsql "BEGIN; ${s#*|}; ROLLBACK;" 2>&1)
+  rc=$?
+  check "control: superuser may run ${s%%|*} (rolled back)" test $rc = 0 ||
+    echo "$out" | sed 's/^/# /'
+done
+for role in plain mon; do
+  for s in "${stmts[@]}"; do
+    out=$(as_role $role "${s#*|}")
+    check "$role: ${s%%|*} refused with 42501" grep -q "ERROR:  42501:" <<<"$out" ||
+      echo "$out" | sed 's/^/# /'
+  done
+done
+check "catalog unchanged after every refused attempt" test "$(catalog_sum)" = "$sum_before"
+check "no foreign server was made" test "$(lsql "SELECT count(*) FROM pg_foreign_server")" = 0
+check "tunnels still connected after the attempts" \
+  test "$(lsql "SELECT string_agg(state, ',' ORDER BY name) FROM tunnel_status() WHERE name IN ('ed', 'ec', 'rs')")" = "connected,connected,connected"
+
+# Which extension functions a plain role may execute at all: triggers only.
+exec_fns=$(lsql "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+                 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'tunnel_ssh') AND d.classid = 'pg_proc'::regclass
+                   AND has_function_privilege('plain', p.oid, 'EXECUTE') AND p.prorettype <> 'trigger'::regtype")
+echo "# non-trigger functions a plain role may execute: ${exec_fns:-none}"
+check "a plain role can execute no API function" test -z "$exec_fns"
+
+for v in tunnel_ssh.status tunnel_ssh.tunnels tunnel_ssh.forward_status "tunnel_status()" "tunnel_forward_status()"; do
+  out=$(as_role mon "SELECT count(*) FROM $v")
+  check "mon (pg_monitor) reads $v" test "$out" = "$(lsql "SELECT count(*) FROM $v")"
+  out=$(as_role plain "SELECT count(*) FROM $v")
+  check "plain role cannot read $v (42501)" grep -q "ERROR:  42501:" <<<"$out"
+done
+check "mon sees the states" \
+  test "$(as_role mon "SELECT state FROM tunnel_ssh.status WHERE name = 'ed'")" = connected
+cols=$(lsql "SELECT string_agg(table_name || '.' || column_name, ' ') FROM information_schema.columns
+             WHERE table_schema = 'tunnel_ssh' AND table_name IN ('status', 'tunnels')
+               AND column_name ~* 'private|secret'")
+check "no private key column in tunnel_ssh.status or tunnel_ssh.tunnels" test -z "$cols"
+mon_out=$(as_role mon "SELECT * FROM tunnel_ssh.status; SELECT * FROM tunnel_ssh.tunnels")
+check "what mon reads holds no PEM text" bash -c '! grep -qE "PRIVATE|BEGIN" <<<"$1"' _ "$mon_out"
+
+# ======================================================================
+# 3. Listeners bind to loopback only
+# ======================================================================
+check "tunnel port answers on 127.0.0.1" port_open 24501
+err=$(bash -c 'exec 3<>/dev/tcp/127.0.0.2/24501' 2>&1)
+rc=$?
+echo "# connect to 127.0.0.2:24501: $(tr '\n' ' ' <<<"${err:-connected}")"
+check "same port on 127.0.0.2 is refused" bash -c '[ "$1" != 0 ] && grep -q "refused" <<<"$2"' _ $rc "$err"
+listeners=$(ss -Hltn '( sport >= :24500 and sport <= :24539 )' | awk '{print $4}')
+echo "# listeners: $(tr '\n' ' ' <<<"$listeners")"
+check "every tunnel listener (5) is on 127.0.0.1" \
+  bash -c '[ "$(grep -c . <<<"$1")" = 5 ] && ! grep -qv "^127\.0\.0\.1:" <<<"$1"' _ "$listeners"
+
+# ======================================================================
+# 4. Host key mismatch: an impostor bastion on the same port
+# ======================================================================
+real_fp=$(ssh-keygen -l -f sshd/host_key.pub | awk '{print $2}')
+check "ed's recorded host key is the bastion's" \
+  test "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'ed'")" = "$real_fp"
+psql_priv "ALTER SYSTEM SET log_connections = on" >/dev/null
+psql_priv "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+conn_lines() { grep -c "connection received: host=127.0.0.1" private.log; }
+c0=$(conn_lines)
+psql_via 24501 "SELECT 1" >/dev/null
+sleep 0.3
+check "log_connections counts a connection through the tunnel" test "$(conn_lines)" -gt "$c0"
+
+mkdir -p impostor
+ssh-keygen -q -t ed25519 -N '' -f impostor/host_key
+fake_fp=$(ssh-keygen -l -f impostor/host_key.pub | awk '{print $2}')
+sed -e "s|^HostKey .*|HostKey $dir/impostor/host_key|" -e "s|^PidFile .*|PidFile $dir/impostor/sshd.pid|" \
+  sshd/sshd_config > impostor/sshd_config
+kill_sshd
+start_impostor
+check "impostor: ed goes to host_key_mismatch" wait_state ed host_key_mismatch 20
+before=$(conn_lines)
+fails=0
+t0=$(date +%s%N)
+for i in 1 2 3 4 5; do
+  psql -X -h 127.0.0.1 -p 24501 -d 'dbname=postgres connect_timeout=10' -Atc "SELECT 1" >/dev/null 2>&1 || fails=$((fails+1))
+  psql -X -h 127.0.0.1 -p 24504 -d 'dbname=postgres connect_timeout=10' -Atc "SELECT 1" >/dev/null 2>&1 || fails=$((fails+1))
+  sleep 0.4
+done
+echo "# 10 clients through the impostor in $(( ($(date +%s%N) - t0) / 1000000 )) ms (incl. 2 s of pauses), $fails failed"
+sleep 1
+after=$(conn_lines)
+echo "# private database connection lines: $before before, $after after"
+check "every client through the impostor failed" test "$fails" = 10
+check "the private database saw no new connection" test "$after" = "$before"
+check "the clients did reach the impostor" grep -q "Connection from 127.0.0.1" impostor/log
+check "the impostor never saw an authentication" bash -c "! grep -q 'Accepted\|Failed publickey\|Postponed' impostor/log"
+err=$(last_error ed)
+echo "# last_error: $err"
+echo "# tunnel_status().host_key_fingerprint meanwhile: $(lsql "SELECT host_key_fingerprint FROM tunnel_status() WHERE name = 'ed'")"
+check "last_error names the recorded fingerprint" grep -qF "$real_fp" <<<"$err"
+check "last_error names the impostor's fingerprint" grep -qF "$fake_fp" <<<"$err"
+check "ec refuses the impostor too" wait_state ec host_key_mismatch 20
+check "rs refuses the impostor too" wait_state rs host_key_mismatch 20
+check "the recorded host key was not overwritten" \
+  test "$(lsql "SELECT count(*) FROM tunnel_ssh.tunnel WHERE host_key_fingerprint = '$real_fp'")" = 3
+check "mismatch logged as WARNING with both fingerprints" \
+  bash -c "grep 'WARNING:.*host key of' local.log | grep -F '$real_fp' | grep -qF '$fake_fp'"
+kill_impostor
+start_sshd
+t0=$(date +%s%N)
+check "real bastion back: ed connected again" wait_state ed connected 20
+echo "# back in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+check "query through ed after the real bastion returns" test "$(psql_via 24501 "SELECT count(*) FROM items")" = 1000
+for t in ec rs; do wait_state $t connected 20 >/dev/null; done
+
+# ======================================================================
+# 5. Hostile catalog rows written by a superuser
+# ======================================================================
+wpid=$(worker_pid)
+# A connection held open through ed for the whole section: a worker crash
+# or a reset of ed's session would cut it.
+psql_via 24501 "DO \$\$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM stopflag) LOOP PERFORM pg_sleep(0.2); END LOOP; END \$\$; SELECT 'survived'" \
+  > held.out 2>&1 &
+held=$!
+sleep 0.5
+garbage='this is not a key: garbage-text-0123456789'
+# name | ssh_host | ssh_user | private key (SQL over ed's or rs's secret, or none) | remote_host | expected states | last_error pattern
+hostile=(
+  "h_proxy|'-oProxyCommand=touch $pwned'|'$me'|private_key|'127.0.0.1'|invalid|invalid definition: .*host"
+  "h_long|repeat('a', 300)|'$me'|private_key|'127.0.0.1'|invalid|invalid definition: .*at most 253"
+  "h_newline|E'127.0.0.1\\n-oProxyCommand=touch $pwned'|'$me'|private_key|'127.0.0.1'|invalid|invalid definition: .*host"
+  "u_shell|'127.0.0.1'|'a b;id&'|private_key|'127.0.0.1'|invalid|invalid definition: .*SSH user name may not contain"
+  "u_long|'127.0.0.1'|'x;touch$pwned'|private_key|'127.0.0.1'|invalid|invalid definition: .*SSH user name"
+  "u_option|'127.0.0.1'|'-oProxyCommand=touch'|private_key|'127.0.0.1'|invalid|invalid definition: .*SSH user name"
+  "k_garbage|'127.0.0.1'|'$me'|'$garbage'|'127.0.0.1'|invalid|private key|PEM"
+  "k_empty|'127.0.0.1'|'$me'|''|'127.0.0.1'|invalid|private key"
+  "k_trunc|'127.0.0.1'|'$me'|left(private_key, length(private_key) / 2)|'127.0.0.1'|invalid auth_failed unreachable|."
+  "k_none|'127.0.0.1'|'$me'|NONE|'127.0.0.1'|invalid|no private key"
+  "f_proxy|'127.0.0.1'|'$me'|private_key|'-oProxyCommand=touch $pwned'|invalid|invalid definition: .*host"
+  "f_newline|'127.0.0.1'|'$me'|private_key|E'127.0.0.1\\nX'|invalid|invalid definition: .*host"
+)
+port=24520
+declare -A HPORT
+for h in "${hostile[@]}"; do
+  IFS='|' read -r name host user keysql rhost states pattern <<<"$h"
+  src=ed; [ "$name" = k_trunc ] && src=rs
+  secret_sql="INSERT INTO tunnel_ssh.secret (tunnel, private_key) SELECT '$name', $keysql FROM tunnel_ssh.secret WHERE tunnel = '$src';"
+  [ "$keysql" = NONE ] && secret_sql=
+  out=$(lsql "BEGIN;
+    INSERT INTO tunnel_ssh.tunnel (name, ssh_host, ssh_port, ssh_user, key_type, public_key, key_fingerprint)
+      SELECT '$name', $host, $SPORT, $user, key_type, public_key, key_fingerprint FROM tunnel_ssh.tunnel WHERE name = '$src';
+    INSERT INTO tunnel_ssh.forward (local_port, tunnel, remote_host, remote_port) VALUES ($port, '$name', $rhost, $PPORT);
+    $secret_sql
+    COMMIT;" 2>&1)
+  [ -n "$out" ] && echo "$out" | sed 's/^/# /'
+  HPORT[$name]=$port
+  port=$((port+1))
+  st=
+  for _ in $(seq 1 75); do
+    st=$(state_of "$name")
+    [ -n "$st" ] && grep -qw -- "$st" <<<"$states" && break
+    sleep 0.2
+  done
+  err=$(last_error "$name")
+  echo "# $name: state $st, last_error: $err"
+  check "$name: state $states" grep -qw -- "$st" <<<"$states"
+  check "$name: last_error says why" grep -qE -- "$pattern" <<<"$err"
+  check "$name: last_error holds no key text" \
+    bash -c '! grep -qE "PRIVATE|BEGIN|-----|garbage-text" <<<"$1" && ! grep -qF -f <(printf "%s\n" "${@:2}") <<<"$1"' _ "$err" "${chunks[@]}"
+  check "$name: good tunnel still answers" test "$(psql_via 24501 "SELECT count(*) FROM items" 2>&1)" = 1000
+done
+for name in h_proxy u_shell f_proxy; do
+  check "invalid tunnel $name does not listen on its port ${HPORT[$name]}" \
+    bash -c "! (exec 3<>/dev/tcp/127.0.0.1/${HPORT[$name]}) 2>/dev/null"
+done
+check "worker pid unchanged (no crash, no restart)" test "$(worker_pid)" = "$wpid"
+psql_priv "INSERT INTO stopflag VALUES (1)"
+wait $held
+check "connection held open through ed across all hostile rows survived" grep -qx survived held.out ||
+  sed 's/^/# /' held.out
+check "no command from a hostile row ran ($pwned absent)" test ! -e "$pwned"
+check "no backend or worker crashed" \
+  bash -c "! grep -E 'terminated by signal|PANIC|reinitializing|background worker .* exited with exit code [1-9]' local.log"
+check "ed, ec, rs still connected" \
+  test "$(lsql "SELECT string_agg(state, ',' ORDER BY name) FROM tunnel_status() WHERE name IN ('ed', 'ec', 'rs')")" = "connected,connected,connected"
+for h in "${hostile[@]}"; do
+  lsql "SELECT tunnel_drop('${h%%|*}')" >/dev/null 2>&1 || echo "# could not drop ${h%%|*}"
+done
+check "hostile tunnels dropped" \
+  test "$(lsql "SELECT count(*) FROM tunnel_status() WHERE name NOT IN ('ed', 'ec', 'rs', 'bad')")" = 0
+
+# ======================================================================
+# 2. No private key anywhere (last: the log holds everything above)
+# ======================================================================
+logs=(local.log private.log sshd/log impostor/log)
+log_bytes=$(cat "${logs[@]}" | wc -c)
+views=$(lsql "SELECT * FROM pg_stat_activity; SELECT * FROM tunnel_ssh.status; SELECT * FROM tunnel_ssh.tunnels")
+views+=$(as_role mon "SELECT * FROM pg_stat_activity; SELECT * FROM tunnel_ssh.status; SELECT * FROM tunnel_ssh.tunnels")
+echo "# scanned ${#chunks[@]} 16-character chunks of 4 private keys (ed25519, ecdsa, rsa, dropped ed25519; $public_chunks chunks of public modulus left out)"
+echo "# in $log_bytes log bytes (${logs[*]}: $(grep -c 'DEBUG' local.log) DEBUG lines, $(grep -c 'LOG:  statement:' local.log) statements) and ${#views} bytes of pg_stat_activity, status and tunnels"
+check "the scan has material: >100 chunks, a debug5 log" \
+  bash -c "[ ${#chunks[@]} -gt 100 ] && [ $(grep -c 'DEBUG' local.log) -gt 1000 ]"
+control_hits=$(grep -ohF -f <(printf '%s\n' "${chunks[@]}") <<<"${KEY[ed]}${KEY[rs]}" | wc -l)
+check "control: the scan finds chunks in text that holds keys ($control_hits)" test "$control_hits" -gt 10
+log_hits=$(grep -ohF -f <(printf '%s\n' "${chunks[@]}") "${logs[@]}" | wc -l)
+view_hits=$(grep -ohF -f <(printf '%s\n' "${chunks[@]}") <<<"$views" | wc -l)
+echo "# hits: $log_hits in logs, $view_hits in views"
+check "no private key chunk in any log" test "$log_hits" = 0
+check "no private key chunk in pg_stat_activity, status or tunnels" test "$view_hits" = 0
+check "no PEM marker in the server log" bash -c "! grep -q 'PRIVATE KEY' local.log"
+
+echo "# whole suite: $(( $(date +%s) - t_start )) s"
+echo "1..$((pass+fail))"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
