@@ -4,9 +4,12 @@
 \echo Use "ALTER EXTENSION tunnel_ssh UPDATE TO '1.1'" to load this file. \quit
 
 -- Jump hosts: a tunnel may reach its bastion through another tunnel's
--- session, as ssh -J does.  tunnel_drop refuses to break a chain.
-ALTER TABLE tunnel_ssh.tunnel ADD COLUMN via text
-	REFERENCES tunnel_ssh.tunnel (name) ON UPDATE CASCADE;
+-- session, as ssh -J does.  tunnel_create checks that via exists and
+-- tunnel_drop refuses to break a chain.  No foreign key: a self-reference
+-- makes pg_dump warn about circular constraints on every dump, and a dump
+-- made with --inserts (rows in physical order, one statement each) could
+-- not be restored.  A via that names no tunnel shows in tunnel_status().
+ALTER TABLE tunnel_ssh.tunnel ADD COLUMN via text;
 
 DROP FUNCTION @extschema@.tunnel_create(text, text, text, int, int, text, int, text, text);
 CREATE FUNCTION @extschema@.tunnel_create(

@@ -457,8 +457,13 @@ start_jump(TunnelSession *s)
 
 	if (jump == NULL || jump->phase != PHASE_READY)
 	{
-		snprintf(text, sizeof(text), "jump tunnel \"%s\" is not connected",
-				 s->def->via);
+		if (jump == NULL)
+			snprintf(text, sizeof(text),
+					 "jump tunnel \"%s\" is not running (it does not exist, or is disabled or invalid)",
+					 s->def->via);
+		else
+			snprintf(text, sizeof(text), "jump tunnel \"%s\" is not connected",
+					 s->def->via);
 		fail(s, TUNNEL_STATE_UNREACHABLE, text);
 		/* Not this bastion's fault: look again soon, without backing off. */
 		s->failures = 0;
