@@ -6,7 +6,7 @@
 #   bash test/run-tests.sh e2e faults only these
 #   bash test/run-tests.sh demo       the demo
 set -euo pipefail
-SUITES="e2e topology day2 faults"
+SUITES="e2e topology day2 faults security durability scale soak"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
