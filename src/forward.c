@@ -255,13 +255,8 @@ static void
 channel_failed(TunnelForward *f, int rc)
 {
 	if (is_transport_error(rc))
-	{
-		char	   *msg = NULL;
-
-		libssh2_session_last_error(tunnel_session_ssh(f->session), &msg,
-								   NULL, 0);
-		tunnel_session_fail(f->session, msg ? msg : "transport error");
-	}
+		tunnel_session_fail(f->session,
+							tunnel_ssh_error_text(tunnel_session_ssh(f->session)));
 	abandon(f);
 }
 

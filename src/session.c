@@ -159,11 +159,32 @@ ms_until(TimestampTz t, TimestampTz now)
 static const char *
 ssh_error(TunnelSession *s)
 {
-	char	   *msg = NULL;
+	return tunnel_ssh_error_text(s->ssh);
+}
 
-	if (s->ssh)
-		libssh2_session_last_error(s->ssh, &msg, NULL, 0);
-	return msg ? msg : "unknown error";
+/*
+ * libssh2's last error, in words a DBA can act on where libssh2's own
+ * ("_libssh2_transport_read() bailed out!") would mean nothing to them.
+ */
+const char *
+tunnel_ssh_error_text(LIBSSH2_SESSION *ssh)
+{
+	char	   *msg = NULL;
+	int			rc;
+
+	if (ssh == NULL)
+		return "unknown error";
+	rc = libssh2_session_last_error(ssh, &msg, NULL, 0);
+	switch (rc)
+	{
+		case LIBSSH2_ERROR_SOCKET_RECV:
+		case LIBSSH2_ERROR_SOCKET_DISCONNECT:
+			return "the bastion closed the connection";
+		case LIBSSH2_ERROR_SOCKET_SEND:
+			return "could not send to the bastion (connection reset)";
+		default:
+			return msg ? msg : "unknown error";
+	}
 }
 
 /*

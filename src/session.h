@@ -69,6 +69,9 @@ extern bool tunnel_session_pending(void);
 /* For forward.c: the libssh2 handle, NULL unless authenticated. */
 extern LIBSSH2_SESSION *tunnel_session_ssh(TunnelSession *s);
 
+/* libssh2's last error on ssh, in a DBA's words for the socket errors. */
+extern const char *tunnel_ssh_error_text(LIBSSH2_SESSION *ssh);
+
 /* May `who` start (or resume) a libssh2 call that sends? */
 extern bool tunnel_session_may_send(TunnelSession *s, const void *who);
 
