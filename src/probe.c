@@ -5,11 +5,11 @@
  *	  calling backend and say, at the first step that fails, what to fix.
  *
  * It runs apart from the worker so that it answers even when the worker is
- * stuck or the tunnel is disabled.  Every wait goes through the latch with a
- * limit (tunnel_ssh.connect_timeout per step) and CHECK_FOR_INTERRUPTS, so
- * statement_timeout and a cancel stop it at any step; the socket and the
- * libssh2 session are released on every way out.  Key material is only
- * handed to libssh2 and wiped afterwards.
+ * stuck or the tunnel is disabled.  Every wait has a limit
+ * (tunnel_ssh.connect_timeout per step) and ends in CHECK_FOR_INTERRUPTS, so
+ * statement_timeout and a cancel stop it at any step; the sockets and the
+ * libssh2 sessions (one per hop with via) are released on every way out.
+ * Key material is only handed to libssh2 and wiped afterwards.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,12 +32,15 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "forward.h"
 #include "keys.h"
+#include "session.h"
 #include "sqlapi.h"
 #include "tunnel_ssh.h"
 
@@ -50,7 +53,30 @@ typedef struct ProbeTarget
 	int			port;
 } ProbeTarget;
 
-typedef struct Probe
+/*
+ * A jump: the session of a tunnel with via runs over one end of a
+ * socketpair, and the probe moves bytes between the other end and a
+ * direct-tcpip channel of the jump tunnel's session, as the worker does.
+ */
+typedef struct HopPump
+{
+	LIBSSH2_CHANNEL *channel;	/* on the jump tunnel's session */
+	pgsocket	sock;			/* our end of the socketpair */
+	char		up[16384];		/* from this session to the channel */
+	size_t		up_len;
+	size_t		up_off;
+	char		down[16384];	/* from the channel to this session */
+	size_t		down_len;
+	size_t		down_off;
+	bool		broken;
+} HopPump;
+
+/* Longer chains are refused; a loop could only be written by hand. */
+#define MAX_HOPS			8
+
+typedef struct Probe Probe;
+
+struct Probe
 {
 	/* the definition, read in the caller's snapshot */
 	char	   *name;
@@ -72,11 +98,16 @@ typedef struct Probe
 	LIBSSH2_SESSION *ssh;
 	LIBSSH2_CHANNEL *channel;
 
+	Probe	   *outer;			/* the jump tunnel's probe, with via */
+	HopPump    *pump;			/* with via */
+	int			hops;			/* jump tunnels behind this one */
+	const char *step_prefix;	/* "jump b1: " on a jump tunnel's steps */
+
 	ReturnSetInfo *rsinfo;
 	TimestampTz step_start;
 	TimestampTz deadline;
 	char		detail[DETAIL_MAXLEN];
-} Probe;
+};
 
 /* ---------- results ---------- */
 
@@ -99,7 +130,9 @@ end_step(Probe *p, const char *step, bool ok)
 	int			usecs;
 
 	TimestampDifference(p->step_start, GetCurrentTimestamp(), &secs, &usecs);
-	values[0] = CStringGetTextDatum(step);
+	values[0] = CStringGetTextDatum(p->step_prefix ?
+									psprintf("%s%s", p->step_prefix, step) :
+									step);
 	values[1] = BoolGetDatum(ok);
 	values[2] = CStringGetTextDatum(p->detail);
 	values[3] = Float8GetDatum(secs * 1000.0 + usecs / 1000.0);
@@ -114,6 +147,8 @@ end_step(Probe *p, const char *step, bool ok)
  * while passes; false once the step's deadline is reached.  A cancel or
  * statement_timeout raises its error here.
  */
+static bool chain_wait(Probe *p, int events, long ms);
+
 static bool
 probe_wait(Probe *p, int events)
 {
@@ -121,6 +156,8 @@ probe_wait(Probe *p, int events)
 
 	if (ms <= 0)
 		return false;
+	if (p->outer)
+		return chain_wait(p, events, ms);
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
 							 (p->sock != PGINVALID_SOCKET ? events : 0),
@@ -143,6 +180,128 @@ probe_wait_ssh(Probe *p)
 	return probe_wait(p, events ? events : WL_SOCKET_READABLE);
 }
 
+/* ---------- jumps ---------- */
+
+/*
+ * Move what is ready between this session's socketpair and its channel on
+ * the jump tunnel's session, jump tunnels first.  No read on the channel
+ * while a write to it is unfinished: libssh2 lets only the call that began
+ * a packet finish it.
+ */
+static void
+pump(Probe *p)
+{
+	HopPump    *h = p->pump;
+
+	if (p->outer->outer)
+		pump(p->outer);
+	for (int round = 0; round < 16 && !h->broken; round++)
+	{
+		bool		moved = false;
+		ssize_t		n;
+
+		if (h->up_off == h->up_len)
+		{
+			n = read(h->sock, h->up, sizeof(h->up));
+			if (n > 0)
+			{
+				h->up_len = n;
+				h->up_off = 0;
+			}
+			else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+				h->broken = true;
+		}
+		if (h->up_off < h->up_len)
+		{
+			n = libssh2_channel_write(h->channel, h->up + h->up_off,
+									  h->up_len - h->up_off);
+			if (n > 0)
+			{
+				h->up_off += n;
+				moved = true;
+			}
+			else if (n != LIBSSH2_ERROR_EAGAIN)
+				h->broken = true;
+		}
+		if (h->down_off == h->down_len && h->up_off == h->up_len)
+		{
+			n = libssh2_channel_read(h->channel, h->down, sizeof(h->down));
+			if (n > 0)
+			{
+				h->down_len = n;
+				h->down_off = 0;
+			}
+			else if ((n == 0 && libssh2_channel_eof(h->channel)) ||
+					 (n < 0 && n != LIBSSH2_ERROR_EAGAIN))
+				h->broken = true;
+		}
+		if (h->down_off < h->down_len)
+		{
+			n = write(h->sock, h->down + h->down_off,
+					  h->down_len - h->down_off);
+			if (n > 0)
+			{
+				h->down_off += n;
+				moved = true;
+			}
+			else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+				h->broken = true;
+		}
+		if (!moved)
+			break;
+	}
+	/* This session then sees the end of its socket and fails at once. */
+	if (h->broken)
+		(void) shutdown(h->sock, SHUT_RDWR);
+}
+
+static short
+ssh_poll_events(LIBSSH2_SESSION *ssh)
+{
+	int			dirs = ssh ? libssh2_session_block_directions(ssh) : 0;
+	short		events = POLLIN;
+
+	if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+		events |= POLLOUT;
+	return events;
+}
+
+/*
+ * probe_wait for a tunnel with via: pump, then sleep on every socket of the
+ * chain.  poll() rather than the latch because there are several sockets;
+ * the signals behind a cancel or statement_timeout interrupt it, and the
+ * sleeps are short.
+ */
+static bool
+chain_wait(Probe *p, int events, long ms)
+{
+	struct pollfd fds[2 * MAX_HOPS + 2];
+	int			n = 0;
+
+	pump(p);
+	fds[n].fd = p->sock;
+	fds[n++].events = ((events & WL_SOCKET_READABLE) ? POLLIN : 0) |
+		((events & WL_SOCKET_WRITEABLE) ? POLLOUT : 0);
+	for (Probe *q = p; q->outer; q = q->outer)
+	{
+		HopPump    *h = q->pump;
+
+		if (!h->broken)
+		{
+			fds[n].fd = h->sock;
+			fds[n++].events = (h->up_off == h->up_len ? POLLIN : 0) |
+				(h->down_off < h->down_len ? POLLOUT : 0);
+		}
+		fds[n].fd = q->outer->sock;
+		fds[n++].events = ssh_poll_events(q->outer->ssh);
+	}
+	(void) poll(fds, n, Min(ms, 100));
+	CHECK_FOR_INTERRUPTS();
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+	return true;
+}
+
 /* Repeat a libssh2 call that returns an int until it stops asking to wait. */
 #define SSH_CALL(p, rc, call) \
 	do { \
@@ -153,10 +312,7 @@ probe_wait_ssh(Probe *p)
 static const char *
 ssh_message(Probe *p)
 {
-	char	   *msg = NULL;
-
-	libssh2_session_last_error(p->ssh, &msg, NULL, 0);
-	return msg ? msg : "unknown error";
+	return tunnel_ssh_error_text(p->ssh);
 }
 
 /* ---------- reading the definition ---------- */
@@ -184,8 +340,9 @@ dup_secret(HeapTuple tuple, TupleDesc desc, int attno)
 	return copy;
 }
 
-static void
-read_definition(Probe *p)
+/* False if there is no such tunnel and missing_ok. */
+static bool
+read_definition(Probe *p, bool missing_ok)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(p->name)};
@@ -202,6 +359,11 @@ read_definition(Probe *p)
 						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 						  "WHERE t.name = $1",
 						  1, argtypes, values, NULL, true, 1);
+	if (SPI_processed == 0 && missing_ok)
+	{
+		SPI_finish();
+		return false;
+	}
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -235,6 +397,7 @@ read_definition(Probe *p)
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
+	return true;
 }
 
 /* ---------- the steps ---------- */
@@ -393,6 +556,61 @@ step_connect(Probe *p)
 				 "could not connect to %s port %d: %s",
 				 host, p->ssh_port, strerror(err));
 	return end_step(p, "tcp_connect", false);
+}
+
+/*
+ * With via, the jump tunnel's session connects to this bastion (it resolves
+ * the name, as ssh -J does), and this session runs over a socketpair.
+ */
+static bool
+step_jump_connect(Probe *p)
+{
+	Probe	   *o = p->outer;
+	LIBSSH2_CHANNEL *channel;
+	int			rc;
+	int			sv[2];
+
+	begin_step(p);
+	/* The waits below are the jump session's: give them this deadline. */
+	o->deadline = p->deadline;
+	for (;;)
+	{
+		channel = libssh2_channel_direct_tcpip_ex(o->ssh, p->ssh_host,
+												  p->ssh_port, "127.0.0.1", 0);
+		rc = channel ? 0 : libssh2_session_last_errno(o->ssh);
+		if (rc != LIBSSH2_ERROR_EAGAIN)
+			break;
+		if (!probe_wait_ssh(o))
+		{
+			rc = PROBE_TIMED_OUT;
+			break;
+		}
+	}
+	if (rc == PROBE_TIMED_OUT)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "jump host \"%s\" did not connect to %s port %d within %d s: a firewall between the two bastions may drop the traffic",
+				 o->name, p->ssh_host, p->ssh_port, tunnel_connect_timeout);
+		return end_step(p, "tcp_connect", false);
+	}
+	if (rc != 0)
+	{
+		forward_open_error_text(p->detail, sizeof(p->detail), p->ssh_host,
+								p->ssh_port, ssh_message(o));
+		return end_step(p, "tcp_connect", false);
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not create a socket pair: %m")));
+	p->pump = palloc0(sizeof(HopPump));
+	p->pump->channel = channel;
+	p->pump->sock = sv[1];
+	p->sock = sv[0];
+	snprintf(p->detail, sizeof(p->detail),
+			 "jump host \"%s\" (%s) connected to %s port %d",
+			 o->name, o->ssh_host, p->ssh_host, p->ssh_port);
+	return end_step(p, "tcp_connect", true);
 }
 
 static bool
@@ -657,6 +875,13 @@ step_postgres(Probe *p, ProbeTarget *t)
 static void
 release(Probe *p)
 {
+	/* This session first: it runs over its jump tunnel's channel. */
+	if (p->pump)
+	{
+		(void) shutdown(p->pump->sock, SHUT_RDWR);
+		close(p->pump->sock);
+		p->pump = NULL;
+	}
 	if (p->ssh)
 	{
 		/* Don't wait on a bastion that may never answer. */
@@ -678,6 +903,51 @@ release(Probe *p)
 	if (p->next_private_key)
 		keys_wipe(p->next_private_key);
 	p->private_key = p->next_private_key = NULL;
+	if (p->outer)
+	{
+		release(p->outer);
+		p->outer = NULL;
+	}
+}
+
+/*
+ * Resolve, connect, handshake and authenticate; with via, after doing the
+ * same for the jump tunnels, whose steps come first, prefixed with
+ * "jump <name>: ".
+ */
+static bool
+run_hop(Probe *p)
+{
+	Probe	   *o;
+
+	if (p->via == NULL)
+		return step_resolve(p) && step_connect(p) && step_handshake(p) &&
+			step_auth(p);
+
+	begin_step(p);
+	if (p->hops + 1 >= MAX_HOPS)
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "the chain of jump tunnels is longer than %d hops, or loops through \"%s\"",
+				 MAX_HOPS, p->via);
+		return end_step(p, "jump", false);
+	}
+	o = palloc0(sizeof(Probe));
+	o->name = p->via;
+	o->sock = PGINVALID_SOCKET;
+	o->rsinfo = p->rsinfo;
+	o->hops = p->hops + 1;
+	o->step_prefix = psprintf("jump %s: ", p->via);
+	if (!read_definition(o, true))
+	{
+		snprintf(p->detail, sizeof(p->detail),
+				 "this tunnel reaches its bastion through tunnel \"%s\", which does not exist: recreate this tunnel with an existing via",
+				 p->via);
+		return end_step(p, "jump", false);
+	}
+	p->outer = o;
+	return run_hop(o) && step_jump_connect(p) && step_handshake(p) &&
+		step_auth(p);
 }
 
 static void
@@ -685,17 +955,7 @@ run_steps(Probe *p)
 {
 	ListCell   *lc;
 
-	if (p->via)
-	{
-		begin_step(p);
-		snprintf(p->detail, sizeof(p->detail),
-				 "this tunnel reaches its bastion through tunnel \"%s\", which tunnel_test does not follow: run tunnel_test('%s') for the first hop and see tunnel_ssh.status for this one",
-				 p->via, p->via);
-		(void) end_step(p, "jump", false);
-		return;
-	}
-	if (!step_resolve(p) || !step_connect(p) || !step_handshake(p) ||
-		!step_auth(p))
+	if (!run_hop(p))
 		return;
 	foreach(lc, p->targets)
 	{
@@ -730,7 +990,7 @@ tunnel_test(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		read_definition(&probe);
+		(void) read_definition(&probe, false);
 		run_steps(&probe);
 	}
 	PG_FINALLY();

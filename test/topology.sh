@@ -32,6 +32,22 @@ check "b2's sshd saw the session come from b1's side" grep -q "Accepted publicke
 check "the tunnels view shows the chain" \
   test "$(lsql "SELECT via FROM tunnel_ssh.tunnels WHERE name = 'b2'")" = b1
 
+# tunnel_test walks the chain: b1's steps, then b2's over a channel of b1.
+steps=$(lsql "SELECT string_agg(step || '=' || ok, ', ') FROM tunnel_test('b2')")
+echo "# tunnel_test('b2'): $steps"
+check "tunnel_test follows the jump: every step of both hops ok" test "$steps" = \
+  "jump b1: resolve=true, jump b1: tcp_connect=true, jump b1: ssh_handshake=true, jump b1: authenticate=true, tcp_connect=true, ssh_handshake=true, authenticate=true, open_channel=true, postgres_probe=true"
+check "tunnel_test: b2 is reached by the jump host" \
+  grep -q 'jump host "b1" (10.231.1.2) connected to 10.231.2.2 port 2222' <<<"$(lsql "SELECT detail FROM tunnel_test('b2') WHERE step = 'tcp_connect'")"
+check "tunnel_test: b2's own host key is checked" \
+  grep -q "matches" <<<"$(lsql "SELECT detail FROM tunnel_test('b2') WHERE step = 'ssh_handshake'")"
+lsql "SELECT tunnel_create('b2_bad', '10.231.2.2', '127.0.0.1', 5432, ssh_port => 2223, ssh_user => '$me', local_port => 56519, via => 'b1')" >/dev/null
+bad=$(lsql "SELECT step || ': ' || detail FROM tunnel_test('b2_bad') WHERE NOT ok")
+echo "# tunnel_test('b2_bad'): $bad"
+check "tunnel_test: a bastion the jump host cannot reach fails at tcp_connect, as seen from the jump host" \
+  grep -q '^tcp_connect: nothing listens on 10.231.2.2:2223 as seen from the bastion' <<<"$bad"
+lsql "SELECT tunnel_drop('b2_bad')" >/dev/null
+
 lsql "CREATE SERVER b2db FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '56503', dbname 'postgres');
       CREATE USER MAPPING FOR CURRENT_USER SERVER b2db OPTIONS (user '$me');
       IMPORT FOREIGN SCHEMA public LIMIT TO (behind_b2) FROM SERVER b2db INTO public;" >/dev/null
