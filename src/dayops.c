@@ -37,6 +37,23 @@ typedef struct CurrentTunnel
 	int			nforwards;
 } CurrentTunnel;
 
+/*
+ * SPI_getvalue's copy is freed by SPI_finish, and the callers quote these
+ * values in messages after it: copy into the caller's context.
+ */
+static char *
+value_for_caller(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	char	   *v = SPI_getvalue(tuple, desc, attno);
+	char	   *copy;
+
+	if (v == NULL)
+		return NULL;
+	copy = SPI_palloc(strlen(v) + 1);
+	strcpy(copy, v);
+	return copy;
+}
+
 static void
 lock_tunnel(const char *name, CurrentTunnel *cur)
 {
@@ -58,13 +75,13 @@ lock_tunnel(const char *name, CurrentTunnel *cur)
 				 errmsg("tunnel \"%s\" does not exist", name)));
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	cur->ssh_host = SPI_getvalue(tuple, desc, 1);
+	cur->ssh_host = value_for_caller(tuple, desc, 1);
 	cur->ssh_port = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
-	cur->ssh_user = SPI_getvalue(tuple, desc, 3);
-	cur->key_type = SPI_getvalue(tuple, desc, 4);
-	cur->key_fingerprint = SPI_getvalue(tuple, desc, 5);
-	cur->host_key_fingerprint = SPI_getvalue(tuple, desc, 6);
-	cur->next_key_fingerprint = SPI_getvalue(tuple, desc, 7);
+	cur->ssh_user = value_for_caller(tuple, desc, 3);
+	cur->key_type = value_for_caller(tuple, desc, 4);
+	cur->key_fingerprint = value_for_caller(tuple, desc, 5);
+	cur->host_key_fingerprint = value_for_caller(tuple, desc, 6);
+	cur->next_key_fingerprint = value_for_caller(tuple, desc, 7);
 	cur->nforwards = DatumGetInt32(SPI_getbinval(tuple, desc, 8, &isnull));
 }
 
@@ -271,6 +288,8 @@ tunnel_rotate_key(PG_FUNCTION_ARGS)
 	CurrentTunnel cur;
 	TunnelKeyType key_type;
 	TunnelKey	key;
+	MemoryContext caller_cxt;
+	MemoryContext old_cxt;
 	char	   *comment;
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[5];
@@ -281,6 +300,8 @@ tunnel_rotate_key(PG_FUNCTION_ARGS)
 				 errmsg("unknown key_type \"%s\"", key_name),
 				 errhint("Use \"ed25519\", \"ecdsa\" or \"rsa\".")));
 
+	/* What outlives SPI_finish (the returned line) is made out of SPI's context. */
+	caller_cxt = CurrentMemoryContext;
 	SPI_connect();
 	lock_tunnel(name, &cur);
 	if (cur.next_key_fingerprint)
@@ -310,7 +331,9 @@ tunnel_rotate_key(PG_FUNCTION_ARGS)
 		strftime(day, sizeof(day), "%Y%m%d", &tm);
 		comment = psprintf("tunnel_ssh:%s:%s", name, day);
 	}
+	old_cxt = MemoryContextSwitchTo(caller_cxt);
 	keys_generate(key_type, comment, &key);
+	MemoryContextSwitchTo(old_cxt);
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(keys_type_name(key_type));

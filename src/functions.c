@@ -70,6 +70,8 @@ tunnel_create(PG_FUNCTION_ARGS)
 	const char *reason;
 	TunnelKeyType key_type;
 	TunnelKey	key;
+	MemoryContext caller_cxt;
+	MemoryContext old_cxt;
 	int			local_port;
 	char	   *holder;
 	char	   *comment;
@@ -95,6 +97,8 @@ tunnel_create(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 		tunnel_check_local_port(PG_GETARG_INT32(6));
 
+	/* What outlives SPI_finish (the returned line) is made out of SPI's context. */
+	caller_cxt = CurrentMemoryContext;
 	SPI_connect();
 	/* Serialize creators, so two cannot pick the same free port. */
 	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
@@ -124,8 +128,10 @@ tunnel_create(PG_FUNCTION_ARGS)
 	if (key_type == TUNNEL_KEY_RSA)
 		tunnel_notice_rsa();
 
+	old_cxt = MemoryContextSwitchTo(caller_cxt);
 	comment = psprintf("tunnel_ssh:%s", name);
 	keys_generate(key_type, comment, &key);
+	MemoryContextSwitchTo(old_cxt);
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(ssh_host);
