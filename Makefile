@@ -45,9 +45,9 @@ bench:
 fuzz:
 	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) bash test/fuzz/run.sh $(FUZZ_TARGETS)
 
-# The e2e suite with the module built with AddressSanitizer and LeakSanitizer
-# (as root); fails on any ASan error or a leak in our code.  ASAN_SUITES to
-# choose the suites (default e2e).
-.PHONY: asan
-asan:
-	bash test/sanitize.sh $(ASAN_SUITES)
+# The e2e suite with the local server under valgrind memcheck (as root);
+# fails on any error or definite leak with a tunnel_ssh frame.
+# VALGRIND_SUITES to choose the suites (default e2e).
+.PHONY: valgrind
+valgrind:
+	bash test/valgrind.sh $(VALGRIND_SUITES)

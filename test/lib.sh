@@ -38,8 +38,8 @@ kill_sshd()  {
 }
 cleanup() {
   kill_sshd
-  # Under a sanitizer a fast shutdown, so every process runs its exit checks.
-  [ -n "${TUNNEL_SSH_LD_PRELOAD:-}" ] && $B/pg_ctl -D "$dir/local" stop -m fast -t 120 >/dev/null 2>&1
+  # Under valgrind a fast shutdown, so every process reports its leaks.
+  [ -n "${TUNNEL_SSH_POSTGRES:-}" ] && $B/pg_ctl -D "$dir/local" stop -m fast -t 120 >/dev/null 2>&1
   $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1
   $B/pg_ctl -D "$dir/private" stop -m immediate >/dev/null 2>&1
 }
@@ -74,10 +74,9 @@ tunnel_ssh.reconnect_max_delay = 2
 ${LOCAL_CONF:-}
 C
 $B/pg_ctl -D private -l private.log start -w >/dev/null
-# TUNNEL_SSH_LD_PRELOAD (test/sanitize.sh: libasan) is given to the local
-# server only, which loads the instrumented module.
-${TUNNEL_SSH_LD_PRELOAD:+env LD_PRELOAD=$TUNNEL_SSH_LD_PRELOAD} \
-  $B/pg_ctl -D local -l local.log start -w >/dev/null
+# TUNNEL_SSH_POSTGRES (test/valgrind.sh: postgres under valgrind) runs the
+# local server only, the one that loads the module.
+$B/pg_ctl -D local -l local.log ${TUNNEL_SSH_POSTGRES:+-p "$TUNNEL_SSH_POSTGRES" -t 300} start -w >/dev/null
 mkdir -p sshd
 ssh-keygen -q -t ed25519 -N '' -f sshd/host_key
 touch sshd/authorized_keys; chmod 600 sshd/authorized_keys

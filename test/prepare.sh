@@ -1,8 +1,7 @@
 # Sourced (as root) by test/run-tests.sh and bench/run.sh, from the
 # repository's top directory: installs the Debian packages we need (and any
 # passed as arguments), waits for its turn on this machine, builds and
-# installs the module (with $TUNNEL_SSH_CFLAGS added, if set), and makes the
-# unprivileged user that runs servers.
+# installs the module, and makes the unprivileged user that runs servers.
 # Sets $user.
 prepare_machine() {
   local need=(postgresql-15 postgresql-server-dev-15
@@ -23,13 +22,8 @@ prepare_machine() {
   flock 9
 
   make -s clean >/dev/null 2>&1 || true
-  # TUNNEL_SSH_CFLAGS (e.g. -fsanitize=address, from test/sanitize.sh)
-  # builds an instrumented module; unset, the ordinary build.
-  local flags=()
-  [ -n "${TUNNEL_SSH_CFLAGS:-}" ] &&
-    flags=(PG_CFLAGS="$TUNNEL_SSH_CFLAGS" PG_LDFLAGS="$TUNNEL_SSH_CFLAGS")
-  make -s "${flags[@]}"
-  make -s "${flags[@]}" install
+  make -s
+  make -s install
 
   # Our servers listen on fixed ports in 50000-59999, inside the kernel's
   # ephemeral range: keep outgoing connections of anything else on this
