@@ -616,6 +616,13 @@ forward_destroy(TunnelForward *f)
 	pfree(f);
 }
 
+bool
+forward_waits_for_session(TunnelForward *f)
+{
+	return f->phase == FORWARD_WAITING && f->client != PGINVALID_SOCKET &&
+		!f->client_eof;
+}
+
 LIBSSH2_CHANNEL *
 forward_live_channel(TunnelForward *f)
 {

@@ -34,6 +34,12 @@ extern bool forward_pump(TunnelForward *f, bool *progress);
 /* Close the client and drop the channel at once (the session is gone). */
 extern void forward_destroy(TunnelForward *f);
 
+/*
+ * A client still there whose channel was never opened: it can wait for the
+ * session to come back.
+ */
+extern bool forward_waits_for_session(TunnelForward *f);
+
 /* Has the forward a channel that is not at EOF (to drain the transport)? */
 extern LIBSSH2_CHANNEL *forward_live_channel(TunnelForward *f);
 

@@ -100,6 +100,7 @@ struct TunnelSession
 	TimestampTz deadline;		/* of the current connect phase */
 	TimestampTz retry_at;		/* end of backoff */
 	TimestampTz last_attempt;
+	TimestampTz lost_at;		/* when a ready session last failed, or 0 */
 	TimestampTz last_recv;		/* any byte from the bastion */
 	TimestampTz probe_started;
 	int			failures;		/* consecutive failed attempts */
@@ -312,10 +313,55 @@ backoff_ms(int failures)
 	return (long) (delay * (0.5 + 0.5 * pg_prng_double(&pg_global_prng_state)));
 }
 
+/*
+ * A bastion that was serving until moments ago (sshd restarted, a network
+ * blip) is likely back within a second or two.  Clients that connect in
+ * that window, or were waiting for their channel when the session fell,
+ * wait for the next attempt instead of being closed: their connection then
+ * just takes a little longer.  The window is tunnel_ssh.connect_timeout
+ * from the loss; a bastion down for longer fails new clients at once, as
+ * does one that never worked.
+ */
+static bool
+holding_clients(TunnelSession *s, TimestampTz now)
+{
+	return s->lost_at != 0 &&
+		now - s->lost_at < (TimestampTz) tunnel_connect_timeout * USECS_PER_SEC;
+}
+
+/* Attempts for waiting clients: right away, but at most one a second. */
+static TimestampTz
+next_retry_for_clients(TunnelSession *s, TimestampTz now)
+{
+	return Max(now, s->last_attempt + USECS_PER_SEC);
+}
+
+/*
+ * Take the clients that have no channel yet off the session, so that
+ * close_connection spares them, if the session is within the window.
+ */
+static void
+hold_waiting_clients(TunnelSession *s, TimestampTz now, dlist_head *held)
+{
+	dlist_mutable_iter iter;
+
+	if (!holding_clients(s, now))
+		return;
+	dlist_foreach_modify(iter, &s->forwards)
+	{
+		if (forward_waits_for_session(forward_from_node(iter.cur)))
+		{
+			dlist_delete(iter.cur);
+			dlist_push_tail(held, iter.cur);
+		}
+	}
+}
+
 static void
 fail(TunnelSession *s, TunnelState state, const char *message)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	dlist_head	held;
 
 	if (s->key_check)
 	{
@@ -338,6 +384,11 @@ fail(TunnelSession *s, TunnelState state, const char *message)
 		strlcpy(s->last_logged, message, sizeof(s->last_logged));
 	}
 
+	if (s->phase == PHASE_READY)
+		s->lost_at = now;
+	dlist_init(&held);
+	hold_waiting_clients(s, now, &held);
+
 	close_connection(s, false);
 	free_addrs(s);
 	s->failures++;
@@ -345,6 +396,18 @@ fail(TunnelSession *s, TunnelState state, const char *message)
 	s->phase = PHASE_BACKOFF;
 	s->fail_pending = false;
 	set_state(s, state, message);
+
+	if (!dlist_is_empty(&held))
+	{
+		dlist_mutable_iter iter;
+
+		dlist_foreach_modify(iter, &held)
+		{
+			dlist_delete(iter.cur);
+			dlist_push_tail(&s->forwards, iter.cur);
+		}
+		s->retry_at = Min(s->retry_at, next_retry_for_clients(s, now));
+	}
 }
 
 void
@@ -1115,15 +1178,21 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 	 * Someone needs the tunnel now: don't make them wait out a long backoff,
 	 * but don't let a stream of clients hammer a dead bastion either.  A
 	 * client arriving in backoff waits for the attempt it triggers; the
-	 * session's failure closes it.
+	 * session's failure closes it, unless the bastion was lost only moments
+	 * ago (holding_clients).
 	 */
-	if (s->phase == PHASE_BACKOFF && now - s->last_attempt >= USECS_PER_SEC)
-		s->retry_at = now;
-	if (s->phase == PHASE_BACKOFF && s->retry_at > now)
+	if (s->phase == PHASE_BACKOFF)
 	{
-		dlist_delete(forward_node(f));
-		forward_destroy(f);
-		return;
+		TimestampTz soonest = next_retry_for_clients(s, now);
+
+		if (soonest == now || holding_clients(s, now))
+			s->retry_at = Min(s->retry_at, soonest);
+		if (s->retry_at > now && !holding_clients(s, now))
+		{
+			dlist_delete(forward_node(f));
+			forward_destroy(f);
+			return;
+		}
 	}
 	tunnel_session_mark_dirty(s);
 }
