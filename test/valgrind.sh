@@ -56,17 +56,20 @@ for f in "$log"/vg.*; do
     # "==PID== Kind" heads a report, "==PID==    at/by 0x..: fn (file.c:N)"
     # are its frames, "==PID== " alone ends it.  Only the first stack (where
     # it happened, not where the block came from) is kept for the summary.
-    # Ours: a leak with a frame of ours anywhere; an error with one among
-    # the six innermost frames of a stack (the worker is the outermost frame
-    # of everything PostgreSQL does in it, such as writing its relcache
-    # init file, whose padding valgrind reports).
+    # Ours: a report with a frame of ours among the innermost frames of a
+    # stack: six for an error, eight for a leak (OpenSSL and libssh2 add a
+    # few between malloc and us).  Deeper down we are only the caller: the
+    # worker is the outermost frame of all PostgreSQL does in it (writing
+    # its relcache init file, whose padding valgrind reports), and
+    # tunnel_server_create of postgres_fdw validating its options (its
+    # libpq option cache shows as lost).
     { sub(/^==[0-9]+==/, ""); line = $0; sub(/^ +/, "", line) }
     line == "" { flush(); next }
     line ~ /^(at|by) 0x/ {
       if (kind == "") next
       if (line ~ /^at /) { frames++; depth = 0 }
       depth++
-      if (line ~ ours && (kind == "leak" || depth <= 6)) mine = 1
+      if (line ~ ours && depth <= (kind == "leak" ? 8 : 6)) mine = 1
       s = line; sub(/^(at|by) 0x[0-9A-Fa-f]+: /, "", s)
       if (frames == 1 && nframes < 10) { stack = stack (nframes ? " <- " : "") s; nframes++ }
       next
