@@ -305,6 +305,13 @@ str_differs(const char *a, const char *b)
 	return strcmp(a, b) != 0;
 }
 
+bool
+catalog_stored_key_differs(const TunnelDef *a, const TunnelDef *b)
+{
+	return str_differs(a->private_key, b->private_key) ||
+		str_differs(a->key_fingerprint, b->key_fingerprint);
+}
+
 /*
  * A rotation that starts, ends or is cancelled leaves the session alone: it
  * keeps the key it authenticated with, which is either the old key (still

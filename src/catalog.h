@@ -52,6 +52,9 @@ extern TunnelDef *catalog_copy_def(const TunnelDef *def);
 /* Release one definition, wiping its private key first. */
 extern void catalog_free_def(TunnelDef *def);
 
+/* Do two definitions hold a different private key or key fingerprint? */
+extern bool catalog_stored_key_differs(const TunnelDef *a, const TunnelDef *b);
+
 /* Do two definitions need a new SSH session (bastion, account, key)? */
 extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);
 

@@ -71,6 +71,7 @@ struct WorkerTunnel
 	TunnelSession *session;		/* NULL when disabled, invalid or unbound */
 	List	   *forwards;		/* of WorkerForward */
 	bool		runnable;		/* enabled and valid */
+	bool		key_usable;		/* def's private key parses and matches */
 	TimestampTz bind_retry_at;	/* next try for ports that were taken */
 
 	/* a rotation's key, tried beside a session that uses the old one */
@@ -100,7 +101,8 @@ on_accept(void *arg, pgsocket client)
 /*
  * Parse the stored key with OpenSSL before libssh2 sees it: libssh2 reports
  * a damaged key as a generic authentication error, which would read as a
- * network problem and be retried for ever.
+ * network problem and be retried for ever.  Done when the key text changes
+ * (set_def), not on every reload or bind retry.
  */
 static bool
 stored_key_matches(const TunnelDef *def)
@@ -122,8 +124,9 @@ stored_key_matches(const TunnelDef *def)
  * use puts only this tunnel into state "invalid".
  */
 static const char *
-invalid_reason(const TunnelDef *def)
+invalid_reason(const WorkerTunnel *t)
 {
+	const TunnelDef *def = t->def;
 	const char *reason;
 	ListCell   *lc;
 
@@ -134,7 +137,7 @@ invalid_reason(const TunnelDef *def)
 	if (def->private_key == NULL || def->key_fingerprint == NULL ||
 		def->key_type == NULL)
 		return "The tunnel has no private key.";
-	if (!stored_key_matches(def))
+	if (!t->key_usable)
 		return "The stored private key cannot be read or does not match key_fingerprint; recreate the tunnel.";
 	if (def->forwards == NIL)
 		return "The tunnel has no forward.";
@@ -313,7 +316,7 @@ sync_forwards(WorkerTunnel *t)
 static void
 apply(WorkerTunnel *t)
 {
-	const char *reason = invalid_reason(t->def);
+	const char *reason = invalid_reason(t);
 
 	tunnel_status_set_definition(t->slot, t->def->next_key_fingerprint,
 								 t->def->rotation_started, t->def->via);
@@ -370,6 +373,9 @@ set_def(WorkerTunnel *t, const TunnelDef *def)
 	TunnelDef  *copy = catalog_copy_def(def);
 
 	MemoryContextSwitchTo(old);
+	if (t->def == NULL || catalog_stored_key_differs(t->def, copy))
+		t->key_usable = copy->private_key != NULL &&
+			copy->key_fingerprint != NULL && stored_key_matches(copy);
 	if (t->def)
 	{
 		if (t->def->private_key)
