@@ -37,23 +37,6 @@ typedef struct CurrentTunnel
 	int			nforwards;
 } CurrentTunnel;
 
-/*
- * SPI_getvalue's copy is freed by SPI_finish, and the callers quote these
- * values in messages after it: copy into the caller's context.
- */
-static char *
-value_for_caller(HeapTuple tuple, TupleDesc desc, int attno)
-{
-	char	   *v = SPI_getvalue(tuple, desc, attno);
-	char	   *copy;
-
-	if (v == NULL)
-		return NULL;
-	copy = SPI_palloc(strlen(v) + 1);
-	strcpy(copy, v);
-	return copy;
-}
-
 static void
 lock_tunnel(const char *name, CurrentTunnel *cur)
 {
@@ -75,13 +58,13 @@ lock_tunnel(const char *name, CurrentTunnel *cur)
 				 errmsg("tunnel \"%s\" does not exist", name)));
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	cur->ssh_host = value_for_caller(tuple, desc, 1);
+	cur->ssh_host = tunnel_spi_value(tuple, desc, 1, false);
 	cur->ssh_port = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
-	cur->ssh_user = value_for_caller(tuple, desc, 3);
-	cur->key_type = value_for_caller(tuple, desc, 4);
-	cur->key_fingerprint = value_for_caller(tuple, desc, 5);
-	cur->host_key_fingerprint = value_for_caller(tuple, desc, 6);
-	cur->next_key_fingerprint = value_for_caller(tuple, desc, 7);
+	cur->ssh_user = tunnel_spi_value(tuple, desc, 3, false);
+	cur->key_type = tunnel_spi_value(tuple, desc, 4, false);
+	cur->key_fingerprint = tunnel_spi_value(tuple, desc, 5, false);
+	cur->host_key_fingerprint = tunnel_spi_value(tuple, desc, 6, false);
+	cur->next_key_fingerprint = tunnel_spi_value(tuple, desc, 7, false);
 	cur->nforwards = DatumGetInt32(SPI_getbinval(tuple, desc, 8, &isnull));
 }
 

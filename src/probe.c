@@ -317,29 +317,6 @@ ssh_message(Probe *p)
 
 /* ---------- reading the definition ---------- */
 
-static char *
-dup_value(HeapTuple tuple, TupleDesc desc, int attno)
-{
-	char	   *v = SPI_getvalue(tuple, desc, attno);
-
-	return v ? MemoryContextStrdup(CurTransactionContext, v) : NULL;
-}
-
-/* The same for a private key: SPI's copy is wiped before SPI frees it. */
-static char *
-dup_secret(HeapTuple tuple, TupleDesc desc, int attno)
-{
-	char	   *v = SPI_getvalue(tuple, desc, attno);
-	char	   *copy = NULL;
-
-	if (v)
-	{
-		copy = MemoryContextStrdup(CurTransactionContext, v);
-		keys_wipe(v);
-	}
-	return copy;
-}
-
 /* False if there is no such tunnel and missing_ok. */
 static bool
 read_definition(Probe *p, bool missing_ok)
@@ -370,17 +347,17 @@ read_definition(Probe *p, bool missing_ok)
 				 errmsg("tunnel \"%s\" does not exist", p->name)));
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	p->ssh_host = dup_value(tuple, desc, 1);
+	p->ssh_host = tunnel_spi_value(tuple, desc, 1, false);
 	p->ssh_port = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
-	p->ssh_user = dup_value(tuple, desc, 3);
-	p->public_key = dup_value(tuple, desc, 4);
-	p->key_fingerprint = dup_value(tuple, desc, 5);
-	p->private_key = dup_secret(tuple, desc, 6);
-	p->next_public_key = dup_value(tuple, desc, 7);
-	p->next_key_fingerprint = dup_value(tuple, desc, 8);
-	p->next_private_key = dup_secret(tuple, desc, 9);
-	p->host_key = dup_value(tuple, desc, 10);
-	p->via = dup_value(tuple, desc, 11);
+	p->ssh_user = tunnel_spi_value(tuple, desc, 3, false);
+	p->public_key = tunnel_spi_value(tuple, desc, 4, false);
+	p->key_fingerprint = tunnel_spi_value(tuple, desc, 5, false);
+	p->private_key = tunnel_spi_value(tuple, desc, 6, true);
+	p->next_public_key = tunnel_spi_value(tuple, desc, 7, false);
+	p->next_key_fingerprint = tunnel_spi_value(tuple, desc, 8, false);
+	p->next_private_key = tunnel_spi_value(tuple, desc, 9, true);
+	p->host_key = tunnel_spi_value(tuple, desc, 10, false);
+	p->via = tunnel_spi_value(tuple, desc, 11, false);
 
 	SPI_execute_with_args("SELECT remote_host, remote_port FROM tunnel_ssh.forward "
 						  "WHERE tunnel = $1 ORDER BY local_port",

@@ -20,6 +20,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "keys.h"
 #include "sqlapi.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
@@ -195,3 +196,17 @@ tunnel_spi_run(const char *sql, int nargs, Oid *types, Datum *values, const char
 			 SPI_result_code_string(rc));
 }
 
+char *
+tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno, bool secret)
+{
+	char	   *v = SPI_getvalue(tuple, desc, attno);
+	char	   *copy;
+
+	if (v == NULL)
+		return NULL;
+	copy = SPI_palloc(strlen(v) + 1);
+	strcpy(copy, v);
+	if (secret)
+		keys_wipe(v);
+	return copy;
+}

@@ -8,6 +8,8 @@
 #ifndef TUNNEL_SQLAPI_H
 #define TUNNEL_SQLAPI_H
 
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "fmgr.h"
 
 /* A text argument that must not be NULL ("what" names it in the error). */
@@ -30,6 +32,14 @@ extern void tunnel_notice_rsa(void);
 
 /* The tunnel whose forward holds a local port, or NULL.  Needs SPI. */
 extern char *tunnel_port_holder(int port);
+
+/*
+ * Column attno of an SPI result as text, copied into the memory context that
+ * was current at SPI_connect: SPI_getvalue's own copy dies with SPI_finish.
+ * For a secret, SPI's copy is wiped as well.  Needs SPI.
+ */
+extern char *tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno,
+							  bool secret);
 
 /* A free port from tunnel_ssh.port_range, or an error.  Needs SPI. */
 extern int	tunnel_pick_port(void);
