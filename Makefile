@@ -7,6 +7,7 @@ OBJS = \
 	src/forward.o \
 	src/functions.o \
 	src/keys.o \
+	src/keystream.o \
 	src/listener.o \
 	src/probe.o \
 	src/session.o \

@@ -33,6 +33,7 @@ int			tunnel_connect_timeout = 10;
 int			tunnel_reconnect_max_delay = 30;
 int			tunnel_max_tunnels = 1000;
 int			tunnel_max_forwards = 4000;
+bool		tunnel_bulk_keystream = true;
 
 bool		tunnel_preloaded = false;
 
@@ -139,6 +140,15 @@ define_gucs(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("tunnel_ssh.bulk_keystream",
+							 "Computes the AES-CTR keystream of SSH sessions in bulk.",
+							 "Only with libssh2 older than 1.11, which encrypts one block per call; see keystream.c.",
+							 &tunnel_bulk_keystream,
+							 true,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("tunnel_ssh");
 }

@@ -33,6 +33,7 @@
 
 #include "catalog.h"
 #include "keys.h"
+#include "keystream.h"
 #include "listener.h"
 #include "session.h"
 #include "status.h"
@@ -651,6 +652,8 @@ tunnel_worker_main(Datum main_arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not initialize libssh2")));
+	if (tunnel_bulk_keystream)
+		(void) tunnel_keystream_install();
 
 	raise_file_limit();
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "tunnel_ssh worker",

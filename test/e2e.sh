@@ -6,6 +6,8 @@
 set -uo pipefail
 dir=${1:?work directory}
 cd "$dir"
+# debug1: the worker says at start whether it computes AES-CTR in bulk.
+LOCAL_CONF="log_min_messages = debug1"
 . "$(dirname "$0")/lib.sh"
 psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -c \
   "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;
@@ -71,6 +73,42 @@ check "dblink through the tunnel" test \
 sum_direct=$(psql -X -h 127.0.0.1 -p $PPORT -d postgres -Atc "COPY big TO STDOUT" | md5sum)
 sum_tunnel=$(psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc "COPY big TO STDOUT" | md5sum)
 check "large COPY (~230 MB) through the tunnel arrives byte-exact" test "$sum_direct" = "$sum_tunnel"
+# libssh2 1.10 crypts block by block, so the worker serves AES-CTR from a
+# keystream computed in bulk (src/keystream.c); 1.11 and later need not.
+if dpkg --compare-versions "$(dpkg-query -W -f='${Version}' libssh2-1)" lt 1.11; then
+  check "AES-CTR keystream computed in bulk with libssh2 < 1.11" \
+    grep -q "AES-CTR keystream computed in bulk" local.log
+else
+  check "no bulk keystream with libssh2 >= 1.11" \
+    bash -c "! grep -q 'AES-CTR keystream computed in bulk' local.log"
+fi
+check "the keystream passed its check against OpenSSL's AES-CTR" \
+  bash -c "! grep -q 'AES-CTR is computed one block at a time' local.log"
+
+# Rekeying replaces every cipher context mid-stream: sshd renews the keys
+# after each 4 MB, both ways, during a COPY out and a COPY in.
+kill_sshd
+cp sshd/sshd_config sshd/sshd_config.orig
+sed -i 's/^LogLevel .*/LogLevel DEBUG1/' sshd/sshd_config
+echo "RekeyLimit 4M" >> sshd/sshd_config
+start_sshd
+wait_state main connected 15 >/dev/null
+rekeys0=$(grep -c "ssh_set_newkeys: rekeying" sshd/log)
+sum_tunnel=$(psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc "COPY big TO STDOUT" | md5sum)
+check "COPY out byte-exact while sshd rekeys every 4 MB" test "$sum_direct" = "$sum_tunnel"
+psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -Atc "COPY (SELECT * FROM big WHERE id <= 400000) TO STDOUT" > big_in.copy
+psql -X -q -h 127.0.0.1 -p 54321 -d postgres -v ON_ERROR_STOP=1 \
+  -c "CREATE TABLE big_in (id int, v text)" -c "COPY big_in FROM STDIN" < big_in.copy
+check "COPY in (~115 MB) byte-exact while sshd rekeys" test \
+  "$(psql -X -h 127.0.0.1 -p $PPORT -d postgres -Atc "COPY (SELECT * FROM big_in ORDER BY id) TO STDOUT" | md5sum)" = "$(md5sum < big_in.copy)"
+rekeys=$(( $(grep -c "ssh_set_newkeys: rekeying" sshd/log) - rekeys0 ))
+echo "# sshd rekeyed $rekeys times during the two COPYs"
+check "sshd did rekey (more than 50 times)" test "$rekeys" -gt 50
+rm -f big_in.copy
+kill_sshd
+mv sshd/sshd_config.orig sshd/sshd_config
+start_sshd
+wait_state main connected 15 >/dev/null
 
 out=$($B/pgbench -n -S -c 50 -j 2 -t 40 -h 127.0.0.1 -p 54321 postgres 2>&1)
 check "50 concurrent clients through one tunnel, no failure" \
