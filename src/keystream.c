@@ -66,6 +66,9 @@ static EVP_CIPHER *openssl_ctr[lengthof(ctr_names)];
 
 static const unsigned char zeros[KEYSTREAM_CHUNK];
 
+/* Loaded for the life of the process. */
+static OSSL_PROVIDER *keystream_provider = NULL;
+
 static int
 key_index(size_t keylen)
 {
@@ -492,6 +495,7 @@ tunnel_keystream_install(void)
 
 	if (why == NULL)
 	{
+		keystream_provider = prov;
 		elog(DEBUG1, "tunnel_ssh: AES-CTR keystream computed in bulk for libssh2 %s",
 			 libssh2_version(0));
 		return true;
