@@ -40,6 +40,8 @@
 #include <openssl/provider.h>
 #include <openssl/rand.h>
 
+#include "storage/ipc.h"
+
 #include "keystream.h"
 
 #define PROVIDER_NAME	"tunnel_ssh_keystream"
@@ -460,6 +462,18 @@ provider_matches_openssl(OSSL_PROVIDER *prov)
 	return true;
 }
 
+/*
+ * At exit, before OpenSSL's own cleanup: with our reference still held, that
+ * cleanup would leave the provider's internals behind, unreachable.
+ */
+static void
+unload_provider(int code, Datum arg)
+{
+	if (keystream_provider != NULL)
+		(void) OSSL_PROVIDER_unload(keystream_provider);
+	keystream_provider = NULL;
+}
+
 bool
 tunnel_keystream_install(void)
 {
@@ -496,6 +510,7 @@ tunnel_keystream_install(void)
 	if (why == NULL)
 	{
 		keystream_provider = prov;
+		on_proc_exit(unload_provider, (Datum) 0);
 		elog(DEBUG1, "tunnel_ssh: AES-CTR keystream computed in bulk for libssh2 %s",
 			 libssh2_version(0));
 		return true;
