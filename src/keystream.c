@@ -23,8 +23,9 @@
  * later), under a FIPS configuration, or if it does not produce exactly what
  * OpenSSL's AES-CTR produces when checked at start.
  *
- * Functions here run inside OpenSSL, called from libssh2: they must not
- * ereport or palloc.
+ * The provider's functions (contexts, init, update, params) run inside
+ * OpenSSL, called from libssh2: they must not ereport or palloc.  Only
+ * tunnel_keystream_install and its start-up check run in PostgreSQL's world.
  *
  *-------------------------------------------------------------------------
  */
