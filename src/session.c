@@ -655,8 +655,13 @@ begin_ssh(TunnelSession *s)
 		return;
 	}
 	libssh2_session_set_blocking(s->ssh, 0);
+#if LIBSSH2_VERSION_NUM >= 0x010b01
+	libssh2_session_callback_set2(s->ssh, LIBSSH2_CALLBACK_RECV,
+								  (libssh2_cb_generic *) recv_and_note);
+#else
 	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV,
 								 (void *) recv_and_note);
+#endif
 	/* Fastest first on CPUs with AES-NI and SHA-NI (shared/PLATFORM.md). */
 	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_CRYPT_CS,
 									   "aes128-ctr,aes256-ctr,aes192-ctr");

@@ -19,6 +19,10 @@
 
 #include "status.h"
 #include "tunnel_ssh.h"
+
+#if PG_VERSION_NUM < 150000
+#error "tunnel_ssh needs PostgreSQL 15 or later"
+#endif
 #include "validate.h"
 #include "worker.h"
 
@@ -37,9 +41,7 @@ bool		tunnel_bulk_keystream = true;
 
 bool		tunnel_preloaded = false;
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 
 void		_PG_init(void);
 
@@ -153,7 +155,6 @@ define_gucs(void)
 	MarkGUCPrefixReserved("tunnel_ssh");
 }
 
-#if PG_VERSION_NUM >= 150000
 static void
 request_shmem(void)
 {
@@ -161,7 +162,6 @@ request_shmem(void)
 		prev_shmem_request_hook();
 	tunnel_status_request_shmem();
 }
-#endif
 
 void
 _PG_init(void)
@@ -173,12 +173,8 @@ _PG_init(void)
 
 	tunnel_preloaded = true;
 
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = request_shmem;
-#else
-	tunnel_status_request_shmem();
-#endif
 	tunnel_status_install_hooks();
 	tunnel_worker_register();
 }

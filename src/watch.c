@@ -74,7 +74,17 @@ rebuild(void)
 
 	/* Room to grow, so that new clients rarely force a rebuild. */
 	set_capacity = 2 + nwatches * 2 + 16;
+#if PG_VERSION_NUM >= 170000
+	/* The set lives as long as the worker: no resource owner. */
+	{
+		MemoryContext old = MemoryContextSwitchTo(set_context);
+
+		set = CreateWaitEventSet(NULL, set_capacity);
+		MemoryContextSwitchTo(old);
+	}
+#else
 	set = CreateWaitEventSet(set_context, set_capacity);
+#endif
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	set_used = 2;

@@ -4,7 +4,7 @@
 # The caller sets dir and cd's there before sourcing; it may set LPORT, PPORT
 # and SPORT (so suites can run side by side) and LOCAL_CONF (extra settings
 # for the local server) first.
-B=/usr/lib/postgresql/15/bin
+B=$(${PG_CONFIG:-pg_config} --bindir)
 # TAP: every check prints "ok N - what" or "not ok N - what".
 pass=0 fail=0
 ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }

@@ -2,11 +2,13 @@
 # repository's top directory: installs the Debian packages we need (and any
 # passed as arguments), waits for its turn on this machine, builds and
 # installs the module, and makes the unprivileged user that runs servers.
-# Sets $user.
+# PostgreSQL is the one PG_CONFIG names, else the release's default
+# (Debian's postgresql and postgresql-server-dev-all packages), the newest
+# installed major.  Sets $user, and exports PG_CONFIG for the suites.
 prepare_machine() {
-  local need=(postgresql-15 postgresql-server-dev-15
-              libssh2-1-dev libssl-dev openssh-server openssh-client procps
+  local need=(libssh2-1-dev libssl-dev openssh-server openssh-client procps
               iproute2 make gcc pkg-config "$@")
+  [ -n "${PG_CONFIG:-}" ] || need+=(postgresql postgresql-server-dev-all)
   local missing=() p
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -20,6 +22,12 @@ prepare_machine() {
   # the suites use fixed loopback ports.
   exec 9>/tmp/tunnel_ssh_tests.lock
   flock 9
+
+  if [ -z "${PG_CONFIG:-}" ]; then
+    PG_CONFIG=$(ls -d /usr/lib/postgresql/*/bin/pg_config | sort -V | tail -n 1)
+  fi
+  export PG_CONFIG
+  echo "# PostgreSQL $("$PG_CONFIG" --version | sed 's/^PostgreSQL //'), libssh2 $(pkg-config --modversion libssh2), $(ssh -V 2>&1 | cut -d, -f1), $(. /etc/os-release; echo "$PRETTY_NAME")"
 
   make -s clean >/dev/null 2>&1 || true
   make -s

@@ -1,14 +1,38 @@
 #!/usr/bin/env bash
-# Run the tunnel_ssh test suites (or, with "demo", the demo) on a Debian 12
-# machine, as root: installs what it needs, builds, installs, then runs each
+# Run the tunnel_ssh test suites (or, with "demo", the demo) as root on a
+# Debian machine: installs what it needs, builds, installs, then runs each
 # suite as an unprivileged user (PostgreSQL refuses to run as root).
-#   bash test/run-tests.sh            every suite: regress, then $SUITES
-#   bash test/run-tests.sh e2e faults only these
-#   bash test/run-tests.sh demo       the demo
+#   bash test/run-tests.sh            every suite here (Debian 12), then the
+#                                     chroot suites on Debian 13 and testing
+#   bash test/run-tests.sh e2e faults only these, on every platform
+#   bash test/run-tests.sh demo       the demo, here
+# PLATFORMS selects platforms: "native" is this machine, any other word a
+# Debian release run in a chroot by test/platform.sh (default: "native
+# trixie forky").  PG_CONFIG selects the PostgreSQL installation.
 set -euo pipefail
 SUITES="e2e topology day2 faults security durability scale soak"
+# What the chroots run by default: the long durability, scale and soak
+# suites run here only.
+CHROOT_SUITES="regress e2e topology day2 faults security"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+
+if [ -z "${TUNNEL_SSH_PLATFORM:-}" ] && [ "${1:-}" != demo ]; then
+  results=() bad=0
+  for platform in ${PLATFORMS:-native trixie forky}; do
+    start=$(date +%s)
+    if [ "$platform" = native ]; then
+      TUNNEL_SSH_PLATFORM=native bash test/run-tests.sh "$@" && rc=0 || rc=$?
+    else
+      bash test/platform.sh "$platform" ${@:-$CHROOT_SUITES} && rc=0 || rc=$?
+    fi
+    [ $rc -eq 0 ] && word=passed || { word=FAILED; bad=1; }
+    results+=("$platform: $word in $(( $(date +%s) - start )) s")
+  done
+  echo "=== platforms"
+  printf '%s\n' "${results[@]}"
+  exit $bad
+fi
 
 . test/prepare.sh
 prepare_machine

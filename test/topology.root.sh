@@ -9,7 +9,7 @@
 # run as the unprivileged user; "teardown" stops them and removes it all.
 set -uo pipefail
 action=${1:?setup or teardown} dir=${2:?work directory} user=${3:?user}
-B=/usr/lib/postgresql/15/bin
+B=$(${PG_CONFIG:-pg_config} --bindir)
 as_user() { local ns=$1; shift; ip netns exec "$ns" su "$user" -c "$*"; }
 
 sshd_config() {  # name address

@@ -31,7 +31,7 @@ cat > "$log/postgres" <<W
 #!/bin/sh
 exec valgrind --quiet --leak-check=full --show-leak-kinds=definite \\
   --errors-for-leak-kinds=definite --num-callers=30 \\
-  --log-file=$log/vg.%p /usr/lib/postgresql/15/bin/postgres "\$@"
+  --log-file=$log/vg.%p $(${PG_CONFIG:-pg_config} --bindir)/postgres "\$@"
 W
 chmod 755 "$log/postgres"
 export TUNNEL_SSH_POSTGRES=$log/postgres
