@@ -53,7 +53,11 @@ if [ -n "${TUNNEL_SSH_FRESH_CHROOT:-}" ] || [ ! -f "$root/.tunnel_ssh_base" ]; t
   rm -rf "$root"
   echo "== debootstrap $release from $mirror"
   start=$(date +%s)
-  debootstrap --variant=minbase --include=ca-certificates "$release" "$root" "$mirror" \
+  # Debian 12's debootstrap has no script for releases named after it;
+  # unstable's serves them.
+  script=/usr/share/debootstrap/scripts/$release
+  [ -e "$script" ] || script=/usr/share/debootstrap/scripts/sid
+  debootstrap --variant=minbase --include=ca-certificates "$release" "$root" "$mirror" "$script" \
     > "$top/$release.debootstrap.log" 2>&1 \
     || { tail -n 30 "$top/$release.debootstrap.log"; exit 1; }
   # The archive's Release file of testing can be past its Valid-Until.
