@@ -50,8 +50,17 @@ trap unmount_all EXIT
 exec 8>/tmp/tunnel_ssh_tests.lock
 flock 8
 
+# A run killed before its clean-up leaves its mounts (/dev among them):
+# take them down before anything here is removed or mounted again.
+awk -v r="$root" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r |
+  while read -r m; do umount -l "$m" || true; done
+if awk -v r="$root" '$2 == r || index($2, r "/") == 1 { f = 1 } END { exit !f }' /proc/mounts; then
+  echo "platform.sh: $root still has mounts; not touching it" >&2
+  exit 1
+fi
+
 if [ -n "${TUNNEL_SSH_FRESH_CHROOT:-}" ] || [ ! -f "$root/.tunnel_ssh_base" ]; then
-  rm -rf "$root"
+  rm -rf --one-file-system "$root"
   echo "== debootstrap $release from $mirror"
   start=$(date +%s)
   # Debian 12's debootstrap has no script for releases named after it;

@@ -15,6 +15,8 @@ prepare_machine() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "# installing ${missing[*]}"
+    # A run cut short during an install leaves dpkg half-done.
+    DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
     if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"; } > /tmp/tunnel_ssh_apt.log 2>&1; then
       tail -n 30 /tmp/tunnel_ssh_apt.log
       return 1
