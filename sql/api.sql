@@ -110,3 +110,12 @@ SELECT tunnel_drop('nope');
 SELECT tunnel_drop('t1'), tunnel_drop('t2'), tunnel_drop('t3');
 SELECT count(*) FROM tunnel_ssh.tunnel;
 SELECT count(*) FROM tunnel_ssh.secret;
+
+-- tunnel_ssh.ciphers: OpenSSH's Ciphers syntax, checked before it is stored
+ALTER SYSTEM SET tunnel_ssh.ciphers = '+aes256-cbc';
+ALTER SYSTEM SET tunnel_ssh.ciphers = '-aes128-gcm@openssh.com,aes256-gcm@openssh.com';
+ALTER SYSTEM SET tunnel_ssh.ciphers = 'aes128-gmc';
+ALTER SYSTEM SET tunnel_ssh.ciphers = '';
+ALTER SYSTEM RESET tunnel_ssh.ciphers;
+SHOW tunnel_ssh.ciphers;
+SHOW tunnel_ssh.bulk_keystream;

@@ -219,7 +219,9 @@ tunnel_methods_check_ciphers(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("libssh2 %s supports none of the ciphers this value selects.",
 							LIBSSH2_VERSION);
+#if LIBSSH2_VERSION_NUM < 0x010b00
 		GUC_check_errhint("libssh2 1.10 has aes128-ctr, aes192-ctr and aes256-ctr but no AES-GCM or chacha20-poly1305.");
+#endif
 		return false;
 	}
 
