@@ -412,8 +412,8 @@ catalog_record_host_key(const char *tunnel, const char *fingerprint,
 
 	values[0] = CStringGetTextDatum(fingerprint);
 	values[1] = CStringGetTextDatum(tunnel);
-	values[2] = CStringGetTextDatum(algorithm);
-	if (catalog_v12)
+	values[2] = CStringGetTextDatum(algorithm ? algorithm : "");
+	if (catalog_v12 && algorithm != NULL)
 		(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1, "
 							"       host_key_algorithms = $3 "
 							"WHERE name = $2 AND host_key_fingerprint IS NULL",

@@ -87,7 +87,8 @@ extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
 
 /*
  * Trust on first use: remember the host key seen for a tunnel, and the
- * algorithm it was negotiated with, so that later sessions ask for it first.
+ * algorithm it was negotiated with (if known), so that later sessions ask
+ * for it first.
  */
 extern void catalog_record_host_key(const char *tunnel, const char *fingerprint,
 									const char *algorithm);

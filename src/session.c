@@ -395,7 +395,6 @@ hold_waiting_clients(TunnelSession *s, TimestampTz now, dlist_head *held)
 #define REFUSED_FIRST_MS		30000.0
 #define REFUSED_MAX_MS			600000.0
 
-
 static long
 retry_delay_ms(TunnelSession *s, TunnelState state, bool refused)
 {
