@@ -117,5 +117,5 @@ ALTER SYSTEM SET tunnel_ssh.ciphers = '-aes128-gcm@openssh.com,aes256-gcm@openss
 ALTER SYSTEM SET tunnel_ssh.ciphers = 'aes128-gmc';
 ALTER SYSTEM SET tunnel_ssh.ciphers = '';
 ALTER SYSTEM RESET tunnel_ssh.ciphers;
-SHOW tunnel_ssh.ciphers;
+SELECT setting = boot_val AS ciphers_default FROM pg_settings WHERE name = 'tunnel_ssh.ciphers';
 SHOW tunnel_ssh.bulk_keystream;

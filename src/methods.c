@@ -225,7 +225,12 @@ tunnel_methods_check_ciphers(char **newval, void **extra, GucSource source)
 		return false;
 	}
 
+	/* GUC frees extra itself: with guc_free since PostgreSQL 16. */
+#if PG_VERSION_NUM >= 160000
+	result = guc_malloc(LOG, usable.len + 1);
+#else
 	result = malloc(usable.len + 1);
+#endif
 	if (result == NULL)
 	{
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);

@@ -23,7 +23,7 @@ for n in 2 3 4; do
 done
 sed -i "s/^AllowTcpForwarding yes/AllowTcpForwarding no/" sshd/sshd3.conf
 if sshd_penalises; then
-  echo "# sshd: $(/usr/sbin/sshd -T -f "$dir/sshd/sshd_config" 2>/dev/null | grep '^persourcepenalties ')"
+  echo "# $(ssh -V 2>&1 | cut -d, -f1): sshd penalises failed logins (PerSourcePenalties, defaults)"
   echo "PerSourcePenaltyExemptList 127.0.0.1" >> sshd/sshd3.conf
 fi
 /usr/sbin/sshd -f "$dir/sshd/sshd2.conf" -E "$dir/sshd/log2"
