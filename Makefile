@@ -7,8 +7,8 @@ OBJS = \
 	src/forward.o \
 	src/functions.o \
 	src/keys.o \
-	src/keystream.o \
 	src/listener.o \
+	src/methods.o \
 	src/probe.o \
 	src/session.o \
 	src/sqlapi.o \
@@ -24,6 +24,12 @@ PGFILEDESC = "tunnel_ssh - SSH tunnels to private databases"
 
 REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/tunnel_ssh--%,$(wildcard sql/*.sql)))
 REGRESS_OPTS = --inputdir=. --outputdir=results
+
+# libssh2 1.10 crypts block by block; src/keystream.c serves it AES-CTR
+# computed in bulk (tunnel_ssh.bulk_keystream).  Never built for 1.11+.
+ifneq ($(shell pkg-config --atleast-version=1.11 libssh2 && echo new),new)
+OBJS += src/keystream.o
+endif
 
 PG_CONFIG ?= pg_config
 SSH_CFLAGS := $(shell pkg-config --cflags libssh2 libcrypto)

@@ -17,6 +17,7 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
+#include "methods.h"
 #include "status.h"
 #include "tunnel_ssh.h"
 
@@ -37,7 +38,8 @@ int			tunnel_connect_timeout = 10;
 int			tunnel_reconnect_max_delay = 30;
 int			tunnel_max_tunnels = 1000;
 int			tunnel_max_forwards = 4000;
-bool		tunnel_bulk_keystream = true;
+bool		tunnel_bulk_keystream = false;
+char	   *tunnel_ciphers = NULL;
 
 bool		tunnel_preloaded = false;
 
@@ -143,11 +145,21 @@ define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("tunnel_ssh.ciphers",
+							   "Ciphers offered to bastions, in order of preference.",
+							   "OpenSSH's Ciphers syntax: a list replaces the default, \"+list\" appends to it, \"-list\" removes from it, \"^list\" puts it first.",
+							   &tunnel_ciphers,
+							   tunnel_default_ciphers,
+							   PGC_SIGHUP,
+							   0,
+							   tunnel_methods_check_ciphers,
+							   tunnel_methods_assign_ciphers, NULL);
+
 	DefineCustomBoolVariable("tunnel_ssh.bulk_keystream",
 							 "Computes the AES-CTR keystream of SSH sessions in bulk.",
-							 "Only with libssh2 older than 1.11, which encrypts one block per call; see keystream.c.",
+							 "Only with libssh2 older than 1.11, which encrypts one block per call; a no-op with libssh2 1.11 and later. See keystream.c.",
 							 &tunnel_bulk_keystream,
-							 true,
+							 false,
 							 PGC_POSTMASTER,
 							 0,
 							 NULL, NULL, NULL);

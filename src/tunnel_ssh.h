@@ -30,6 +30,7 @@ extern int	tunnel_reconnect_max_delay;	/* seconds */
 extern int	tunnel_max_tunnels;
 extern int	tunnel_max_forwards;
 extern bool tunnel_bulk_keystream;
+extern char *tunnel_ciphers;
 
 /* True when loaded through shared_preload_libraries (the worker runs). */
 extern bool tunnel_preloaded;
