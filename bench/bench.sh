@@ -4,6 +4,8 @@
 # One private PostgreSQL reached three ways, taking turns (A B C A B C ...)
 # so that drift of the machine hits all alike:
 #   direct      the private server's own port (the limit)
+#   relay       a plain TCP relay with TCP_NODELAY (bench/latency_relay with
+#               no delay): what any forwarder costs, before SSH
 #   openssh     ssh -N -L to the same sshd, with the cipher and MAC that
 #               libssh2 negotiates (read from the sshd log)
 #   tunnel_ssh  the extension's loopback port
@@ -25,11 +27,12 @@ fi
 # The scale tunnels listen on SCALE_BASE+1..+100, clear of every port above.
 SCALE_BASE=59300
 OSSH_PORT=59010 TUN_PORT=59100 RELAY_SSH=59020 RELAY_PG=59021 OSSH_WAN=59011 TUN_WAN=59101
+PLAIN=59030 PLAIN_WAN=59031
 RTT_MS=20
 me=$(id -un)
-declare -A PORT=([direct]=$PPORT [openssh]=$OSSH_PORT [tunnel_ssh]=$TUN_PORT)
-declare -A WAN_PORT=([direct]=$RELAY_PG [openssh]=$OSSH_WAN [tunnel_ssh]=$TUN_WAN)
-PATHS="direct openssh tunnel_ssh"
+declare -A PORT=([direct]=$PPORT [relay]=$PLAIN [openssh]=$OSSH_PORT [tunnel_ssh]=$TUN_PORT)
+declare -A WAN_PORT=([direct]=$RELAY_PG [relay]=$PLAIN_WAN [openssh]=$OSSH_WAN [tunnel_ssh]=$TUN_WAN)
+PATHS="direct relay openssh tunnel_ssh"
 export PGSSLMODE=disable
 : > results.csv
 
@@ -42,6 +45,7 @@ forwarder() {  # path workload
   case $1 in
     openssh) [ "$2" = copy_out_rtt20 ] && echo "$SSH_WAN_PID" || echo "$SSH_PID" ;;
     tunnel_ssh) worker_pid ;;
+    relay) [ "$2" = copy_out_rtt20 ] && echo "$PLAIN_WAN_PID" || echo "$PLAIN_PID" ;;
     *) echo "" ;;
   esac
 }
@@ -75,6 +79,8 @@ start_sshd
 sleep 0.5
 "$dir/latency_relay" $RELAY_SSH $SPORT $(( RTT_MS / 2 )) & extra_pids+=($!)
 "$dir/latency_relay" $RELAY_PG $PPORT $(( RTT_MS / 2 )) & extra_pids+=($!)
+"$dir/latency_relay" $PLAIN $PPORT 0 & PLAIN_PID=$!; extra_pids+=($!)
+"$dir/latency_relay" $PLAIN_WAN $RELAY_PG 0 & PLAIN_WAN_PID=$!; extra_pids+=($!)
 
 lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw;"
 lsql "SELECT tunnel_create('bench', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => $TUN_PORT)" >> sshd/authorized_keys
@@ -85,6 +91,9 @@ cipher=$(grep -m1 -o 'kex: client->server cipher: [^ ]* MAC: [^ ]*' sshd/log | a
 set -- $cipher
 CIPHER=$1 MAC=$2
 say "libssh2 negotiated cipher $CIPHER, MAC $MAC; ssh -L uses the same"
+# An AEAD cipher (AES-GCM, chacha20-poly1305) has no separate MAC.
+MACS_LINE="MACs $MAC"
+[ "$MAC" = "<implicit>" ] && MACS_LINE=""
 
 ssh-keygen -q -t ed25519 -N '' -f ossh_key
 cat ossh_key.pub >> sshd/authorized_keys
@@ -94,7 +103,7 @@ Host *
   UserKnownHostsFile $dir/known_hosts
   IdentityFile $dir/ossh_key
   Ciphers $CIPHER
-  MACs $MAC
+  $MACS_LINE
   ExitOnForwardFailure yes
 C
 ssh -F ssh_config -N -L 127.0.0.1:$OSSH_PORT:127.0.0.1:$PPORT -p $SPORT 127.0.0.1 2>ssh.log & SSH_PID=$!
@@ -227,28 +236,30 @@ record 1 scale tunnel_ssh failed_clients "$fails"
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r);"
   echo "$(. /etc/os-release; echo "$PRETTY_NAME"): PostgreSQL $($B/postgres --version | awk '{print $3}'), libssh2 $(pkg-config --modversion libssh2),"
   echo "OpenSSH $(ssh -V 2>&1 | cut -d, -f1 | sed 's/^OpenSSH_//') (ssh -L and the sshd bastion of every path);"
-  echo "cipher $CIPHER, MAC $MAC (both paths); $ROUNDS rounds, paths in turn; median of the rounds; loopback,"
+  echo "cipher $CIPHER, MAC $MAC (both SSH paths); relay: a plain TCP relay with TCP_NODELAY; $ROUNDS rounds, paths in turn; median of the rounds; loopback,"
   echo "except copy_out_rtt20: through a relay adding ${RTT_MS} ms of round-trip time between client and sshd"
   echo "(direct: between client and server)."
   echo
-  echo "| workload | metric | direct | openssh | tunnel_ssh | tunnel/openssh | tunnel/direct |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| workload | metric | direct | relay | openssh | tunnel_ssh | tunnel/openssh | tunnel/relay | tunnel/direct |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   awk -F, '$2 != "scale" {k=$2 FS $4 FS $3; v[k] = v[k] " " $5; if (!(($2 FS $4) in seen)) {seen[$2 FS $4]=1; order[++n]=$2 FS $4}}
     function median(s,   a, m, i, j, t) { m = split(s, a, " "); for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) {t = a[i]; a[i] = a[j]; a[j] = t}; return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
     END {
       for (i = 1; i <= n; i++) {
         split(order[i], wm, FS); w = wm[1]; m = wm[2];
         d = (w FS m FS "direct") in v ? median(v[w FS m FS "direct"]) : "";
+        r = (w FS m FS "relay") in v ? median(v[w FS m FS "relay"]) : "";
         o = (w FS m FS "openssh") in v ? median(v[w FS m FS "openssh"]) : "";
         t = (w FS m FS "tunnel_ssh") in v ? median(v[w FS m FS "tunnel_ssh"]) : "";
         ro = (o != "" && o + 0 != 0 && t != "") ? sprintf("%.2f", t / o) : "";
         rd = (d != "" && d + 0 != 0 && t != "") ? sprintf("%.2f", t / d) : "";
-        printf "| %s | %s | %s | %s | %s | %s | %s |\n", w, m, d, o, t, ro, rd
+        rr = (r != "" && r + 0 != 0 && t != "") ? sprintf("%.2f", t / r) : "";
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w, m, d, r, o, t, ro, rr, rd
       }
     }' results.csv
   echo
   echo "Higher is better for tps and mb_per_s; lower for latency, ms and cpu. forwarder_cpu_ms is the CPU"
-  echo "time of the ssh client or of the tunnel_ssh worker during the workload."
+  echo "time of the relay, the ssh client or the tunnel_ssh worker during the workload."
   echo
   echo "Scale: $up_count of $SCALE_TUNNELS tunnels connected after ${up_ms} ms; $active client connections at once"
   echo "(pgbench, $SCALE_CONNS per tunnel), $fails clients with errors; worker RSS $(( rss0 / 1024 )) MB before,"
