@@ -198,7 +198,10 @@ tunnel_ssh_error_text(LIBSSH2_SESSION *ssh)
 const char *
 tunnel_ssh_handshake_error(LIBSSH2_SESSION *ssh, int rc, bool *refused)
 {
-	*refused = libssh2_session_banner_get(ssh) == NULL &&
+	const char *banner = libssh2_session_banner_get(ssh);
+
+	/* NULL with libssh2 1.10, an empty string with 1.11 */
+	*refused = (banner == NULL || banner[0] == '\0') &&
 		(rc == LIBSSH2_ERROR_SOCKET_RECV ||
 		 rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
 		 rc == LIBSSH2_ERROR_SOCKET_SEND);
