@@ -247,27 +247,35 @@ check "the new host key is recorded" test \
   "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'main'")" = "$(ssh-keygen -l -f sshd/host_key.pub | awk '{print $2}')"
 
 # --- OpenSSH 9.8+ penalties (PerSourcePenalties, sshd's defaults) ---
-if sshd_penalises; then
-  # The product's own failures stay below what sshd penalises: a tunnel
-  # whose key is not pasted yet and a rotation whose new line never is,
-  # against the main bastion, for 75 s.
-  create p_rot "local_port => 54353" >> sshd/authorized_keys
-  wait_state p_rot connected 15 >/dev/null
-  log0=$(wc -l < sshd/log)
-  create p_unpasted "local_port => 54350" >/dev/null
-  lsql "SELECT tunnel_rotate_key('p_rot')" >/dev/null 2>&1
-  sleep 75
-  fails=$(tail -n +$((log0 + 1)) sshd/log | grep -c "Failed publickey")
-  echo "# 75 s with an unpasted key and a pending rotation: $fails failed logins at the main bastion (p_unpasted made $(col p_unpasted connect_attempts) attempts)"
-  tail -n +$((log0 + 1)) sshd/log | penalty_all | sed 's/^.*sshd[^:]*: /# sshd: /'
-  enforced=$(tail -n +$((log0 + 1)) sshd/log | penalty_lines)
-  check "unpasted key and pending rotation: several failed logins, no penalty enforced by sshd" \
-    bash -c "[ $fails -ge 4 ] && [ -z \"\$1\" ]" _ "$enforced"
-  lsql "SELECT tunnel_rotate_cancel('p_rot'), tunnel_drop('p_unpasted')" >/dev/null 2>&1
-  create p_fresh "local_port => 54354" >> sshd/authorized_keys
-  check "a new tunnel to that bastion connects at once" wait_state p_fresh connected 5
-  lsql "SELECT tunnel_drop('p_rot'), tunnel_drop('p_fresh')" >/dev/null
+# (The first part runs against any sshd: few failed logins is the point.)
+# The product's own failures stay below what sshd penalises: a tunnel
+# whose key is not pasted yet and a rotation whose new line never is,
+# against the main bastion, for 75 s.
+create p_rot "local_port => 54353" >> sshd/authorized_keys
+wait_state p_rot connected 15 >/dev/null
+log0=$(wc -l < sshd/log)
+create p_unpasted "local_port => 54350" >/dev/null
+lsql "SELECT tunnel_rotate_key('p_rot')" >/dev/null 2>&1
+# Meanwhile the worker re-reads the catalog every 5 s, as a standby's does
+# (a no-op change fires the catalog trigger): the checks keep their pace.
+for i in $(seq 1 15); do
+  sleep 5
+  lsql "UPDATE tunnel_ssh.tunnel SET enabled = true WHERE name = 'p_rot'"
+done
+fails=$(tail -n +$((log0 + 1)) sshd/log | grep -c "Failed publickey")
+echo "# 75 s with an unpasted key and a pending rotation, catalog re-read every 5 s: $fails failed logins at the main bastion (p_unpasted made $(col p_unpasted connect_attempts) attempts)"
+tail -n +$((log0 + 1)) sshd/log | penalty_all | sed 's/^/# sshd: /'
+enforced=$(tail -n +$((log0 + 1)) sshd/log | penalty_lines)
+check "unpasted key and pending rotation: no penalty enforced by sshd" \
+  bash -c "[ $fails -ge 4 ] && [ -z \"\$1\" ]" _ "$enforced"
+check "... and at most 9 failed logins in 75 s (4 to 5 of the tunnel, 3 to 4 checks of the rotation)" \
+  test "$fails" -le 9
+lsql "SELECT tunnel_rotate_cancel('p_rot'), tunnel_drop('p_unpasted')" >/dev/null 2>&1
+create p_fresh "local_port => 54354" >> sshd/authorized_keys
+check "a new tunnel to that bastion connects at once" wait_state p_fresh connected 5
+lsql "SELECT tunnel_drop('p_rot'), tunnel_drop('p_fresh')" >/dev/null
 
+if sshd_penalises; then
   # A source that failed to log in four times is refused: tunnel_test run
   # four times on a key not pasted yet (a DBA checking before pasting), then
   # once more.  Against a bastion of its own, so that no other test pays.
@@ -296,7 +304,7 @@ if sshd_penalises; then
   check "the worker connects once the penalty is over (the retry after a refusal waits 15-30 s, then 30-60 s)" \
     wait_state p_ok connected 75
   echo "# p_ok connected $(since $t0) s after the clients, in $(col p_ok connect_attempts) attempts"
-  penalty_all sshd/log4 | sed 's/^.*sshd[^:]*: /# sshd 4: /'
+  penalty_all sshd/log4 | sed 's/^/# sshd 4: /'
   lsql "SELECT tunnel_drop('p_key'), tunnel_drop('p_ok')" >/dev/null
   for pid in $(pgrep -f "sshd -f $dir/sshd/sshd4.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done
 else
