@@ -40,7 +40,8 @@ SHLIB_LINK = $(SSH_LIBS)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# The benchmark against ssh -L and a direct connection (as root; see bench/).
+# The benchmark against ssh -L and a direct connection (as root; see bench/);
+# BENCH_PLATFORM=trixie runs it in that Debian release's chroot.
 .PHONY: bench
 bench:
 	bash bench/run.sh
