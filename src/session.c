@@ -192,13 +192,19 @@ tunnel_ssh_error_text(LIBSSH2_SESSION *ssh)
 
 /*
  * Why a handshake failed.  A bastion that closes the connection before its
- * banner refuses us: OpenSSH 9.8 and later do so for a while after failed
- * logins from our address (PerSourcePenalties), and *refused says so.
+ * SSH banner refuses us: OpenSSH 9.8 and later do so for a while after
+ * failed logins from our address (PerSourcePenalties), and *refused says so.
  */
 const char *
 tunnel_ssh_handshake_error(LIBSSH2_SESSION *ssh, int rc, bool *refused)
 {
-	*refused = libssh2_session_banner_get(ssh) == NULL &&
+	const char *banner = libssh2_session_banner_get(ssh);
+
+	/*
+	 * sshd refusing an address writes one line ("Not allowed at this time")
+	 * and closes; libssh2 keeps that line where the banner would be.
+	 */
+	*refused = (banner == NULL || strncmp(banner, "SSH-", 4) != 0) &&
 		(rc == LIBSSH2_ERROR_SOCKET_RECV ||
 		 rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
 		 rc == LIBSSH2_ERROR_SOCKET_SEND);
@@ -406,6 +412,18 @@ retry_delay_ms(TunnelSession *s, TunnelState state, bool refused)
 	return backoff_ms(s->failures, 500.0, tunnel_reconnect_max_delay * 1000.0);
 }
 
+/* What the bastion said, if anything, before it closed the connection. */
+static int
+refused_detail(LIBSSH2_SESSION *ssh)
+{
+	const char *said = libssh2_session_banner_get(ssh);
+
+	if (said == NULL || said[0] == '\0')
+		return errdetail("The bastion closed the connection before sending its SSH banner.");
+	return errdetail("The bastion closed the connection before sending its SSH banner, after \"%.80s\".",
+					 said);
+}
+
 static int
 state_errcode(TunnelState state)
 {
@@ -455,7 +473,7 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("tunnel \"%s\": bastion %s port %d refused the connection",
 							s->def->name, s->def->ssh_host, s->def->ssh_port),
-					 errdetail("The bastion closed the connection before sending its SSH banner."),
+					 refused_detail(s->ssh),
 					 errhint("OpenSSH 9.8 and later refuse an address for a while after failed logins (PerSourcePenalties); "
 							 "add this server's address to PerSourcePenaltyExemptList in the bastion's sshd_config. "
 							 "The next attempt is in %ld s.", delay_ms / 1000)));

@@ -62,8 +62,10 @@ sshd_penalises() {
   v=$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([0-9]*\.[0-9]*\).*/\1/p')
   [ -n "$v" ] && [ "$(printf '%s\n9.8\n' "$v" | sort -V | head -n 1)" = 9.8 ]
 }
-# sshd's penalty lines in a log (LogLevel VERBOSE shows them).
-penalty_lines() { grep -E 'penalty' "$1" 2>/dev/null || true; }
+# sshd's penalty lines in a log or stdin (LogLevel VERBOSE shows them):
+# penalties enforced ("activating", connections dropped), or all of them.
+penalty_lines() { grep -E 'activating .*penalty|drop connection .*penalty' "${1:--}" 2>/dev/null || true; }
+penalty_all() { grep -E 'penalty' "${1:--}" 2>/dev/null || true; }
 
 # --- set up: private database, local server, bastion ---
 $B/initdb -D private -A trust >/dev/null
