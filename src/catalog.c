@@ -28,6 +28,9 @@
 #include "keys.h"
 #include "status.h"
 
+/* How long a catalog write of the worker may wait for a lock (ms). */
+#define WORKER_LOCK_TIMEOUT_MS 100
+
 static bool change_pending = false;
 static bool xact_callback_registered = false;
 
@@ -338,22 +341,61 @@ catalog_session_differs(const TunnelDef *a, const TunnelDef *b)
 		 a->host_key_fingerprint != NULL);
 }
 
-/* Run one write in the worker's own short transaction. */
-static uint64
-worker_write(const char *sql, int nargs, Oid *argtypes, Datum *values)
+/*
+ * Run one write in the worker's own short transaction.  The worker serves
+ * every tunnel, so the write never waits long for a lock (a transaction
+ * left open on the tunnel's row would stall them all) and an error ends
+ * only the write: it is logged, and the caller tries again later.  Returns
+ * whether the write committed; *processed is the number of rows changed.
+ */
+static bool
+worker_write(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			 uint64 *processed)
 {
-	uint64		processed;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	volatile bool ok = false;
 
+	*processed = 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_execute_with_args(sql, nargs, argtypes, values, NULL, false, 0);
-	processed = SPI_processed;
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return processed;
+	PG_TRY();
+	{
+		int			ret;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		ret = SPI_execute("SET LOCAL lock_timeout = " CppAsString2(WORKER_LOCK_TIMEOUT_MS),
+						  false, 0);
+		if (ret != SPI_OK_UTILITY)
+			elog(ERROR, "SPI_execute failed: error code %d", ret);
+		ret = SPI_execute_with_args(sql, nargs, argtypes, values, NULL,
+									false, 0);
+		if (ret < 0)
+			elog(ERROR, "SPI_execute_with_args failed: error code %d", ret);
+		*processed = SPI_processed;
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("tunnel_ssh worker could not update the tunnel catalog, will retry"),
+				 errdetail_internal("%s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_cxt);
+	return ok;
 }
 
 bool
@@ -361,6 +403,7 @@ catalog_promote_key(const char *tunnel, const char *fingerprint)
 {
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
+	uint64		processed;
 
 	if (RecoveryInProgress())
 		return false;			/* the primary's worker does it */
@@ -379,21 +422,22 @@ catalog_promote_key(const char *tunnel, const char *fingerprint)
 						"UPDATE tunnel_ssh.secret s SET private_key = s.next_private_key, "
 						"       next_private_key = NULL "
 						"FROM t WHERE s.tunnel = t.name AND s.next_private_key IS NOT NULL",
-						2, argtypes, values) > 0;
+						2, argtypes, values, &processed) && processed > 0;
 }
 
-void
+bool
 catalog_record_host_key(const char *tunnel, const char *fingerprint)
 {
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
+	uint64		processed;
 
 	if (RecoveryInProgress())
-		return;					/* a standby keeps it in memory only */
+		return true;			/* a standby keeps it in memory only */
 
 	values[0] = CStringGetTextDatum(fingerprint);
 	values[1] = CStringGetTextDatum(tunnel);
-	(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
+	return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
 						"WHERE name = $2 AND host_key_fingerprint IS NULL",
-						2, argtypes, values);
+						2, argtypes, values, &processed);
 }

@@ -61,11 +61,15 @@ extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);
 /*
  * The next key authenticated: make it the tunnel's key and erase the old
  * one.  Returns false if the rotation is no longer the one that was tried
- * (cancelled or replaced meanwhile) or we cannot write (a standby).
+ * (cancelled or replaced meanwhile) or we cannot write (a standby, a lock
+ * held by another transaction, an error, all logged).
  */
 extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
 
-/* Trust on first use: remember the host key seen for a tunnel. */
-extern void catalog_record_host_key(const char *tunnel, const char *fingerprint);
+/*
+ * Trust on first use: remember the host key seen for a tunnel.  Returns
+ * false if it could not be written now (a lock held, an error): try again.
+ */
+extern bool catalog_record_host_key(const char *tunnel, const char *fingerprint);
 
 #endif							/* TUNNEL_CATALOG_H */
