@@ -80,6 +80,9 @@ struct TunnelForward
 	bool		client_eof;
 	bool		client_shut;	/* we sent the client our EOF */
 
+	TimestampTz created;		/* when the client was accepted */
+	TimestampTz open_since;		/* our channel open was sent, or 0 */
+
 	LIBSSH2_CHANNEL *channel;
 	char	   *remote_host;
 	int			remote_port;
@@ -181,6 +184,7 @@ forward_create(TunnelSession *session, pgsocket client,
 	f->forward_slot = forward_slot;
 	f->forward_counters = tunnel_status_forward_counters(forward_slot);
 	f->phase = FORWARD_WAITING;
+	f->created = GetCurrentTimestamp();
 	f->client = client;
 	f->remote_host = pstrdup(remote_host);
 	f->remote_port = remote_port;
@@ -325,9 +329,14 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 	LIBSSH2_CHANNEL *channel;
 	int			rc;
 
+	if (!tunnel_session_holds_open(f->session, f) &&
+		!tunnel_session_open_allowed(f->session, f))
+		return;
 	if (!tunnel_session_claim_open(f->session, f) ||
 		!tunnel_session_may_send(f->session, f))
 		return;
+	if (f->open_since == 0)
+		f->open_since = GetCurrentTimestamp();
 
 	channel = libssh2_channel_open_ex(ssh, "direct-tcpip",
 									  sizeof("direct-tcpip") - 1,
@@ -338,11 +347,29 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return;
 	tunnel_session_release_open(f->session, f);
+	f->open_since = 0;
 	if (channel)
 	{
 		f->channel = channel;
 		f->phase = FORWARD_OPEN;
 		*progress = true;
+		return;
+	}
+
+	/*
+	 * libssh2 gives up waiting for the answer after 60 s; the bastion is
+	 * still trying to reach the target, the session is fine.
+	 */
+	if (rc == LIBSSH2_ERROR_TIMEOUT)
+	{
+		char		text[TUNNEL_ERROR_MAXLEN];
+
+		snprintf(text, sizeof(text),
+				 "bastion could not reach %s:%d within 60 s",
+				 f->remote_host, f->remote_port);
+		tunnel_status_forward_error(f->forward_slot, text);
+		tunnel_session_report_forward_error(f->session, text);
+		abandon(f);
 		return;
 	}
 	if (!is_transport_error(rc))
@@ -546,6 +573,8 @@ resume_owned(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 		case SESSION_OP_CLOSE:
 			step_close(f);
 			break;
+		case SESSION_OP_REQUEST:
+			break;				/* the session's probe, never ours */
 	}
 }
 
@@ -567,13 +596,18 @@ forward_pump(TunnelForward *f, bool *progress)
 		 * whose open is under way must wait for it (libssh2 cannot abandon
 		 * an open) and is then closed like any other.
 		 */
-		if ((f->client == PGINVALID_SOCKET ||
-			 (f->client_eof && buffered(&f->up) == 0)) &&
+		if (f->client_eof)
+			close_client(f);	/* it gave up: it leaves the queue now */
+		if (f->client == PGINVALID_SOCKET &&
 			!tunnel_session_holds_open(f->session, f))
 			abandon(f);
 		else if (ssh != NULL)
 			step_open(f, ssh, progress);
 	}
+
+	/* The open of a client that left has completed: close it again. */
+	if (f->phase == FORWARD_OPEN && f->client == PGINVALID_SOCKET)
+		abandon(f);
 
 	if (f->phase == FORWARD_OPEN)
 	{
@@ -614,6 +648,52 @@ forward_destroy(TunnelForward *f)
 	pfree(f->remote_host);
 	pfree(f->open_message);
 	pfree(f);
+}
+
+void
+forward_set_session(TunnelForward *f, TunnelSession *session)
+{
+	f->session = session;
+	f->open_since = 0;
+}
+
+TimestampTz
+forward_waiting_since(TunnelForward *f)
+{
+	if (f->phase != FORWARD_WAITING || f->client == PGINVALID_SOCKET)
+		return 0;
+	return f->created;
+}
+
+TimestampTz
+forward_open_since(TunnelForward *f)
+{
+	return f->open_since;
+}
+
+bool
+forward_same_target(TunnelForward *a, TunnelForward *b)
+{
+	return a->remote_port == b->remote_port &&
+		strcmp(a->remote_host, b->remote_host) == 0;
+}
+
+void
+forward_give_up(TunnelForward *f, bool session_ready)
+{
+	char		text[TUNNEL_ERROR_MAXLEN];
+
+	if (session_ready)
+	{
+		snprintf(text, sizeof(text),
+				 "bastion could not reach %s:%d within %d s",
+				 f->remote_host, f->remote_port, tunnel_connect_timeout);
+		tunnel_status_forward_error(f->forward_slot, text);
+		tunnel_session_report_forward_error(f->session, text);
+	}
+	close_client(f);
+	f->client_eof = true;
+	tunnel_session_mark_dirty(f->session);
 }
 
 bool

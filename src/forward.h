@@ -9,10 +9,9 @@
 #define TUNNEL_FORWARD_H
 
 #include "lib/ilist.h"
+#include "datatype/timestamp.h"
 
 #include "session.h"
-
-typedef struct TunnelForward TunnelForward;
 
 /* Take ownership of an accepted, non-blocking client socket. */
 extern TunnelForward *forward_create(TunnelSession *session, pgsocket client,
@@ -39,6 +38,24 @@ extern void forward_destroy(TunnelForward *f);
  * session to come back.
  */
 extern bool forward_waits_for_session(TunnelForward *f);
+
+/* Carry the forward on another session (only while it has no channel). */
+extern void forward_set_session(TunnelForward *f, TunnelSession *session);
+
+/* When a client still waiting for its channel arrived (0: not waiting). */
+extern TimestampTz forward_waiting_since(TunnelForward *f);
+
+/* When the forward's pending channel open was sent (0: none pending). */
+extern TimestampTz forward_open_since(TunnelForward *f);
+
+/* Do two forwards lead to the same host and port? */
+extern bool forward_same_target(TunnelForward *a, TunnelForward *b);
+
+/*
+ * A waiting client ran out of time (tunnel_ssh.connect_timeout): close it,
+ * and when the session was up, name the target in the forward's status.
+ */
+extern void forward_give_up(TunnelForward *f, bool session_ready);
 
 /* Has the forward a channel that is not at EOF (to drain the transport)? */
 extern LIBSSH2_CHANNEL *forward_live_channel(TunnelForward *f);

@@ -37,6 +37,7 @@ int			tunnel_connect_timeout = 10;
 int			tunnel_reconnect_max_delay = 30;
 int			tunnel_max_tunnels = 1000;
 int			tunnel_max_forwards = 4000;
+int			tunnel_max_extra_sessions = 4;
 bool		tunnel_bulk_keystream = true;
 
 bool		tunnel_preloaded = false;
@@ -124,6 +125,16 @@ define_gucs(void)
 							30, 1, 3600,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.max_extra_sessions",
+							"Extra SSH sessions a tunnel may open to its bastion while a channel open is pending on the others.",
+							"libssh2 runs one channel open at a time per session, and the bastion answers an open only once its connect to the target ends.  "
+							"Each extra session is one more login on the bastion (count it in MaxStartups); idle ones are closed.",
+							&tunnel_max_extra_sessions,
+							4, 0, 64,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("tunnel_ssh.max_tunnels",
