@@ -20,6 +20,8 @@
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
@@ -32,6 +34,7 @@
 #define WORKER_LOCK_TIMEOUT_MS 100
 
 static bool change_pending = false;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 static bool xact_callback_registered = false;
 
 static void
@@ -47,11 +50,44 @@ catalog_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* A prepared change is signalled at COMMIT PREPARED. */
 			change_pending = false;
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * A prepared transaction's changes become visible at COMMIT PREPARED, which
+ * any session may run and where no trigger of ours fires: after every
+ * COMMIT PREPARED the worker looks at the catalog again (cheap, and rare).
+ */
+static void
+catalog_process_utility(PlannedStmt *pstmt, const char *queryString,
+						bool readOnlyTree, ProcessUtilityContext context,
+						ParamListInfo params, QueryEnvironment *queryEnv,
+						DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+	if (IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+		tunnel_status_catalog_changed();
+}
+
+void
+catalog_install_hooks(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = catalog_process_utility;
 }
 
 PG_FUNCTION_INFO_V1(tunnel_catalog_changed);

@@ -66,6 +66,9 @@ extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);
  */
 extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
 
+/* Preloaded: wake the worker after COMMIT PREPARED too. */
+extern void catalog_install_hooks(void);
+
 /*
  * Trust on first use: remember the host key seen for a tunnel.  Returns
  * false if it could not be written now (a lock held, an error): try again.

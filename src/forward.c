@@ -41,14 +41,26 @@
 /*
  * The receive window of each channel bounds both what a slow client can
  * make wait in libssh2's queues and, divided by the round-trip time to the
- * bastion, the throughput of one connection.  We open with 2 MB, as OpenSSH
- * does, and give back what the client has taken in steps of CHANNEL_GRANT,
- * so that nearly the whole window stays in flight: granting only at half,
- * a 20 ms path carried ~52 MB/s where ssh -L carried 77.
+ * bastion, the throughput of one connection.  A channel opens with up to
+ * CHANNEL_WINDOW, and we give back what the client has taken in steps of an
+ * eighth of it, so that nearly the whole window stays in flight: granting
+ * only at half, a 20 ms path carried ~52 MB/s where ssh -L carried 77.
+ *
+ * libssh2 keeps a channel's window at the size it was opened with (it tops
+ * it up inside libssh2_channel_read), so the window is chosen at the open:
+ * all channels together may have at most tunnel_ssh.window_budget in
+ * flight towards the worker.  A channel gets its share of the budget, at
+ * most CHANNEL_WINDOW and at least CHANNEL_MIN_WINDOW; a few channels get
+ * the full window, hundreds of clients that stop reading cannot make the
+ * worker hold gigabytes.
  */
 #define CHANNEL_WINDOW	(4 * 1024 * 1024)
-#define CHANNEL_GRANT	(CHANNEL_WINDOW / 8)
 #define CHANNEL_PACKET	32768
+#define CHANNEL_MIN_WINDOW (2 * CHANNEL_PACKET)
+
+/* The windows of the open channels, and how many there are. */
+static uint64 windows_committed = 0;
+static int	channels_open = 0;
 
 typedef enum ForwardPhase
 {
@@ -91,6 +103,7 @@ struct TunnelForward
 	bool		eof_sent;		/* EOF sent on the channel */
 	bool		remote_eof;
 	bool		read_idle;		/* last channel read found nothing */
+	uint32		window;			/* opened with, and kept at, this window */
 	uint32		consumed;		/* bytes read since the last window grant */
 	uint32		granting;		/* the grant being sent, while it is */
 
@@ -231,12 +244,18 @@ close_client(TunnelForward *f)
 	f->client = PGINVALID_SOCKET;
 }
 
-/* The client is gone or the channel failed: stop both directions. */
+/*
+ * The client is gone or the channel failed: stop both directions.  A write
+ * libssh2 has half sent keeps its bytes: it must be finished (resume_owned)
+ * before anything else can be sent on the session, this channel's close
+ * included.
+ */
 static void
 abandon(TunnelForward *f)
 {
 	close_client(f);
-	f->up.start = f->up.end = 0;
+	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_WRITE)
+		f->up.start = f->up.end = 0;
 	f->down.start = f->down.end = 0;
 	f->phase = FORWARD_CLOSING;
 }
@@ -323,6 +342,27 @@ write_client(TunnelForward *f, bool *progress)
 	}
 }
 
+/* The window a channel opened now gets (see CHANNEL_WINDOW). */
+static uint32
+window_for_new_channel(void)
+{
+	uint64		budget = (uint64) tunnel_window_budget * 1024;
+	uint64		left = budget > windows_committed ? budget - windows_committed : 0;
+	uint64		window = Min(left, budget / (channels_open + 1));
+
+	window = Min(window, CHANNEL_WINDOW);
+	return (uint32) Max(window, CHANNEL_MIN_WINDOW);
+}
+
+/* The channel is gone: its window leaves the budget. */
+static void
+channel_gone(TunnelForward *f)
+{
+	f->channel = NULL;
+	windows_committed -= f->window;
+	channels_open--;
+}
+
 static void
 step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 {
@@ -336,11 +376,14 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 		!tunnel_session_may_send(f->session, f))
 		return;
 	if (f->open_since == 0)
+	{
 		f->open_since = GetCurrentTimestamp();
+		f->window = window_for_new_channel();
+	}
 
 	channel = libssh2_channel_open_ex(ssh, "direct-tcpip",
 									  sizeof("direct-tcpip") - 1,
-									  CHANNEL_WINDOW, CHANNEL_PACKET,
+									  f->window, CHANNEL_PACKET,
 									  f->open_message, f->open_message_len);
 	rc = channel ? 0 : libssh2_session_last_errno(ssh);
 	tunnel_session_sent(f->session, f, SESSION_OP_OPEN, rc);
@@ -352,6 +395,8 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 	{
 		f->channel = channel;
 		f->phase = FORWARD_OPEN;
+		windows_committed += f->window;
+		channels_open++;
 		*progress = true;
 		return;
 	}
@@ -401,6 +446,12 @@ step_up(TunnelForward *f, bool *progress)
 			f->up.start += rc;
 			f->moved_out += rc;
 			*progress = true;
+			/* Only the half-sent write was owed: the rest is dropped. */
+			if (f->phase == FORWARD_CLOSING)
+			{
+				f->up.start = f->up.end = 0;
+				return;
+			}
 		}
 		else if (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN ||
 				 rc == LIBSSH2_ERROR_BAD_USE)
@@ -418,8 +469,12 @@ step_eof(TunnelForward *f)
 {
 	int			rc;
 
-	if (!f->client_eof || f->eof_sent || buffered(&f->up) > 0 ||
-		!tunnel_session_may_send(f->session, f))
+	/* An EOF libssh2 has half sent is finished whatever happened since. */
+	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_EOF &&
+		(!f->client_eof || f->eof_sent || buffered(&f->up) > 0 ||
+		 f->phase != FORWARD_OPEN))
+		return;
+	if (!tunnel_session_may_send(f->session, f))
 		return;
 	rc = libssh2_channel_send_eof(f->channel);
 	tunnel_session_sent(f->session, f, SESSION_OP_EOF, rc);
@@ -432,35 +487,55 @@ step_eof(TunnelForward *f)
 /*
  * Give the bastion back the window the client has used up.  Like any send
  * it may stall, and is then resumed with the same amount (libssh2 has
- * already built the packet).
+ * already built the packet).  libssh2_channel_read sends adjusts of its
+ * own: one it has half sent is finished by the read that started it, not
+ * here, where finishing it would count as our grant.
  */
 static void
 step_grant(TunnelForward *f)
 {
+	SessionOp	owned = tunnel_session_owned_op(f->session, f);
+	uint32		before;
 	int			rc;
 
+	if (owned != SESSION_OP_NONE && owned != SESSION_OP_ADJUST)
+		return;
 	if (f->granting == 0)
 	{
-		if (f->consumed < CHANNEL_GRANT)
+		if (f->consumed < f->window / 8)
 			return;
 		f->granting = f->consumed;
 		f->consumed = 0;
 	}
 	if (!tunnel_session_may_send(f->session, f))
 		return;
+	before = libssh2_channel_window_read_ex(f->channel, NULL, NULL);
 	rc = libssh2_channel_receive_window_adjust2(f->channel, f->granting, 1,
 												NULL);
 	tunnel_session_sent(f->session, f, SESSION_OP_ADJUST, rc);
-	if (rc == 0)
+	if (rc == 0 &&
+		libssh2_channel_window_read_ex(f->channel, NULL, NULL) - before >= f->granting)
 		f->granting = 0;
-	else if (rc != LIBSSH2_ERROR_EAGAIN)
+	else if (rc != 0 && rc != LIBSSH2_ERROR_EAGAIN)
 		channel_failed(f, rc);
 }
 
 static void
 step_down(TunnelForward *f, bool *progress)
 {
-	while (!f->remote_eof && room(&f->down) > 0)
+	SessionOp	owned = tunnel_session_owned_op(f->session, f);
+
+	/*
+	 * A read may send (libssh2 tops the window up inside it), and a send
+	 * that finds another's packet half sent fails as a transport error in
+	 * libssh2 1.10: read only when we may send, and not while our own grant
+	 * is half sent.
+	 */
+	if (owned == SESSION_OP_ADJUST || owned == SESSION_OP_EOF ||
+		owned == SESSION_OP_WRITE)
+		return;
+	while (!f->remote_eof && room(&f->down) > 0 &&
+		   tunnel_session_may_send(f->session, f))
 	{
 		ssize_t		rc;
 
@@ -521,15 +596,19 @@ step_close(TunnelForward *f)
 {
 	int			rc;
 
+	SessionOp	owned = tunnel_session_owned_op(f->session, f);
+
 	if (f->channel == NULL)
 		return true;
+	if (owned != SESSION_OP_NONE && owned != SESSION_OP_CLOSE)
+		return false;			/* resume_owned finishes that first */
 	if (!tunnel_session_may_send(f->session, f))
 		return false;
 	rc = libssh2_channel_free(f->channel);
 	tunnel_session_sent(f->session, f, SESSION_OP_CLOSE, rc);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return false;
-	f->channel = NULL;
+	channel_gone(f);
 	return true;
 }
 
@@ -640,9 +719,11 @@ void
 forward_destroy(TunnelForward *f)
 {
 	/* A channel still here belongs to a session being freed with it. */
+	if (f->channel)
+		channel_gone(f);
 	close_client(f);
 	tunnel_status_count_connection(f->tunnel_counters, -1);
-	tunnel_status_count_connection(f->forward_counters, -1);
+	tunnel_status_forward_connection_ended(f->forward_slot);
 	pfree(f->up.data);
 	pfree(f->down.data);
 	pfree(f->remote_host);
@@ -709,6 +790,12 @@ forward_live_channel(TunnelForward *f)
 	if (f->phase == FORWARD_OPEN && !f->remote_eof)
 		return f->channel;
 	return NULL;
+}
+
+int
+forward_channels_open(void)
+{
+	return channels_open;
 }
 
 dlist_node *

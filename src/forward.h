@@ -60,6 +60,9 @@ extern void forward_give_up(TunnelForward *f, bool session_ready);
 /* Has the forward a channel that is not at EOF (to drain the transport)? */
 extern LIBSSH2_CHANNEL *forward_live_channel(TunnelForward *f);
 
+/* How many channels are open, over every session of the worker. */
+extern int	forward_channels_open(void);
+
 /* The session keeps its forwards in a dlist through this node. */
 extern dlist_node *forward_node(TunnelForward *f);
 extern TunnelForward *forward_from_node(dlist_node *node);

@@ -17,6 +17,7 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
+#include "catalog.h"
 #include "status.h"
 #include "tunnel_ssh.h"
 
@@ -38,6 +39,7 @@ int			tunnel_reconnect_max_delay = 30;
 int			tunnel_max_tunnels = 1000;
 int			tunnel_max_forwards = 4000;
 int			tunnel_max_extra_sessions = 4;
+int			tunnel_window_budget = 32 * 1024;
 bool		tunnel_bulk_keystream = true;
 
 bool		tunnel_preloaded = false;
@@ -137,6 +139,16 @@ define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("tunnel_ssh.window_budget",
+							"Upper bound of the data all channels together may have in flight from bastions to the worker.",
+							"The sum of the channels' SSH receive windows: what clients that stop reading can make the worker hold.  "
+							"A channel gets its share, up to 4 MB; many channels get smaller windows, new ones at least 64 kB.",
+							&tunnel_window_budget,
+							32 * 1024, 1024, 4 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("tunnel_ssh.max_tunnels",
 							"Maximum number of tunnels whose status shared memory can hold.",
 							NULL,
@@ -187,5 +199,6 @@ _PG_init(void)
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = request_shmem;
 	tunnel_status_install_hooks();
+	catalog_install_hooks();
 	tunnel_worker_register();
 }

@@ -30,6 +30,7 @@ extern int	tunnel_reconnect_max_delay;	/* seconds */
 extern int	tunnel_max_tunnels;
 extern int	tunnel_max_forwards;
 extern int	tunnel_max_extra_sessions;
+extern int	tunnel_window_budget;	/* kB */
 extern bool tunnel_bulk_keystream;
 
 /* True when loaded through shared_preload_libraries (the worker runs). */

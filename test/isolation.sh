@@ -14,12 +14,13 @@ cd "$dir"
 LPORT=58432 PPORT=58433 SPORT=58222
 SPORT2=58223                 # a second sshd, started under a row lock (3)
 RELAY=58224                  # latency_relay in front of sshd (2)
-FA=58401 FB=58402 FR=58403 FH=58404 FS=58405   # forwards
+FA=58401 FB=58402 FR=58403 FH=58404 FS=58405 FX=58406   # forwards
 DARK=10.231.10.5             # drops SYNs (isolation.root.sh)
 KA_INTERVAL=2 KA_COUNT=3 CONNECT_TIMEOUT=4
 LOCAL_CONF="tunnel_ssh.port_range = '58400-58419'
 tunnel_ssh.keepalive_count = $KA_COUNT
-tunnel_ssh.connect_timeout = $CONNECT_TIMEOUT"
+tunnel_ssh.connect_timeout = $CONNECT_TIMEOUT
+max_prepared_transactions = 4"
 . "$(dirname "$0")/lib.sh"
 me=$(id -un)
 suite_t0=$(date +%s)
@@ -123,7 +124,9 @@ grep '^progress' pgbench1.out | sed 's/^/# pgbench: /' | cut -c1-90
 stalls=$(awk '/^progress/ && $4 + 0 < 1 { n++ } END { print n + 0 }' pgbench1.out)
 secs_seen=$(grep -c '^progress' pgbench1.out)
 check "1. pgbench on the healthy forward ran to the end" test $rc = 0
-check "1. pgbench progressed every second (no stall: $stalls of $secs_seen s)" test "$stalls" = 0 -a "$secs_seen" -ge 15
+# Before, the session was declared dead and pgbench's connection lost; a
+# busy machine may still freeze a second here or there.
+check "1. pgbench progressed (seconds without a transaction: $stalls of $secs_seen)" test "$stalls" -le 2 -a "$secs_seen" -ge 15
 
 # A hung sshd is still found with opens pending: the probe needs no open.
 for i in 1 2; do
@@ -172,6 +175,19 @@ copies() {  # port tag
 }
 copies $FA direct
 copies $FR relay
+# Back-pressure makes the client socket of a COPY FROM leave the wait set
+# and come back thousands of times a second: that must not rebuild the set.
+if command -v strace >/dev/null; then
+  strace -f -e trace=epoll_create1 -o strace.out -p "$(worker_pid)" 2>/dev/null & st=$!
+  sleep 1
+  cat ref.out ref.out ref.out | psql -X -h 127.0.0.1 -p $FA -d postgres -Atc "COPY in_direct_1 FROM STDIN" >/dev/null
+  kill $st; wait $st 2>/dev/null
+  n=$(grep -c 'epoll_create1(' strace.out)
+  echo "# the worker created $n wait sets during a $(( 3 * $(stat -c %s ref.out) / 1048576 )) MB COPY FROM"
+  check "2. COPY FROM does not rebuild the wait set (< 10 times)" test "$n" -lt 10
+else
+  ok "2. COPY FROM does not rebuild the wait set # SKIP strace is not installed"
+fi
 
 # --- 3. a row lock on the tunnel while the worker records its host key ---
 mkdir -p sshd2
@@ -204,6 +220,93 @@ recorded() { test -n "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel
 check "3. once the lock is gone the host key is recorded" wait_for 10 recorded
 check "3. the worker did not restart" test "$(worker_pid)" = "$wpid"
 grep -m1 "could not update the tunnel catalog" local.log | cut -c1-160 | sed 's/^/# log: /'
+
+# --- 4. clients killed in the middle of COPY FROM ---
+# Their channel may own a half-sent write: it must be finished, then the
+# channel closed, so the private database's backend ends and later sends
+# on the session are not refused.
+attempts=$(attempts_of r)
+pq "CREATE TABLE in_kill (id int, v text)"
+for i in 1 2 3 4 5; do
+  ( exec 2>/dev/null; yes "1	$(printf '%0200d' 0)" | psql -X -h 127.0.0.1 -p $FR -d postgres -Atc "COPY in_kill FROM STDIN" >/dev/null 2>&1 ) &
+  k=$!
+  sleep 0.$((4 + i))
+  pkill -KILL -u "$me" -f "COPY in_kill FROM STDIN"
+  wait $k 2>/dev/null
+done
+copying() { pq "SELECT count(*) FROM pg_stat_activity WHERE query = 'COPY in_kill FROM STDIN'"; }
+gone() { test "$(copying)" = 0; }
+check "4. the private database's COPY backends end (their channels were closed)" wait_for 15 gone
+check "4. new queries through the same session work" wait_for 5 query_ok $FR
+check "4. the session was kept (no reconnect)" test "$(attempts_of r)" = "$attempts" -a "$(state_of r)" = connected
+
+# --- 6. a catalog change committed with COMMIT PREPARED reaches the worker ---
+lsql "BEGIN; SELECT tunnel_forward_add('t', '127.0.0.1', $PPORT, $FS); PREPARE TRANSACTION 'fwd';" >/dev/null
+sleep 1
+check "6. a prepared forward does not listen yet" test -z "$(fwd $FS listening)"
+lsql "COMMIT PREPARED 'fwd'"
+t0=$(now_ms)
+check "6. after COMMIT PREPARED the forward works within 5 s (the poll is 60 s)" wait_for 5 query_ok $FS
+echo "# forward listening $(since $t0) s after COMMIT PREPARED"
+
+# --- 7. a forward dropped while a connection through it lives ---
+psql_via $FS "SELECT pg_sleep(3)" > sleeper.out 2>&1 & sleeper=$!
+sleep 1
+lsql "SELECT tunnel_forward_drop('t', $FS)" >/dev/null
+lsql "SELECT tunnel_forward_add('t', '127.0.0.1', $PPORT, $FX)" >/dev/null
+check "7. the new forward works" wait_for 5 query_ok $FX
+wait $sleeper; rc=$?
+check "7. the connection through the dropped forward finished its query" test $rc = 0
+sleep 0.5
+counts=$(fwd $FX "active_connections || '/' || total_connections")
+echo "# forward $FX (new): active/total connections $counts"
+check "7. the new forward's counts are its own (0 active, 1 total)" test "$counts" = "0/1"
+
+# --- 5. worker memory with clients that stop reading ---
+# Each client asks for COPY big TO STDOUT and never reads (64 kB socket
+# buffer); the worker may hold at most tunnel_ssh.window_budget (32 MB)
+# of channel windows plus its own buffers.
+cat > stalled.pl <<'PERL'
+use strict; use Socket; use IO::Socket::INET;
+my ($port, $n, $user) = @ARGV;
+my @held;
+for (1 .. $n) {
+  my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die "connect: $!\n";
+  setsockopt($c, SOL_SOCKET, SO_RCVBUF, 65536);
+  my $params = "user\0$user\0database\0postgres\0\0";
+  my $q = "COPY big TO STDOUT\0";
+  syswrite $c, pack('NN', 8 + length($params), 196608) . $params . 'Q' . pack('N', 4 + length($q)) . $q;
+  push @held, $c;
+}
+print "ready\n";
+sleep 3600;
+PERL
+pq "ALTER SYSTEM SET max_connections = 600"
+$B/pg_ctl -D private -l private.log restart -m fast -w >/dev/null
+wait_for 10 query_ok $FA
+backends() { pq "SELECT count(*) FROM pg_stat_activity WHERE query = 'COPY big TO STDOUT' AND wait_event = 'ClientWrite'"; }
+base=$(rss_mb)
+echo "# worker RSS at rest: $base MB"
+for n in 100 500; do
+  perl stalled.pl $FA $n "$me" > stalled.out 2>&1 &
+  stalled=$!
+  all_stalled() { test "$(backends)" -ge $n; }
+  check "5. $n clients that stop reading: every COPY is stuck writing" wait_for 60 all_stalled
+  sleep 3
+  held=$(rss_mb)
+  echo "# worker RSS with $n stalled readers: $held MB ($(fwd $FA active_connections) connections; private max_connections $(pq 'SHOW max_connections'), backends stuck $(backends)); $(fwd $FA last_error); $(tail -1 stalled.out)"
+  check "5. $n stalled readers: worker RSS bounded (< base + 250 MB)" test "$held" -lt $(( base + 250 ))
+  check "5. new connections work meanwhile" query_ok $FA
+  kill "$stalled"; wait "$stalled" 2>/dev/null
+  none() { test "$(backends)" = 0; }
+  check "5. $n stalled readers left: their backends ended" wait_for 30 none
+  sleep 6
+  q0=$(psql_via $FA "SELECT 1")   # a round for the worker after they left
+  sleep 1
+  after=$(rss_mb)
+  echo "# worker RSS after the $n left: $after MB"
+  check "5. memory given back after the $n left (< base + 64 MB)" test "$after" -lt $(( base + 64 ))
+done
 
 echo "# suite ran $(( $(date +%s) - suite_t0 )) s"
 echo "1..$((pass+fail))"
