@@ -391,6 +391,8 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 		return;
 	tunnel_session_release_open(f->session, f);
 	f->open_since = 0;
+	if (rc != LIBSSH2_ERROR_TIMEOUT && !is_transport_error(rc))
+		tunnel_session_open_answered(f->session, f);
 	if (channel)
 	{
 		f->channel = channel;
@@ -750,6 +752,18 @@ TimestampTz
 forward_open_since(TunnelForward *f)
 {
 	return f->open_since;
+}
+
+const char *
+forward_remote_host(TunnelForward *f)
+{
+	return f->remote_host;
+}
+
+int
+forward_remote_port(TunnelForward *f)
+{
+	return f->remote_port;
 }
 
 bool

@@ -48,6 +48,10 @@ extern TimestampTz forward_waiting_since(TunnelForward *f);
 /* When the forward's pending channel open was sent (0: none pending). */
 extern TimestampTz forward_open_since(TunnelForward *f);
 
+/* Where the forward leads. */
+extern const char *forward_remote_host(TunnelForward *f);
+extern int	forward_remote_port(TunnelForward *f);
+
 /* Do two forwards lead to the same host and port? */
 extern bool forward_same_target(TunnelForward *a, TunnelForward *b);
 

@@ -60,6 +60,14 @@
 #include "watch.h"
 #include "worker.h"
 
+/* The last time the bastion answered an open to one target. */
+typedef struct TargetAnswer
+{
+	char	   *host;
+	int			port;
+	TimestampTz at;
+} TargetAnswer;
+
 typedef enum SessionPhase
 {
 	PHASE_IDLE,					/* start an attempt at the next tick */
@@ -150,6 +158,7 @@ struct TunnelSession
 	TimestampTz dispatch_at;	/* look at the waiting clients again then */
 	TimestampTz idle_since;		/* a lane's: no channel since, or 0 */
 	bool		authed_next;	/* authenticated with the rotation's key */
+	List	   *answers;		/* of TargetAnswer, on the tunnel's session */
 
 	/* a failure found inside a pass, acted on after it */
 	bool		fail_pending;
@@ -500,32 +509,86 @@ opening_forward(TunnelSession *s)
 	return (TunnelForward *) unconstify(void *, s->opener);
 }
 
+static bool
+answer_for(TargetAnswer *a, TunnelForward *f)
+{
+	return a->port == forward_remote_port(f) &&
+		strcmp(a->host, forward_remote_host(f)) == 0;
+}
+
+/* When the bastion last answered an open to f's target (0: never). */
+static TimestampTz
+target_answered_at(TunnelSession *p, TunnelForward *f)
+{
+	ListCell   *lc;
+
+	foreach(lc, p->answers)
+	{
+		TargetAnswer *a = lfirst(lc);
+
+		if (answer_for(a, f))
+			return a->at;
+	}
+	return 0;
+}
+
+void
+tunnel_session_open_answered(TunnelSession *s, TunnelForward *f)
+{
+	TunnelSession *p = pool_of(s);
+	MemoryContext old;
+	ListCell   *lc;
+	TargetAnswer *a;
+
+	foreach(lc, p->answers)
+	{
+		a = lfirst(lc);
+		if (answer_for(a, f))
+		{
+			a->at = GetCurrentTimestamp();
+			return;
+		}
+	}
+	old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
+	a = palloc(sizeof(TargetAnswer));
+	a->host = pstrdup(forward_remote_host(f));
+	a->port = forward_remote_port(f);
+	a->at = GetCurrentTimestamp();
+	p->answers = lappend(p->answers, a);
+	MemoryContextSwitchTo(old);
+}
+
 /*
  * Has an open to f's target been pending for SLOW_OPEN_MS somewhere in the
- * pool?  Then f waits for its answer instead of taking a lane of its own:
- * a target that drops packets holds one open slot however many clients try
- * it, and the others stay free for the targets that answer.
+ * pool, with no open to it answered since?  Then f waits for its answer
+ * instead of taking a lane of its own: a target that drops packets holds
+ * one open slot however many clients try it, and the others stay free for
+ * the targets that answer.  A target that is only busy keeps answering and
+ * keeps the lanes.
  */
 static bool
-slow_open_on(TunnelSession *lane, TunnelForward *f, TimestampTz now)
+slow_open_on(TunnelSession *lane, TunnelForward *f, TimestampTz now,
+			 TimestampTz answered)
 {
 	TunnelForward *o = opening_forward(lane);
 
 	return o != NULL && o != f && forward_same_target(o, f) &&
 		forward_open_since(o) != 0 &&
-		now - forward_open_since(o) >= SLOW_OPEN_MS * 1000L;
+		now - forward_open_since(o) >= SLOW_OPEN_MS * 1000L &&
+		answered < forward_open_since(o);
 }
 
 static bool
 target_is_slow(TunnelSession *p, TunnelForward *f, TimestampTz now)
 {
+	TimestampTz answered = target_answered_at(p, f);
 	dlist_iter	iter;
 
-	if (slow_open_on(p, f, now))
+	if (slow_open_on(p, f, now, answered))
 		return true;
 	dlist_foreach(iter, &p->lanes)
 	{
-		if (slow_open_on(lane_from_node(iter.cur), f, now))
+		if (slow_open_on(lane_from_node(iter.cur), f, now, answered))
 			return true;
 	}
 	return false;
@@ -1635,6 +1698,13 @@ tunnel_session_destroy(TunnelSession *s)
 	free_addrs(s);
 	if (s->dirty)
 		dlist_delete(&s->dirty_node);
+	{
+		ListCell   *lc;
+
+		foreach(lc, s->answers)
+			pfree(((TargetAnswer *) lfirst(lc))->host);
+		list_free_deep(s->answers);
+	}
 	pfree(s);
 }
 

@@ -277,6 +277,7 @@ for (1 .. $n) {
   my $q = "COPY big TO STDOUT\0";
   syswrite $c, pack('NN', 8 + length($params), 196608) . $params . 'Q' . pack('N', 4 + length($q)) . $q;
   push @held, $c;
+  select undef, undef, undef, 0.005;
 }
 print "ready\n";
 sleep 3600;
