@@ -25,31 +25,7 @@ max_prepared_transactions = 4"
 me=$(id -un)
 suite_t0=$(date +%s)
 
-extra_pids=()
-iso_cleanup() {
-  local p
-  for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in $(pgrep -f "sshd -f $dir/sshd2/sshd_config"); do
-    kill $(proc_tree "$p") 2>/dev/null
-  done
-  cleanup
-}
-trap iso_cleanup EXIT
-
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-since() { secs $(( $(now_ms) - $1 )); }
-secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
-wait_for() {
-  local end=$(( $(now_ms) + $1 * 1000 )); shift
-  until "$@" 2>/dev/null; do
-    [ "$(now_ms)" -ge "$end" ] && return 1
-    sleep 0.1
-  done
-}
-error_of() { lsql "SELECT last_error FROM tunnel_status() WHERE name = '$1'"; }
-attempts_of() { lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = '$1'"; }
 fwd() { lsql "SELECT $2 FROM tunnel_forward_status() WHERE local_port = $1"; }
-query_ok() { test "$(psql_via "$1" "SELECT 1")" = 1; }
 pq() { psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"; }
 worker_pid() { lsql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'"; }
 rss_mb() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$(worker_pid)/status"; }
@@ -277,11 +253,15 @@ for (1 .. $n) {
   my $q = "COPY big TO STDOUT\0";
   syswrite $c, pack('NN', 8 + length($params), 196608) . $params . 'Q' . pack('N', 4 + length($q)) . $q;
   push @held, $c;
-  select undef, undef, undef, 0.005;
+  select undef, undef, undef, 0.01;
 }
 print "ready\n";
 sleep 3600;
 PERL
+# A burst of COPYs keeps both cores busy: give the clients time to get their
+# channels (the connect_timeout of section 1 is short on purpose).
+lsql "ALTER SYSTEM SET tunnel_ssh.connect_timeout = 30"
+lsql "SELECT pg_reload_conf()" >/dev/null
 pq "ALTER SYSTEM SET max_connections = 600"
 $B/pg_ctl -D private -l private.log restart -m fast -w >/dev/null
 wait_for 10 query_ok $FA
