@@ -7,8 +7,8 @@ OBJS = \
 	src/forward.o \
 	src/functions.o \
 	src/keys.o \
-	src/keystream.o \
 	src/listener.o \
+	src/methods.o \
 	src/probe.o \
 	src/session.o \
 	src/sqlapi.o \
@@ -25,6 +25,12 @@ PGFILEDESC = "tunnel_ssh - SSH tunnels to private databases"
 REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/tunnel_ssh--%,$(wildcard sql/*.sql)))
 REGRESS_OPTS = --inputdir=. --outputdir=results
 
+# libssh2 1.10 crypts block by block; src/keystream.c serves it AES-CTR
+# computed in bulk (tunnel_ssh.bulk_keystream).  Never built for 1.11+.
+ifneq ($(shell pkg-config --atleast-version=1.11 libssh2 && echo new),new)
+OBJS += src/keystream.o
+endif
+
 PG_CONFIG ?= pg_config
 SSH_CFLAGS := $(shell pkg-config --cflags libssh2 libcrypto)
 SSH_LIBS := $(shell pkg-config --libs libssh2 libcrypto)
@@ -34,7 +40,8 @@ SHLIB_LINK = $(SSH_LIBS)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# The benchmark against ssh -L and a direct connection (as root; see bench/).
+# The benchmark against ssh -L and a direct connection (as root; see bench/);
+# BENCH_PLATFORM=trixie runs it in that Debian release's chroot.
 .PHONY: bench
 bench:
 	bash bench/run.sh

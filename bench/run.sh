@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The benchmark (make bench), as root on Debian 12: installs what it needs,
 # builds and installs the module, then runs bench/bench.sh as the
-# unprivileged user.  Results go to bench/results/.
+# unprivileged user.  Results go to bench/results/, named by time and
+# Debian release.  BENCH_PLATFORM=trixie (make bench BENCH_PLATFORM=...)
+# runs it in that release's chroot instead (test/platform.sh).
 #   BENCH_ROUNDS=5 BENCH_SECONDS=5 (defaults); BENCH_QUICK=1 for a short run;
 #   BENCH_WORKLOADS="copy_out copy_in" for some workloads only ("" for the
 #   scale part alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+
+if [ -n "${BENCH_PLATFORM:-}" ] && [ -z "${TUNNEL_SSH_PLATFORM:-}" ]; then
+  exec bash test/platform.sh "$BENCH_PLATFORM" --bench
+fi
 
 . test/prepare.sh
 prepare_machine openssl
@@ -20,7 +26,7 @@ gcc -O2 -Wall -o "$work/latency_relay" bench/latency_relay.c
 cp test/lib.sh bench/bench.sh "$work/"
 chown -R "$user" "$work"
 mkdir -p bench/results
-stamp=$(date -u +%Y%m%d-%H%M%S)-$(hostname -s)
+stamp=$(date -u +%Y%m%d-%H%M%S)-$(. /etc/os-release; echo "${VERSION_CODENAME:-$ID}")
 su "$user" -c "BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} ${BENCH_WORKLOADS+BENCH_WORKLOADS='$BENCH_WORKLOADS'} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
 cp "$work/results.csv" "bench/results/$stamp.csv"
 cp "$work/summary.md" "bench/results/$stamp.md"

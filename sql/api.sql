@@ -7,8 +7,11 @@ SELECT tunnel_create('t1', '127.0.0.1', '127.0.0.1', ssh_port => 9, local_port =
   ~ '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1$' AS ed25519_line;
 SELECT tunnel_create('t2', '127.0.0.1', '::1', 6432, 9, 'svc', NULL, 'ecdsa')
   ~ '^ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABB[A-Za-z0-9+/]+=* tunnel_ssh:t2$' AS ecdsa_line;
+-- The NOTICE about ssh-rsa depends on the libssh2 version (e2e checks it).
+SET client_min_messages = warning;
 SELECT tunnel_create('t3', '127.0.0.1', 'db.internal', ssh_port => 9, key_type => 'rsa')
   ~ '^ssh-rsa AAAAB3NzaC1yc2E[A-Za-z0-9+/]+=* tunnel_ssh:t3$' AS rsa_line;
+RESET client_min_messages;
 SELECT name, ssh_host, ssh_port, ssh_user, remote_host, remote_port, local_port,
        key_type, key_fingerprint ~ '^SHA256:[A-Za-z0-9+/]{43}$' AS fp_ok,
        public_key = tunnel_public_key(name) AS same_line, host_key_pinned
@@ -107,3 +110,12 @@ SELECT tunnel_drop('nope');
 SELECT tunnel_drop('t1'), tunnel_drop('t2'), tunnel_drop('t3');
 SELECT count(*) FROM tunnel_ssh.tunnel;
 SELECT count(*) FROM tunnel_ssh.secret;
+
+-- tunnel_ssh.ciphers: OpenSSH's Ciphers syntax, checked before it is stored
+ALTER SYSTEM SET tunnel_ssh.ciphers = '+aes256-cbc';
+ALTER SYSTEM SET tunnel_ssh.ciphers = '-aes128-gcm@openssh.com,aes256-gcm@openssh.com';
+ALTER SYSTEM SET tunnel_ssh.ciphers = 'aes128-gmc';
+ALTER SYSTEM SET tunnel_ssh.ciphers = '';
+ALTER SYSTEM RESET tunnel_ssh.ciphers;
+SELECT setting = boot_val AS ciphers_default FROM pg_settings WHERE name = 'tunnel_ssh.ciphers';
+SHOW tunnel_ssh.bulk_keystream;

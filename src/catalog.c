@@ -151,7 +151,8 @@ read_definitions(MemoryContext result_cxt)
 	ret = SPI_execute("SELECT t.name, t.ssh_host, t.ssh_port, t.ssh_user, "
 					  "       t.key_type, t.key_fingerprint, s.private_key, "
 					  "       t.host_key_fingerprint, t.host_key_pinned, t.enabled, "
-					  "       f.local_port, f.remote_host, f.remote_port "
+					  "       f.local_port, f.remote_host, f.remote_port, "
+					  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL " "
 					  "FROM tunnel_ssh.tunnel t "
 					  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 					  "     LEFT JOIN tunnel_ssh.forward f ON f.tunnel = t.name "
@@ -184,6 +185,7 @@ read_definitions(MemoryContext result_cxt)
 			current->host_key_fingerprint = text_or_null(tuple, desc, 8);
 			current->host_key_pinned = bool_value(tuple, desc, 9);
 			current->enabled = bool_value(tuple, desc, 10);
+			current->host_key_algorithms = text_or_null(tuple, desc, 14);
 			defs = lappend(defs, current);
 			if (key)
 				keys_wipe(key);
@@ -202,6 +204,24 @@ read_definitions(MemoryContext result_cxt)
 	return defs;
 }
 
+/* Does the catalog last read have version 1.2's host_key_algorithms? */
+static bool catalog_v12 = false;
+
+/* Has tunnel_ssh.tunnel this column (in the catalog version installed)? */
+static bool
+has_column(const char *attname)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(attname)};
+	int			ret;
+
+	ret = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_attribute "
+								"WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
+								"  AND attname = $1 AND NOT attisdropped",
+								1, argtypes, values, NULL, true, 0);
+	return ret == SPI_OK_SELECT && SPI_processed > 0;
+}
+
 /*
  * Jump tunnels and key rotation came with version 1.1 of the catalog; a 1.0
  * catalog simply has neither.
@@ -212,11 +232,7 @@ read_v11(List *defs, MemoryContext result_cxt)
 	ListCell   *lc;
 	int			ret;
 
-	ret = SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute "
-					  "WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
-					  "  AND attname = 'next_key_fingerprint' AND NOT attisdropped",
-					  true, 0);
-	if (ret != SPI_OK_SELECT || SPI_processed == 0)
+	if (!has_column("next_key_fingerprint"))
 		return;
 	ret = SPI_execute("SELECT t.name, t.via, t.next_key_fingerprint, "
 					  "       t.rotation_started, s.next_private_key "
@@ -277,6 +293,7 @@ catalog_load(bool *installed)
 	{
 		defs = read_definitions(result_cxt);
 		read_v11(defs, result_cxt);
+		catalog_v12 = has_column("host_key_algorithms");
 	}
 
 	SPI_finish();
@@ -307,6 +324,7 @@ catalog_copy_def(const TunnelDef *def)
 	copy->private_key = dup_or_null(def->private_key);
 	copy->host_key_fingerprint = dup_or_null(def->host_key_fingerprint);
 	copy->host_key_pinned = def->host_key_pinned;
+	copy->host_key_algorithms = dup_or_null(def->host_key_algorithms);
 	copy->enabled = def->enabled;
 	copy->via = dup_or_null(def->via);
 	copy->next_private_key = dup_or_null(def->next_private_key);
@@ -462,10 +480,11 @@ catalog_promote_key(const char *tunnel, const char *fingerprint)
 }
 
 bool
-catalog_record_host_key(const char *tunnel, const char *fingerprint)
+catalog_record_host_key(const char *tunnel, const char *fingerprint,
+						const char *algorithm)
 {
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
 	uint64		processed;
 
 	if (RecoveryInProgress())
@@ -473,6 +492,12 @@ catalog_record_host_key(const char *tunnel, const char *fingerprint)
 
 	values[0] = CStringGetTextDatum(fingerprint);
 	values[1] = CStringGetTextDatum(tunnel);
+	values[2] = CStringGetTextDatum(algorithm ? algorithm : "");
+	if (catalog_v12 && algorithm != NULL)
+		return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1, "
+							"       host_key_algorithms = $3 "
+							"WHERE name = $2 AND host_key_fingerprint IS NULL",
+							3, argtypes, values, &processed);
 	return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
 						"WHERE name = $2 AND host_key_fingerprint IS NULL",
 						2, argtypes, values, &processed);

@@ -30,6 +30,8 @@ typedef struct TunnelDef
 	char	   *private_key;	/* secret: wiped by catalog_free_def */
 	char	   *host_key_fingerprint;	/* NULL until first recorded */
 	bool		host_key_pinned;
+	/* host key algorithms to prefer, as when it was recorded (1.2), or NULL */
+	char	   *host_key_algorithms;
 	bool		enabled;
 	char	   *via;			/* jump tunnel carrying the session, or NULL */
 	/* a key rotation under way (version 1.1): NULL when none */
@@ -38,6 +40,24 @@ typedef struct TunnelDef
 	TimestampTz rotation_started;
 	List	   *forwards;		/* of ForwardDef */
 } TunnelDef;
+
+/*
+ * libssh2's own host key order (ECDSA first), in which versions up to 1.1
+ * negotiated: what a catalog before 1.2 recorded was seen in this order.
+ */
+#define TUNNEL_LEGACY_HOST_KEY_ALGORITHMS \
+	"ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521," \
+	"ssh-ed25519,rsa-sha2-512,rsa-sha2-256,ssh-rsa"
+
+/*
+ * SQL for TunnelDef.host_key_algorithms of tunnel_ssh.tunnel t, whatever
+ * the catalog's version: before 1.2 it has no such column, and every
+ * session then asks in the legacy order, as before.
+ */
+#define TUNNEL_HOST_KEY_ALGORITHMS_SQL \
+	"CASE WHEN pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.?) 'host_key_algorithms' " \
+	"THEN pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.->>) 'host_key_algorithms' " \
+	"ELSE '" TUNNEL_LEGACY_HOST_KEY_ALGORITHMS "' END"
 
 /*
  * Read every tunnel in its own transaction.  Returns a List of TunnelDef
@@ -70,9 +90,12 @@ extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
 extern void catalog_install_hooks(void);
 
 /*
- * Trust on first use: remember the host key seen for a tunnel.  Returns
- * false if it could not be written now (a lock held, an error): try again.
+ * Trust on first use: remember the host key seen for a tunnel, and the
+ * algorithm it was negotiated with (if known), so that later sessions ask
+ * for it first.  Returns false if it could not be written now (a lock held,
+ * an error): try again.
  */
-extern bool catalog_record_host_key(const char *tunnel, const char *fingerprint);
+extern bool catalog_record_host_key(const char *tunnel, const char *fingerprint,
+									const char *algorithm);
 
 #endif							/* TUNNEL_CATALOG_H */

@@ -45,6 +45,11 @@
 
 #include "keystream.h"
 
+/* The Makefile leaves this file out with libssh2 1.11 and later. */
+#if LIBSSH2_VERSION_NUM >= 0x010b00
+#error "keystream.c is for libssh2 older than 1.11, which crypts block by block"
+#endif
+
 #define PROVIDER_NAME	"tunnel_ssh_keystream"
 
 /*

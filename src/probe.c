@@ -38,8 +38,10 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "catalog.h"
 #include "forward.h"
 #include "keys.h"
+#include "methods.h"
 #include "session.h"
 #include "sqlapi.h"
 #include "tunnel_ssh.h"
@@ -90,6 +92,7 @@ struct Probe
 	char	   *next_key_fingerprint;
 	char	   *next_private_key;	/* secret */
 	char	   *host_key;		/* recorded or pinned, or NULL */
+	char	   *host_key_algorithms;	/* to prefer (version 1.2), or NULL */
 	char	   *via;
 	List	   *targets;		/* of ProbeTarget */
 
@@ -331,7 +334,8 @@ read_definition(Probe *p, bool missing_ok)
 	SPI_execute_with_args("SELECT t.ssh_host, t.ssh_port, t.ssh_user, t.public_key, "
 						  "       t.key_fingerprint, s.private_key, t.next_public_key, "
 						  "       t.next_key_fingerprint, s.next_private_key, "
-						  "       t.host_key_fingerprint, t.via "
+						  "       t.host_key_fingerprint, t.via, "
+						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL " "
 						  "FROM tunnel_ssh.tunnel t "
 						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 						  "WHERE t.name = $1",
@@ -358,6 +362,7 @@ read_definition(Probe *p, bool missing_ok)
 	p->next_private_key = tunnel_spi_value(tuple, desc, 9, true);
 	p->host_key = tunnel_spi_value(tuple, desc, 10, false);
 	p->via = tunnel_spi_value(tuple, desc, 11, false);
+	p->host_key_algorithms = tunnel_spi_value(tuple, desc, 12, false);
 
 	SPI_execute_with_args("SELECT remote_host, remote_port FROM tunnel_ssh.forward "
 						  "WHERE tunnel = $1 ORDER BY local_port",
@@ -610,6 +615,10 @@ step_handshake(Probe *p)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create an SSH session")));
 	libssh2_session_set_blocking(p->ssh, 0);
+	/* The worker's preferences, so that both negotiate alike. */
+	if (!tunnel_methods_apply(p->ssh, p->host_key_algorithms,
+							  p->detail, sizeof(p->detail)))
+		return end_step(p, "ssh_handshake", false);
 	SSH_CALL(p, rc, libssh2_session_handshake(p->ssh, p->sock));
 	if (rc == PROBE_TIMED_OUT)
 	{
@@ -620,9 +629,13 @@ step_handshake(Probe *p)
 	}
 	if (rc != 0)
 	{
+		bool		refused;
+		const char *why = tunnel_ssh_handshake_error(p->ssh, rc, &refused);
+
 		snprintf(p->detail, sizeof(p->detail),
-				 "SSH handshake with %s port %d failed: %s; is it an SSH server?",
-				 p->ssh_host, p->ssh_port, ssh_message(p));
+				 "SSH handshake with %s port %d failed: %s%s",
+				 p->ssh_host, p->ssh_port, why,
+				 refused ? "" : "; is it an SSH server?");
 		return end_step(p, "ssh_handshake", false);
 	}
 	digest = libssh2_hostkey_hash(p->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);

@@ -55,6 +55,7 @@
 #include "catalog.h"
 #include "forward.h"
 #include "keys.h"
+#include "methods.h"
 #include "session.h"
 #include "tunnel_ssh.h"
 #include "watch.h"
@@ -121,6 +122,7 @@ struct TunnelSession
 	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
 	bool		trying_next;	/* authenticating with the rotation's key */
 	bool		host_key_unsaved;	/* seen first, not yet in the catalog */
+	char		host_key_algorithm[64]; /* it was negotiated with, or "" */
 	TimestampTz host_key_save_at;	/* next try to write it */
 
 	/* a key check only authenticates with the next key, then stops */
@@ -135,6 +137,7 @@ struct TunnelSession
 	TimestampTz last_recv;		/* any byte from the bastion */
 	TimestampTz probe_started;
 	int			failures;		/* consecutive failed attempts */
+	bool		penalised;		/* the last failure was one sshd penalises */
 
 	ProbePhase probe_phase;
 	LIBSSH2_CHANNEL *probe;
@@ -233,6 +236,23 @@ tunnel_ssh_error_text(LIBSSH2_SESSION *ssh)
 }
 
 /*
+ * Why a handshake failed.  A bastion that closes the connection before its
+ * banner refuses us: OpenSSH 9.8 and later do so for a while after failed
+ * logins from our address (PerSourcePenalties), and *refused says so.
+ */
+const char *
+tunnel_ssh_handshake_error(LIBSSH2_SESSION *ssh, int rc, bool *refused)
+{
+	*refused = libssh2_session_banner_get(ssh) == NULL &&
+		(rc == LIBSSH2_ERROR_SOCKET_RECV ||
+		 rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
+		 rc == LIBSSH2_ERROR_SOCKET_SEND);
+	if (*refused)
+		return "the bastion refused the connection (OpenSSH 9.8+ refuses an address for a while after failed logins: see PerSourcePenalties)";
+	return tunnel_ssh_error_text(ssh);
+}
+
+/*
  * libssh2 calls this for every read from the bastion, which makes "any byte
  * received" our measure of liveness at the cost of one clock read.
  */
@@ -323,6 +343,7 @@ close_connection(TunnelSession *s, bool polite)
 	s->send_owner = NULL;
 	s->owner_op = SESSION_OP_NONE;
 	s->opener = NULL;
+	tunnel_status_set_methods(s->slot, NULL);
 
 	if (s->ssh)
 	{
@@ -343,12 +364,15 @@ close_connection(TunnelSession *s, bool polite)
 	s->readable = s->writable = false;
 }
 
-/* Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... capped. */
+/*
+ * Exponential backoff with jitter: from first_ms (0.5 s after a network
+ * failure), doubling, up to cap_ms; each delay is drawn from its upper half.
+ */
 static long
-backoff_ms(int failures)
+backoff_ms(int failures, double first_ms, double cap_ms)
 {
-	double		base = 500.0;
-	double		cap = tunnel_reconnect_max_delay * 1000.0;
+	double		base = first_ms;
+	double		cap = cap_ms;
 	double		delay;
 
 	for (int i = 1; i < failures && base < cap; i++)
@@ -398,6 +422,47 @@ hold_waiting_clients(TunnelSession *s, TimestampTz now, dlist_head *held)
 			dlist_delete(iter.cur);
 			dlist_push_tail(held, iter.cur);
 		}
+	}
+}
+
+/*
+ * OpenSSH 9.8 and later (PerSourcePenalties) refuse, for 15 s up to 10
+ * minutes, every connection from an address that failed to log in a few
+ * times in a row (5 s of penalty per failed login, 1 s per connection
+ * closed before authenticating, such as after a host key mismatch).  The
+ * penalty hits every tunnel from this server to that bastion.  So these
+ * failures, and a refusal itself, are retried in minutes rather than
+ * seconds: never more than one such failure per tunnel in any 5 s, and
+ * waiting clients do not bring the next attempt forward.
+ */
+#define PENALISED_FIRST_MS		10000.0
+#define PENALISED_MAX_MS		300000.0
+#define REFUSED_FIRST_MS		30000.0
+#define REFUSED_MAX_MS			600000.0
+
+static long
+retry_delay_ms(TunnelSession *s, TunnelState state, bool refused)
+{
+	if (refused)
+		return backoff_ms(s->failures, REFUSED_FIRST_MS, REFUSED_MAX_MS);
+	if (state == TUNNEL_STATE_AUTH_FAILED ||
+		state == TUNNEL_STATE_HOST_KEY_MISMATCH)
+		return backoff_ms(s->failures, PENALISED_FIRST_MS, PENALISED_MAX_MS);
+	return backoff_ms(s->failures, 500.0, tunnel_reconnect_max_delay * 1000.0);
+}
+
+static int
+state_errcode(TunnelState state)
+{
+	switch (state)
+	{
+		case TUNNEL_STATE_AUTH_FAILED:
+		case TUNNEL_STATE_HOST_KEY_MISMATCH:
+			return ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		case TUNNEL_STATE_INVALID:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
+		default:
+			return ERRCODE_CONNECTION_FAILURE;
 	}
 }
 
@@ -463,7 +528,7 @@ drop_lanes(TunnelSession *s)
  * affected.  The next lane waits a while, longer after each failure.
  */
 static void
-lane_failed(TunnelSession *s, const char *message)
+lane_failed(TunnelSession *s, const char *message, bool penalised)
 {
 	TunnelSession *p = s->primary;
 	TimestampTz now = GetCurrentTimestamp();
@@ -478,7 +543,9 @@ lane_failed(TunnelSession *s, const char *message)
 	s->fail_pending = false;
 	s->phase = PHASE_DONE;
 	p->failures_of_lanes++;
-	p->lane_retry_at = TimestampTzPlusMilliseconds(now,
+	/* A login sshd penalises (see retry_delay_ms) waits as long. */
+	p->lane_retry_at = TimestampTzPlusMilliseconds(now, penalised ?
+												   backoff_ms(p->failures_of_lanes, REFUSED_FIRST_MS, REFUSED_MAX_MS) :
 												   LANE_RETRY_MS << Min(p->failures_of_lanes - 1, 4));
 }
 
@@ -755,10 +822,12 @@ expire_waiting(TunnelSession *s, TimestampTz now)
 }
 
 static void
-fail(TunnelSession *s, TunnelState state, const char *message)
+fail_ex(TunnelSession *s, TunnelState state, const char *message,
+		bool refused)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	dlist_head	held;
+	long		delay_ms;
 
 	if (s->key_check)
 	{
@@ -774,15 +843,32 @@ fail(TunnelSession *s, TunnelState state, const char *message)
 	}
 	if (s->primary)
 	{
-		lane_failed(s, message);
+		lane_failed(s, message, refused || state == TUNNEL_STATE_AUTH_FAILED ||
+					state == TUNNEL_STATE_HOST_KEY_MISMATCH);
 		return;
 	}
+
+	s->failures++;
+	delay_ms = retry_delay_ms(s, state, refused);
+	s->penalised = refused || state == TUNNEL_STATE_AUTH_FAILED ||
+		state == TUNNEL_STATE_HOST_KEY_MISMATCH;
 
 	/* Say it once; a bastion down for an hour need not fill the log. */
 	if (strcmp(message, s->last_logged) != 0)
 	{
-		ereport(state == TUNNEL_STATE_HOST_KEY_MISMATCH ? WARNING : LOG,
-				(errmsg("tunnel \"%s\": %s", s->def->name, message)));
+		if (refused)
+			ereport(LOG,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("tunnel \"%s\": bastion %s port %d refused the connection",
+							s->def->name, s->def->ssh_host, s->def->ssh_port),
+					 errdetail("The bastion closed the connection before sending its SSH banner."),
+					 errhint("OpenSSH 9.8 and later refuse an address for a while after failed logins (PerSourcePenalties); "
+							 "add this server's address to PerSourcePenaltyExemptList in the bastion's sshd_config. "
+							 "The next attempt is in %ld s.", delay_ms / 1000)));
+		else
+			ereport(state == TUNNEL_STATE_HOST_KEY_MISMATCH ? WARNING : LOG,
+					(errcode(state_errcode(state)),
+					 errmsg("tunnel \"%s\": %s", s->def->name, message)));
 		strlcpy(s->last_logged, message, sizeof(s->last_logged));
 	}
 
@@ -797,12 +883,12 @@ fail(TunnelSession *s, TunnelState state, const char *message)
 	}
 	drop_lanes(s);
 	dlist_init(&held);
-	hold_waiting_clients(s, now, &held);
+	if (!s->penalised)
+		hold_waiting_clients(s, now, &held);
 
 	close_connection(s, false);
 	free_addrs(s);
-	s->failures++;
-	s->retry_at = TimestampTzPlusMilliseconds(now, backoff_ms(s->failures));
+	s->retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
 	s->phase = PHASE_BACKOFF;
 	s->fail_pending = false;
 	set_state(s, state, message);
@@ -818,6 +904,12 @@ fail(TunnelSession *s, TunnelState state, const char *message)
 		}
 		s->retry_at = Min(s->retry_at, next_retry_for_clients(s, now));
 	}
+}
+
+static void
+fail(TunnelSession *s, TunnelState state, const char *message)
+{
+	fail_ex(s, state, message, false);
 }
 
 void
@@ -1066,6 +1158,8 @@ finish_connect(TunnelSession *s)
 static void
 begin_ssh(TunnelSession *s)
 {
+	char		text[TUNNEL_ERROR_MAXLEN];
+
 	s->ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
 	if (s->ssh == NULL)
 	{
@@ -1080,15 +1174,12 @@ begin_ssh(TunnelSession *s)
 	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV,
 								 (void *) recv_and_note);
 #endif
-	/* Fastest first on CPUs with AES-NI and SHA-NI (shared/PLATFORM.md). */
-	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_CRYPT_CS,
-									   "aes128-ctr,aes256-ctr,aes192-ctr");
-	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_CRYPT_SC,
-									   "aes128-ctr,aes256-ctr,aes192-ctr");
-	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_MAC_CS,
-									   "hmac-sha2-256,hmac-sha2-512,hmac-sha1");
-	(void) libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_MAC_SC,
-									   "hmac-sha2-256,hmac-sha2-512,hmac-sha1");
+	if (!tunnel_methods_apply(s->ssh, s->def->host_key_algorithms,
+							  text, sizeof(text)))
+	{
+		fail(s, TUNNEL_STATE_INVALID, text);
+		return;
+	}
 	s->phase = PHASE_HANDSHAKE;
 }
 
@@ -1137,6 +1228,10 @@ check_host_key(TunnelSession *s)
 		strlcpy(s->host_key, seen, sizeof(s->host_key));
 		s->host_key_unsaved = true;
 		s->host_key_save_at = 0;
+		strlcpy(s->host_key_algorithm,
+				libssh2_session_methods(s->ssh, LIBSSH2_METHOD_HOSTKEY) ?
+				libssh2_session_methods(s->ssh, LIBSSH2_METHOD_HOSTKEY) : "",
+				sizeof(s->host_key_algorithm));
 	}
 	pfree(seen);
 	return true;
@@ -1152,11 +1247,19 @@ step_handshake(TunnelSession *s)
 	if (rc != 0)
 	{
 		char		text[TUNNEL_ERROR_MAXLEN];
+		bool		refused;
+		const char *why = tunnel_ssh_handshake_error(s->ssh, rc, &refused);
 
 		snprintf(text, sizeof(text), "SSH handshake with %s port %d failed: %s",
-				 s->def->ssh_host, s->def->ssh_port, ssh_error(s));
-		fail(s, TUNNEL_STATE_UNREACHABLE, text);
+				 s->def->ssh_host, s->def->ssh_port, why);
+		fail_ex(s, TUNNEL_STATE_UNREACHABLE, text, refused);
 		return;
+	}
+	{
+		TunnelMethods methods;
+
+		tunnel_methods_negotiated(s->ssh, &methods);
+		tunnel_status_set_methods(s->slot, &methods);
 	}
 	if (check_host_key(s))
 	{
@@ -1186,6 +1289,13 @@ adopt_next_key(TunnelSession *s)
 			 errhint("Remove the line of key %s from ~%s/.ssh/authorized_keys on %s.",
 					 s->def->key_fingerprint, s->def->ssh_user,
 					 s->def->ssh_host)));
+}
+
+/* libssh2 before 1.11 signs RSA authentication with ssh-rsa (SHA-1) only. */
+static bool
+rsa_needs_ssh_rsa(const char *key_type)
+{
+	return LIBSSH2_VERSION_NUM < 0x010b00 && strcmp(key_type, "rsa") == 0;
 }
 
 static void
@@ -1246,6 +1356,7 @@ step_auth(TunnelSession *s)
 		s->phase = PHASE_READY;
 		s->failures = 0;
 		s->authed_next = next;
+		s->penalised = false;
 		s->last_recv = GetCurrentTimestamp();
 		s->probe_started = s->last_recv;
 		/* The probe's channel first: it may later wait behind no open. */
@@ -1268,7 +1379,7 @@ step_auth(TunnelSession *s)
 				 "to ~%s/.ssh/authorized_keys on %s%s",
 				 s->def->ssh_host, fingerprint, s->def->ssh_user,
 				 s->def->name, s->def->ssh_user, s->def->ssh_host,
-				 strcmp(s->def->key_type, "rsa") == 0 ?
+				 rsa_needs_ssh_rsa(s->def->key_type) ?
 				 "; RSA keys also need \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config" : "");
 		fail(s, TUNNEL_STATE_AUTH_FAILED, text);
 		return;
@@ -1619,7 +1730,9 @@ save_host_key(TunnelSession *s, TimestampTz now)
 		return -1;
 	if (now < s->host_key_save_at)
 		return ms_until(s->host_key_save_at, now);
-	if (!catalog_record_host_key(s->def->name, s->host_key))
+	if (!catalog_record_host_key(s->def->name, s->host_key,
+								 s->host_key_algorithm[0] ?
+								 s->host_key_algorithm : NULL))
 	{
 		s->host_key_save_at = TimestampTzPlusMilliseconds(now, HOST_KEY_RETRY_MS);
 		return HOST_KEY_RETRY_MS;
@@ -1734,15 +1847,20 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 	 * but don't let a stream of clients hammer a dead bastion either.  A
 	 * client arriving in backoff waits for the attempt it triggers; the
 	 * session's failure closes it, unless the bastion was lost only moments
-	 * ago (holding_clients).
+	 * ago (holding_clients).  A bastion that refused us or a key, though,
+	 * only penalises attempts made sooner: those clients are closed.
 	 */
 	if (s->phase == PHASE_BACKOFF)
 	{
 		TimestampTz soonest = next_retry_for_clients(s, now);
+		bool		hold = holding_clients(s, now) && !s->penalised;
 
-		if (soonest == now || holding_clients(s, now))
+		/* After a refusal or a failed login, the bastion sets the pace. */
+		if (s->penalised)
+			soonest = s->retry_at;
+		if (soonest == now || hold)
 			s->retry_at = Min(s->retry_at, soonest);
-		if (s->retry_at > now && !holding_clients(s, now))
+		if (s->retry_at > now && !hold)
 		{
 			dlist_delete(forward_node(f));
 			forward_destroy(f);

@@ -14,6 +14,7 @@
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <libssh2.h>
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -72,13 +73,20 @@ tunnel_check_local_port(int port)
 				 errdetail("A local port must be between 1024 and 65535.")));
 }
 
+/*
+ * libssh2 1.10 signs RSA authentication with ssh-rsa (SHA-1) only; 1.11
+ * and later use rsa-sha2-512 or rsa-sha2-256 where the server takes them,
+ * as every OpenSSH since 7.2 does, and need no warning.
+ */
 void
 tunnel_notice_rsa(void)
 {
+#if LIBSSH2_VERSION_NUM < 0x010b00
 	ereport(NOTICE,
 			(errmsg("RSA authentication from this server uses ssh-rsa (SHA-1) signatures"),
 			 errdetail("OpenSSH 8.8 and later refuse them by default."),
 			 errhint("Set \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config, or use key_type ed25519.")));
+#endif
 }
 
 char *

@@ -26,6 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "methods.h"
 #include "status.h"
 #include "tunnel_ssh.h"
 
@@ -52,6 +53,7 @@ struct TunnelStatusSlot
 	TimestampTz rotation_started;
 	char		via[TUNNEL_NAME_MAXLEN + 1];
 	char		last_error[TUNNEL_ERROR_MAXLEN];
+	TunnelMethods methods;		/* of the session, empty when none */
 
 	pg_atomic_uint64 attempts;
 	TunnelCounters counters;
@@ -236,6 +238,7 @@ tunnel_status_acquire(const char *name)
 		slot->rotation_started = 0;
 		slot->via[0] = '\0';
 		slot->last_error[0] = '\0';
+		memset(&slot->methods, 0, sizeof(slot->methods));
 		SpinLockRelease(&slot->mutex);
 		pg_atomic_write_u64(&slot->attempts, 0);
 		reset_counters(&slot->counters);
@@ -422,6 +425,19 @@ tunnel_status_set_host_key(TunnelStatusSlot *slot, const char *fingerprint)
 }
 
 void
+tunnel_status_set_methods(TunnelStatusSlot *slot, const TunnelMethods *methods)
+{
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	if (methods)
+		slot->methods = *methods;
+	else
+		memset(&slot->methods, 0, sizeof(slot->methods));
+	SpinLockRelease(&slot->mutex);
+}
+
+void
 tunnel_status_set_key(TunnelStatusSlot *slot, const char *fingerprint)
 {
 	if (slot == NULL)
@@ -509,7 +525,8 @@ PG_FUNCTION_INFO_V1(tunnel_status);
 
 /*
  * tunnel_status(): one row per tunnel the worker runs.  Version 1.0 of the
- * SQL function has the first 12 columns; the result descriptor says which.
+ * SQL function has the first 12 columns, 1.1 the first 16 and 1.2 all 20;
+ * the result descriptor says which.
  */
 Datum
 tunnel_status(PG_FUNCTION_ARGS)
@@ -523,8 +540,8 @@ tunnel_status(PG_FUNCTION_ARGS)
 	{
 		TunnelStatusSlot *slot = &shared->slots[i];
 		TunnelStatusSlot copy;
-		Datum		values[16];
-		bool		nulls[16] = {0};
+		Datum		values[20];
+		bool		nulls[20] = {0};
 
 		if (!slot->in_use)
 			continue;
@@ -549,6 +566,10 @@ tunnel_status(PG_FUNCTION_ARGS)
 		values[14] = TimestampTzGetDatum(copy.rotation_started);
 		nulls[14] = copy.rotation_started == 0;
 		values[15] = text_or_null(copy.via, &nulls[15]);
+		values[16] = text_or_null(copy.methods.kex, &nulls[16]);
+		values[17] = text_or_null(copy.methods.host_key, &nulls[17]);
+		values[18] = text_or_null(copy.methods.cipher, &nulls[18]);
+		values[19] = text_or_null(copy.methods.mac, &nulls[19]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -48,6 +48,10 @@ extern void tunnel_status_set_listen(TunnelStatusSlot *slot,
 									 const char *address, int port);
 extern void tunnel_status_set_host_key(TunnelStatusSlot *slot,
 									   const char *fingerprint);
+/* The methods the session negotiated; NULL clears them. */
+struct TunnelMethods;
+extern void tunnel_status_set_methods(TunnelStatusSlot *slot,
+									  const struct TunnelMethods *methods);
 extern void tunnel_status_set_key(TunnelStatusSlot *slot,
 								  const char *fingerprint);
 extern void tunnel_status_set_definition(TunnelStatusSlot *slot,

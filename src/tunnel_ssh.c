@@ -18,6 +18,7 @@
 #include "utils/guc.h"
 
 #include "catalog.h"
+#include "methods.h"
 #include "status.h"
 #include "tunnel_ssh.h"
 
@@ -40,7 +41,8 @@ int			tunnel_max_tunnels = 1000;
 int			tunnel_max_forwards = 4000;
 int			tunnel_max_extra_sessions = 4;
 int			tunnel_window_budget = 32 * 1024;
-bool		tunnel_bulk_keystream = true;
+bool		tunnel_bulk_keystream = false;
+char	   *tunnel_ciphers = NULL;
 
 bool		tunnel_preloaded = false;
 
@@ -166,11 +168,21 @@ define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("tunnel_ssh.ciphers",
+							   "Ciphers offered to bastions, in order of preference.",
+							   "OpenSSH's Ciphers syntax: a list replaces the default, \"+list\" appends to it, \"-list\" removes from it, \"^list\" puts it first.",
+							   &tunnel_ciphers,
+							   tunnel_default_ciphers,
+							   PGC_SIGHUP,
+							   0,
+							   tunnel_methods_check_ciphers,
+							   tunnel_methods_assign_ciphers, NULL);
+
 	DefineCustomBoolVariable("tunnel_ssh.bulk_keystream",
 							 "Computes the AES-CTR keystream of SSH sessions in bulk.",
-							 "Only with libssh2 older than 1.11, which encrypts one block per call; see keystream.c.",
+							 "Only with libssh2 older than 1.11, which encrypts one block per call; a no-op with libssh2 1.11 and later. See keystream.c.",
 							 &tunnel_bulk_keystream,
-							 true,
+							 false,
 							 PGC_POSTMASTER,
 							 0,
 							 NULL, NULL, NULL);

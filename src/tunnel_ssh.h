@@ -32,6 +32,7 @@ extern int	tunnel_max_forwards;
 extern int	tunnel_max_extra_sessions;
 extern int	tunnel_window_budget;	/* kB */
 extern bool tunnel_bulk_keystream;
+extern char *tunnel_ciphers;
 
 /* True when loaded through shared_preload_libraries (the worker runs). */
 extern bool tunnel_preloaded;

@@ -37,7 +37,9 @@
 #include "catalog.h"
 #include "forward.h"
 #include "keys.h"
+#if LIBSSH2_VERSION_NUM < 0x010b00
 #include "keystream.h"
+#endif
 #include "listener.h"
 #include "session.h"
 #include "status.h"
@@ -50,9 +52,13 @@
 #define POLL_INTERVAL_MS		60000
 #define STANDBY_POLL_INTERVAL_MS 5000
 #define BIND_RETRY_MS			1000
-/* A pending rotation's key is tried at most this often (doubling from 5 s). */
-#define KEY_CHECK_FIRST_MS		5000
-#define KEY_CHECK_MAX_MS		60000
+/*
+ * A pending rotation's key is tried 10 s after the rotation starts, then
+ * ever less often, down to once in 5 minutes.  Each try the bastion refuses
+ * is a failed login, which OpenSSH 9.8+ penalises (see session.c).
+ */
+#define KEY_CHECK_FIRST_MS		10000
+#define KEY_CHECK_MAX_MS		300000
 
 typedef struct WorkerTunnel WorkerTunnel;
 
@@ -430,17 +436,35 @@ tunnel_stop(WorkerTunnel *t)
 static void
 tunnel_update(WorkerTunnel *t, const TunnelDef *def)
 {
+	bool		new_session = catalog_session_differs(t->def, def);
+	bool		same_rotation;
+
+	same_rotation = !new_session &&
+		t->def->next_key_fingerprint != NULL &&
+		def->next_key_fingerprint != NULL &&
+		strcmp(t->def->next_key_fingerprint, def->next_key_fingerprint) == 0;
+
 	/* A new bastion, account or key needs a new session; a target does not. */
-	if (t->session && catalog_session_differs(t->def, def))
+	if (t->session && new_session)
 	{
 		tunnel_session_destroy(t->session);
 		t->session = NULL;
 	}
-	/* It holds the old definition; a rotation still pending starts anew. */
-	stop_key_check(t);
-	t->key_check_at = 0;
-	t->key_check_failures = 0;
+
+	/*
+	 * A reload (on a standby, every few seconds) keeps the pace of the checks
+	 * of a rotation still pending; only a new rotation or bastion starts it
+	 * anew.
+	 */
+	if (!same_rotation)
+	{
+		stop_key_check(t);
+		t->key_check_at = 0;
+		t->key_check_failures = 0;
+	}
 	set_def(t, def);
+	if (t->key_check)
+		tunnel_session_set_def(t->key_check, t->def);
 	apply(t);
 }
 
@@ -543,6 +567,10 @@ run_key_check(WorkerTunnel *t, TimestampTz now)
 	{
 		MemoryContext old;
 
+		/* Give the DBA time to paste the line before the first try. */
+		if (t->key_check_at == 0)
+			t->key_check_at = TimestampTzPlusMilliseconds(now,
+														  KEY_CHECK_FIRST_MS);
 		if (now < t->key_check_at)
 			return (long) ((t->key_check_at - now + 999) / 1000);
 		old = MemoryContextSwitchTo(t->cxt);
@@ -558,7 +586,7 @@ run_key_check(WorkerTunnel *t, TimestampTz now)
 	t->key_check_failures++;
 	t->key_check_at = TimestampTzPlusMilliseconds(now,
 												  Min(KEY_CHECK_MAX_MS,
-													  KEY_CHECK_FIRST_MS << Min(t->key_check_failures - 1, 4)));
+													  KEY_CHECK_FIRST_MS << Min(t->key_check_failures, 5)));
 	return result > 0 ? 0 : (long) ((t->key_check_at - now) / 1000);
 }
 
@@ -699,8 +727,10 @@ tunnel_worker_main(Datum main_arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not initialize libssh2")));
+#if LIBSSH2_VERSION_NUM < 0x010b00
 	if (tunnel_bulk_keystream)
 		(void) tunnel_keystream_install();
+#endif
 
 	raise_file_limit();
 	keep_freed_heap();

@@ -10,21 +10,29 @@ LOCAL_CONF="tunnel_ssh.connect_timeout = 3"
 . "$(dirname "$0")/lib.sh"
 me=$(id -un)
 SPORT2=$((SPORT + 1)) SPORT3=$((SPORT + 2)) SILENT=$((SPORT + 3)) FREE=$((SPORT + 4))
+SPORT4=$((SPORT + 5))
 
-# A second bastion on another port (same host key, same accounts) and a third
-# that refuses TCP forwarding; a listener that accepts and never speaks.
-for n in 2 3; do
-  port=$([ $n = 2 ] && echo $SPORT2 || echo $SPORT3)
+# A second bastion on another port (same host key, same accounts), a third
+# that refuses TCP forwarding and takes the deliberate failures of the
+# tunnel_test cases, a fourth for the penalty cases; a listener that accepts
+# and never speaks.  Only the third exempts us from OpenSSH 9.8+'s penalties
+# (where sshd has them): every other bastion runs with sshd's defaults.
+for n in 2 3 4; do
+  case $n in 2) port=$SPORT2 ;; 3) port=$SPORT3 ;; 4) port=$SPORT4 ;; esac
   sed -e "s/^Port .*/Port $port/" -e "s#sshd.pid#sshd$n.pid#" sshd/sshd_config > sshd/sshd$n.conf
 done
 sed -i "s/^AllowTcpForwarding yes/AllowTcpForwarding no/" sshd/sshd3.conf
+if sshd_penalises; then
+  echo "# $(ssh -V 2>&1 | cut -d, -f1): sshd penalises failed logins (PerSourcePenalties, defaults)"
+  echo "PerSourcePenaltyExemptList 127.0.0.1" >> sshd/sshd3.conf
+fi
 /usr/sbin/sshd -f "$dir/sshd/sshd2.conf" -E "$dir/sshd/log2"
 /usr/sbin/sshd -f "$dir/sshd/sshd3.conf" -E "$dir/sshd/log3"
 perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => shift, Listen => 16, ReuseAddr => 1) or die; while (1) { push @c, $s->accept }' $SILENT &
 silent_pid=$!
 day2_cleanup() {
   kill $silent_pid 2>/dev/null
-  for n in 2 3; do
+  for n in 2 3 4; do
     for pid in $(pgrep -f "sshd -f $dir/sshd/sshd$n.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done
   done
   cleanup
@@ -118,8 +126,7 @@ lsql "SELECT tunnel_create('t_refused', '127.0.0.1', '127.0.0.1', $PPORT, ssh_po
 r=$(tt_fail t_refused); echo "# $r"
 check "tcp_connect fails when nothing listens, and says so" grep -q "^tcp_connect|nothing listens on 127.0.0.1 port $FREE" <<<"$r"
 
-create t_silent "local_port => 54331" >/dev/null
-lsql "UPDATE tunnel_ssh.tunnel SET ssh_port = $SILENT WHERE name = 't_silent'"
+create t_silent "ssh_port => $SILENT, local_port => 54331" >/dev/null
 r=$(lsql "SELECT step || '|' || detail || '|' || round(elapsed_ms) FROM tunnel_test('t_silent') WHERE NOT ok"); echo "# $r"
 check "ssh_handshake times out on a listener that never speaks SSH" grep -q "^ssh_handshake|no SSH handshake within 3 s" <<<"$r"
 start=$(date +%s.%N)
@@ -129,15 +136,20 @@ echo "# statement_timeout 1s stopped tunnel_test after $took s"
 check "tunnel_test honours statement_timeout" grep -q "statement timeout" <<<"$err"
 check "... promptly (< 2.5 s)" awk "BEGIN { exit !($took < 2.5) }"
 
-create t_pinned "local_port => 54332, host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'" >> sshd/authorized_keys
+# The deliberate failures (a host key mismatch, a key not authorized) go to
+# the third bastion, which exempts us from its penalties.
+create t_pinned "ssh_port => $SPORT3, local_port => 54332, host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'" >> sshd/authorized_keys
 r=$(tt_fail t_pinned); echo "# $r"
 check "ssh_handshake fails on a host key mismatch and names both keys" \
   grep -q "^ssh_handshake|host key SHA256:.* does not match the recorded SHA256:AAAA" <<<"$r"
 
-create t_noauth "local_port => 54333" >/dev/null
+create t_noauth "ssh_port => $SPORT3, local_port => 54333" >/dev/null
 r=$(tt_fail t_noauth); echo "# $r"
 check "authenticate fails for a key not in authorized_keys and gives the line to add" \
   grep -q "^authenticate|the bastion refused key .* add this key to ~$me/.ssh/authorized_keys on 127.0.0.1: ssh-ed25519 " <<<"$r"
+wait_state t_noauth auth_failed 10 >/dev/null
+check "the worker retries a refused key in seconds to minutes, not at once" \
+  test "$(col t_noauth "state || ' ' || connect_attempts")" = "auth_failed 1"
 
 create t_nodb "local_port => 54334" >> sshd/authorized_keys
 lsql "UPDATE tunnel_ssh.forward SET remote_port = $FREE WHERE tunnel = 't_nodb'"
@@ -233,6 +245,59 @@ check "tunnel_host_key_reset warns that trust is reset" grep -q "WARNING:  host 
 check "after the reset: connected" wait_state main connected 20
 check "the new host key is recorded" test \
   "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'main'")" = "$(ssh-keygen -l -f sshd/host_key.pub | awk '{print $2}')"
+
+# --- OpenSSH 9.8+ penalties (PerSourcePenalties, sshd's defaults) ---
+if sshd_penalises; then
+  # The product's own failures stay below what sshd penalises: a tunnel
+  # whose key is not pasted yet and a rotation whose new line never is,
+  # against the main bastion, for 75 s.
+  log0=$(wc -l < sshd/log)
+  create p_unpasted "local_port => 54350" >/dev/null
+  lsql "SELECT tunnel_rotate_key('other')" >/dev/null 2>&1
+  sleep 75
+  fails=$(tail -n +$((log0 + 1)) sshd/log | grep -c "Failed publickey")
+  echo "# 75 s with an unpasted key and a pending rotation: $fails failed logins at the main bastion, attempts of p_unpasted: $(col p_unpasted connect_attempts)"
+  penalties=$(tail -n +$((log0 + 1)) sshd/log | penalty_lines)
+  [ -n "$penalties" ] && echo "$penalties" | sed 's/^/# sshd: /'
+  check "unpasted key and pending rotation: a few failed logins, no penalty from sshd" \
+    bash -c "[ $fails -ge 2 ] && [ -z \"\$1\" ]" _ "$penalties"
+  lsql "SELECT tunnel_rotate_cancel('other'), tunnel_drop('p_unpasted')" >/dev/null 2>&1
+  lsql "SELECT tunnel_disable('other')" >/dev/null; wait_state other disabled 10 >/dev/null
+  lsql "SELECT tunnel_enable('other')" >/dev/null
+  check "a healthy tunnel still reconnects at once to that bastion" wait_state other connected 5
+
+  # A source that failed to log in four times is refused: tunnel_test run
+  # four times on a key not pasted yet (a DBA checking before pasting), then
+  # once more.  Against a bastion of its own, so that no other test pays.
+  /usr/sbin/sshd -f "$dir/sshd/sshd4.conf" -E "$dir/sshd/log4"
+  create p_key "ssh_port => $SPORT4, local_port => 54351" >/dev/null
+  lsql "SELECT tunnel_disable('p_key')" >/dev/null
+  for i in 1 2 3 4; do tt_fail p_key >/dev/null; done
+  r=$(lsql "SELECT step || '|' || detail FROM tunnel_test('p_key') WHERE NOT ok LIMIT 1"); echo "# $r"
+  penalty_lines sshd/log4 | sed 's/^.*sshd[^:]*: /# sshd: /'
+  check "sshd penalised our address after four failed logins" grep -q "activating.*penalty" sshd/log4
+  check "tunnel_test: the bastion refused the connection, PerSourcePenalties named" \
+    grep -q "^ssh_handshake|SSH handshake with 127.0.0.1 port $SPORT4 failed: the bastion refused the connection (OpenSSH 9.8+ refuses an address for a while after failed logins: see PerSourcePenalties)" <<<"$r"
+  # The worker, meanwhile, on a tunnel whose key the bastion has.
+  create p_ok "ssh_port => $SPORT4, local_port => 54352" >> sshd/authorized_keys
+  for _ in $(seq 1 50); do [ -n "$(col p_ok last_error)" ] && break; sleep 0.2; done
+  err=$(col p_ok last_error); echo "# p_ok: $(col p_ok state): $err"
+  check "worker: refused connection reported with PerSourcePenalties in last_error" \
+    grep -q "the bastion refused the connection (OpenSSH 9.8+ .*PerSourcePenalties)" <<<"$err"
+  check "worker log: refused, with the exempt list in the hint" \
+    grep -q "HINT:.*PerSourcePenaltyExemptList" local.log
+  attempts=$(col p_ok connect_attempts)
+  for i in 1 2 3; do psql_via 54352 "SELECT 1" >/dev/null 2>&1; sleep 0.3; done
+  check "clients arriving after a refusal do not bring the next attempt forward" \
+    test "$(col p_ok connect_attempts)" = "$attempts"
+  refused=$(grep -c "penalty" sshd/log4)
+  echo "# sshd 4 logged $refused penalty lines; last: $(penalty_lines sshd/log4 | tail -n 1 | sed 's/^.*sshd[^:]*: //')"
+  lsql "SELECT tunnel_drop('p_key'), tunnel_drop('p_ok')" >/dev/null
+  for pid in $(pgrep -f "sshd -f $dir/sshd/sshd4.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done
+else
+  echo "ok $((pass+fail+1)) # skip sshd $(ssh -V 2>&1 | cut -d, -f1) has no PerSourcePenalties"
+  pass=$((pass+1))
+fi
 
 echo "1..$((pass+fail))"
 echo "$pass passed, $fail failed"

@@ -66,13 +66,16 @@ t0=$(now_ms)
 # Meanwhile the healthy tunnel: 50 new connections with SELECT 1.
 lat=()
 for i in $(seq 1 50); do
-  [ $i = 25 ] && during=$(state_of silent)
+  # Its state a second in, well within connect_timeout (3 s), however
+  # slow each connection of the loop is on this machine.
+  [ -z "${during:-}" ] && [ $(( $(now_ms) - t0 )) -ge 1000 ] && during=$(state_of silent)
   q0=$(now_ms)
   psql_via $MAIN "SELECT 1" >/dev/null || lat+=(99999)
   lat+=($(( $(now_ms) - q0 )))
 done
 max=$(printf '%s\n' "${lat[@]}" | sort -n | tail -1)
 avg=$(printf '%s\n' "${lat[@]}" | awk '{ s += $1 } END { printf "%.0f", s / NR }')
+during=${during:-$(state_of silent)}
 echo "# 50 x 'SELECT 1' on a new connection via main, in $(since $t0) s, while 'silent' was $during: avg $avg ms, max $max ms"
 check "2. the silent bastion held its tunnel in connecting meanwhile" test "$during" = connecting
 check "2. the healthy tunnel is not delayed (max < 1 s)" test "$max" -lt 1000

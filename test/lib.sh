@@ -76,6 +76,16 @@ wait_state() {  # tunnel state seconds
   return 1
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# libssh2 1.11 and later (AEAD ciphers, rsa-sha2 signatures, strict kex).
+libssh2_11() { pkg-config --atleast-version=1.11 libssh2; }
+# Does this sshd penalise failed logins (OpenSSH 9.8+ PerSourcePenalties)?
+sshd_penalises() {
+  local v
+  v=$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([0-9]*\.[0-9]*\).*/\1/p')
+  [ -n "$v" ] && [ "$(printf '%s\n9.8\n' "$v" | sort -V | head -n 1)" = 9.8 ]
+}
+# sshd's penalty lines in a log (LogLevel VERBOSE shows them).
+penalty_lines() { grep -E 'penalty' "$1" 2>/dev/null || true; }
 
 # --- set up: private database, local server, bastion ---
 $B/initdb -D private -A trust >/dev/null

@@ -3,6 +3,7 @@
 # builds with debootstrap from the package archive apt already uses (as root).
 #   bash test/platform.sh trixie             regress and every suite there
 #   bash test/platform.sh forky e2e day2     only these
+#   bash test/platform.sh trixie --bench     the benchmark (bench/run.sh)
 # trixie is Debian 13 (PostgreSQL 17, libssh2 1.11, OpenSSH 10.0), forky is
 # Debian testing (PostgreSQL 18, OpenSSH 10.6).  Inside, test/run-tests.sh
 # runs as it does on Debian 12: it installs that release's packages itself.
@@ -49,11 +50,24 @@ trap unmount_all EXIT
 exec 8>/tmp/tunnel_ssh_tests.lock
 flock 8
 
+# A run killed before its clean-up leaves its mounts (/dev among them):
+# take them down before anything here is removed or mounted again.
+awk -v r="$root" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r |
+  while read -r m; do umount -l "$m" || true; done
+if awk -v r="$root" '$2 == r || index($2, r "/") == 1 { f = 1 } END { exit !f }' /proc/mounts; then
+  echo "platform.sh: $root still has mounts; not touching it" >&2
+  exit 1
+fi
+
 if [ -n "${TUNNEL_SSH_FRESH_CHROOT:-}" ] || [ ! -f "$root/.tunnel_ssh_base" ]; then
-  rm -rf "$root"
+  rm -rf --one-file-system "$root"
   echo "== debootstrap $release from $mirror"
   start=$(date +%s)
-  debootstrap --variant=minbase --include=ca-certificates "$release" "$root" "$mirror" \
+  # Debian 12's debootstrap has no script for releases named after it;
+  # unstable's serves them.
+  script=/usr/share/debootstrap/scripts/$release
+  [ -e "$script" ] || script=/usr/share/debootstrap/scripts/sid
+  debootstrap --variant=minbase --include=ca-certificates "$release" "$root" "$mirror" "$script" \
     > "$top/$release.debootstrap.log" 2>&1 \
     || { tail -n 30 "$top/$release.debootstrap.log"; exit 1; }
   # The archive's Release file of testing can be past its Valid-Until.
@@ -80,11 +94,24 @@ mkdir -p "$root/build/tunnel_ssh"
 tar -C "$repo" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
     --exclude=./results --exclude=./bench/results -cf - . | tar -C "$root/build/tunnel_ssh" -xf -
 
-echo "== $release: bash test/run-tests.sh $*"
+# --bench: the benchmark instead of test suites (bench/run.sh); its results
+# file comes back to this tree's bench/results.
+command=test/run-tests.sh
+if [ "${1:-}" = --bench ]; then
+  shift
+  command=bench/run.sh
+fi
+mapfile -t bench_env < <(env | grep -E '^BENCH_[A-Z_]+=' | grep -v '^BENCH_PLATFORM=' || true)
+echo "== $release: bash $command $*"
 start=$(date +%s)
 rc=0
 chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   HOME=/root LANG=C.UTF-8 TERM=dumb ${CI:+CI=$CI} TUNNEL_SSH_PLATFORM="$release" \
-  bash -c 'cd /build/tunnel_ssh && bash test/run-tests.sh "$@"' run-tests "$@" || rc=$?
+  "${bench_env[@]}" \
+  bash -c 'cd /build/tunnel_ssh && bash "$0" "$@"' "$command" "$@" || rc=$?
+if [ "$command" = bench/run.sh ] && [ -d "$root/build/tunnel_ssh/bench/results" ]; then
+  mkdir -p "$repo/bench/results"
+  cp -n "$root/build/tunnel_ssh/bench/results/"* "$repo/bench/results/" 2>/dev/null || true
+fi
 echo "== $release finished in $(( $(date +%s) - start )) s, exit $rc"
 exit $rc

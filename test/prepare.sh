@@ -14,8 +14,13 @@ prepare_machine() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    echo "# installing ${missing[*]}"
+    # A run cut short during an install leaves dpkg half-done.
+    DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
+    if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"; } > /tmp/tunnel_ssh_apt.log 2>&1; then
+      tail -n 30 /tmp/tunnel_ssh_apt.log
+      return 1
+    fi
   fi
 
   # One run at a time per machine: the module is installed system-wide and

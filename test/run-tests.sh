@@ -19,18 +19,22 @@ repo=$(pwd)
 
 if [ -z "${TUNNEL_SSH_PLATFORM:-}" ] && [ "${1:-}" != demo ]; then
   results=() bad=0
+  out=$(mktemp /tmp/tunnel_ssh_run.XXXXXX)
+  trap 'rm -f "$out"' EXIT
   for platform in ${PLATFORMS:-native trixie forky}; do
     start=$(date +%s)
     if [ "$platform" = native ]; then
-      TUNNEL_SSH_PLATFORM=native bash test/run-tests.sh "$@" && rc=0 || rc=$?
+      TUNNEL_SSH_PLATFORM=native bash test/run-tests.sh "$@" 2>&1 | tee -a "$out" && rc=0 || rc=$?
     else
-      bash test/platform.sh "$platform" ${@:-$CHROOT_SUITES} && rc=0 || rc=$?
+      bash test/platform.sh "$platform" ${@:-$CHROOT_SUITES} 2>&1 | tee -a "$out" && rc=0 || rc=$?
     fi
     [ $rc -eq 0 ] && word=passed || { word=FAILED; bad=1; }
     results+=("$platform: $word in $(( $(date +%s) - start )) s")
   done
   echo "=== platforms"
   printf '%s\n' "${results[@]}"
+  # Every check of every suite (and pg_regress) prints "ok N" or "not ok N".
+  echo "total: $(grep -c '^ok ' "$out") passed, $(grep -c '^not ok ' "$out") failed"
   exit $bad
 fi
 
