@@ -534,9 +534,10 @@ lane_failed(TunnelSession *s, const char *message, bool penalised)
 	TimestampTz now = GetCurrentTimestamp();
 
 	ereport(LOG,
-			(errmsg("tunnel \"%s\": extra session to %s port %d: %s",
-					s->def->name, s->def->ssh_host, s->def->ssh_port,
-					message)));
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("tunnel \"%s\": extra session to %s port %d failed",
+					s->def->name, s->def->ssh_host, s->def->ssh_port),
+			 errdetail_internal("%s", message)));
 	return_waiting_clients(s);
 	close_connection(s, false);
 	free_addrs(s);
