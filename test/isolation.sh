@@ -42,9 +42,14 @@ dark_is_dark() { timeout 2 bash -c "exec 3<>/dev/tcp/$DARK/5432" 2>/dev/null; te
 check "setup: $DARK:5432 drops SYNs (a connect is still pending after 2 s)" dark_is_dark
 
 # --- 1. a dark target beside a healthy one ---
-pgbench -n -S -c 1 -T 20 -P 1 -h 127.0.0.1 -p $FA postgres > pgbench1.out 2>&1 &
+pgbench -n -S -c 1 -T 24 -P 1 -h 127.0.0.1 -p $FA postgres > pgbench1.out 2>&1 &
 bench=$!
 sleep 2
+lat=()
+for i in $(seq 1 10); do
+  q0=$(now_ms); psql_via $FA "SELECT 1" >/dev/null || lat+=(99999); lat+=($(( $(now_ms) - q0 ))); sleep 0.2
+done
+echo "# baseline: 10 new connections to the healthy forward, pgbench beside: avg $(printf '%s\n' "${lat[@]}" | awk '{ s += $1 } END { printf "%.0f", s / NR }') ms, worst $(printf '%s\n' "${lat[@]}" | sort -n | tail -1) ms"
 attempts=$(attempts_of t)
 t0=$(now_ms)
 for i in 1 2 3; do
