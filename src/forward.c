@@ -596,9 +596,8 @@ step_down(TunnelForward *f, bool *progress)
 static bool
 step_close(TunnelForward *f)
 {
-	int			rc;
-
 	SessionOp	owned = tunnel_session_owned_op(f->session, f);
+	int			rc;
 
 	if (f->channel == NULL)
 		return true;
