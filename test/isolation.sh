@@ -102,6 +102,7 @@ check "1. still connected after keepalive_interval x keepalive_count with opens 
 check "1. connect_attempts unchanged (no reconnect)" test "$(attempts_of t)" = "$attempts"
 wait $bench; rc=$?
 grep '^progress' pgbench1.out | sed 's/^/# pgbench: /' | cut -c1-90
+grep 'tunnel' local.log | tail -n 12 | cut -c1-200 | sed 's/^/# log: /'
 stalls=$(awk '/^progress/ && $4 + 0 < 1 { n++ } END { print n + 0 }' pgbench1.out)
 secs_seen=$(grep -c '^progress' pgbench1.out)
 check "1. pgbench on the healthy forward ran to the end" test $rc = 0
