@@ -41,18 +41,21 @@
 /*
  * The receive window of each channel bounds both what a slow client can
  * make wait in libssh2's queues and, divided by the round-trip time to the
- * bastion, the throughput of one connection.  A channel opens with up to
- * CHANNEL_WINDOW, and we give back what the client has taken in steps of an
- * eighth of it, so that nearly the whole window stays in flight: granting
- * only at half, a 20 ms path carried ~52 MB/s where ssh -L carried 77.
+ * bastion, the throughput of one connection.
  *
- * libssh2 keeps a channel's window at the size it was opened with (it tops
- * it up inside libssh2_channel_read), so the window is chosen at the open:
- * all channels together may have at most tunnel_ssh.window_budget in
- * flight towards the worker.  A channel gets its share of the budget, at
- * most CHANNEL_WINDOW and at least CHANNEL_MIN_WINDOW; a few channels get
- * the full window, hundreds of clients that stop reading cannot make the
- * worker hold gigabytes.
+ * libssh2 keeps a channel's window at the size it was opened with: inside
+ * libssh2_channel_read it tops the window up once a quarter of it is used.
+ * It is the only one to send window adjusts: a second sender (we used to
+ * grant in eighths) can finish the other's half-sent adjust and book its
+ * own amount, and the window libssh2 believes in drifts from the bastion's
+ * until the transfer stops.  A quarter in flight is enough: 3 MB per round
+ * trip is 150 MB/s over 20 ms.
+ *
+ * So the window is chosen at the open: all channels together may have at
+ * most tunnel_ssh.window_budget in flight towards the worker.  A channel
+ * gets its share of the budget, at most CHANNEL_WINDOW and at least
+ * CHANNEL_MIN_WINDOW; a few channels get the full window, and hundreds of
+ * clients that stop reading cannot make the worker hold gigabytes.
  */
 #define CHANNEL_WINDOW	(4 * 1024 * 1024)
 #define CHANNEL_PACKET	32768
@@ -104,8 +107,6 @@ struct TunnelForward
 	bool		remote_eof;
 	bool		read_idle;		/* last channel read found nothing */
 	uint32		window;			/* opened with, and kept at, this window */
-	uint32		consumed;		/* bytes read since the last window grant */
-	uint32		granting;		/* the grant being sent, while it is */
 
 	ForwardBuffer up;			/* client -> channel */
 	ForwardBuffer down;			/* channel -> client */
@@ -487,39 +488,18 @@ step_eof(TunnelForward *f)
 }
 
 /*
- * Give the bastion back the window the client has used up.  Like any send
- * it may stall, and is then resumed with the same amount (libssh2 has
- * already built the packet).  libssh2_channel_read sends adjusts of its
- * own: one it has half sent is finished by the read that started it, not
- * here, where finishing it would count as our grant.
+ * Will libssh2 top the window up in the next read (it does when less than
+ * three quarters of it is left)?  Then that read must be made even with
+ * nothing to read, or the bastion may wait for window for ever.
  */
-static void
-step_grant(TunnelForward *f)
+static bool
+window_adjust_due(TunnelForward *f)
 {
-	SessionOp	owned = tunnel_session_owned_op(f->session, f);
-	uint32		before;
-	int			rc;
+	unsigned long initial;
+	unsigned long window = libssh2_channel_window_read_ex(f->channel, NULL,
+														  &initial);
 
-	if (owned != SESSION_OP_NONE && owned != SESSION_OP_ADJUST)
-		return;
-	if (f->granting == 0)
-	{
-		if (f->consumed < f->window / 8)
-			return;
-		f->granting = f->consumed;
-		f->consumed = 0;
-	}
-	if (!tunnel_session_may_send(f->session, f))
-		return;
-	before = libssh2_channel_window_read_ex(f->channel, NULL, NULL);
-	rc = libssh2_channel_receive_window_adjust2(f->channel, f->granting, 1,
-												NULL);
-	tunnel_session_sent(f->session, f, SESSION_OP_ADJUST, rc);
-	if (rc == 0 &&
-		libssh2_channel_window_read_ex(f->channel, NULL, NULL) - before >= f->granting)
-		f->granting = 0;
-	else if (rc != 0 && rc != LIBSSH2_ERROR_EAGAIN)
-		channel_failed(f, rc);
+	return window < initial / 4 * 3 + (unsigned long) room(&f->down);
 }
 
 static void
@@ -530,11 +510,10 @@ step_down(TunnelForward *f, bool *progress)
 	/*
 	 * A read may send (libssh2 tops the window up inside it), and a send
 	 * that finds another's packet half sent fails as a transport error in
-	 * libssh2 1.10: read only when we may send, and not while our own grant
-	 * is half sent.
+	 * libssh2 1.10: read only when we may send, and not while our own write
+	 * or EOF is half sent.
 	 */
-	if (owned == SESSION_OP_ADJUST || owned == SESSION_OP_EOF ||
-		owned == SESSION_OP_WRITE)
+	if (owned == SESSION_OP_EOF || owned == SESSION_OP_WRITE)
 		return;
 	while (!f->remote_eof && room(&f->down) > 0 &&
 		   tunnel_session_may_send(f->session, f))
@@ -543,13 +522,15 @@ step_down(TunnelForward *f, bool *progress)
 
 		/*
 		 * Read only when libssh2 has queued something for this channel (or
-		 * may have: after a stalled or failed read): a read that finds
-		 * nothing still costs a recv() on the session socket.  The session
-		 * pulls the socket into libssh2's queues when it becomes readable.
+		 * may have: after a stalled or failed read), or owes the bastion
+		 * window: a read that finds nothing still costs a recv() on the
+		 * session socket.  The session pulls the socket into libssh2's
+		 * queues when it becomes readable.
 		 */
 		if (f->read_idle &&
 			!libssh2_poll_channel_read(f->channel, 0) &&
-			!libssh2_channel_eof(f->channel))
+			!libssh2_channel_eof(f->channel) &&
+			!window_adjust_due(f))
 			break;
 
 		rc = libssh2_channel_read(f->channel, f->down.data + f->down.end,
@@ -560,7 +541,6 @@ step_down(TunnelForward *f, bool *progress)
 		{
 			f->down.end += rc;
 			f->moved_in += rc;
-			f->consumed += rc;
 			*progress = true;
 		}
 		else if (rc == 0)
@@ -588,8 +568,6 @@ step_down(TunnelForward *f, bool *progress)
 			return;
 		}
 	}
-	if (f->phase == FORWARD_OPEN)
-		step_grant(f);
 }
 
 /* Returns true once the channel is gone. */
@@ -648,8 +626,7 @@ resume_owned(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 			step_down(f, progress);
 			break;
 		case SESSION_OP_ADJUST:
-			step_grant(f);
-			break;
+			break;				/* libssh2 adjusts inside the read */
 		case SESSION_OP_CLOSE:
 			step_close(f);
 			break;

@@ -1905,6 +1905,8 @@ tunnel_session_sent(TunnelSession *s, const void *who, SessionOp op, int rc)
 	{
 		s->send_owner = NULL;
 		s->owner_op = SESSION_OP_NONE;
+		/* Forwards that held back for it get their turn. */
+		tunnel_session_mark_dirty(s);
 	}
 }
 
