@@ -44,11 +44,13 @@ unmount_all() {
   done
   mounted=()
 }
-trap unmount_all EXIT
 
-# Wait for our turn first: another run may be using the chroot.
+# Wait for our turn first: another run may be using the chroot.  Only then
+# may our clean-up touch it: a run stopped while it waits must leave the
+# chroot, and whatever runs in it, alone.
 exec 8>/tmp/tunnel_ssh_tests.lock
 flock 8
+trap unmount_all EXIT
 
 # A run killed before its clean-up leaves its mounts (/dev among them):
 # take them down before anything here is removed or mounted again.
