@@ -20,6 +20,8 @@
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
@@ -28,7 +30,11 @@
 #include "keys.h"
 #include "status.h"
 
+/* How long a catalog write of the worker may wait for a lock (ms). */
+#define WORKER_LOCK_TIMEOUT_MS 100
+
 static bool change_pending = false;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 static bool xact_callback_registered = false;
 
 static void
@@ -44,11 +50,44 @@ catalog_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* A prepared change is signalled at COMMIT PREPARED. */
 			change_pending = false;
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * A prepared transaction's changes become visible at COMMIT PREPARED, which
+ * any session may run and where no trigger of ours fires: after every
+ * COMMIT PREPARED the worker looks at the catalog again (cheap, and rare).
+ */
+static void
+catalog_process_utility(PlannedStmt *pstmt, const char *queryString,
+						bool readOnlyTree, ProcessUtilityContext context,
+						ParamListInfo params, QueryEnvironment *queryEnv,
+						DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+	if (IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+		tunnel_status_catalog_changed();
+}
+
+void
+catalog_install_hooks(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = catalog_process_utility;
 }
 
 PG_FUNCTION_INFO_V1(tunnel_catalog_changed);
@@ -356,22 +395,61 @@ catalog_session_differs(const TunnelDef *a, const TunnelDef *b)
 		 a->host_key_fingerprint != NULL);
 }
 
-/* Run one write in the worker's own short transaction. */
-static uint64
-worker_write(const char *sql, int nargs, Oid *argtypes, Datum *values)
+/*
+ * Run one write in the worker's own short transaction.  The worker serves
+ * every tunnel, so the write never waits long for a lock (a transaction
+ * left open on the tunnel's row would stall them all) and an error ends
+ * only the write: it is logged, and the caller tries again later.  Returns
+ * whether the write committed; *processed is the number of rows changed.
+ */
+static bool
+worker_write(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			 uint64 *processed)
 {
-	uint64		processed;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	volatile bool ok = false;
 
+	*processed = 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_execute_with_args(sql, nargs, argtypes, values, NULL, false, 0);
-	processed = SPI_processed;
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return processed;
+	PG_TRY();
+	{
+		int			ret;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		ret = SPI_execute("SET LOCAL lock_timeout = " CppAsString2(WORKER_LOCK_TIMEOUT_MS),
+						  false, 0);
+		if (ret != SPI_OK_UTILITY)
+			elog(ERROR, "SPI_execute failed: error code %d", ret);
+		ret = SPI_execute_with_args(sql, nargs, argtypes, values, NULL,
+									false, 0);
+		if (ret < 0)
+			elog(ERROR, "SPI_execute_with_args failed: error code %d", ret);
+		*processed = SPI_processed;
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("tunnel_ssh worker could not update the tunnel catalog, will retry"),
+				 errdetail_internal("%s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_cxt);
+	return ok;
 }
 
 bool
@@ -379,6 +457,7 @@ catalog_promote_key(const char *tunnel, const char *fingerprint)
 {
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
+	uint64		processed;
 
 	if (RecoveryInProgress())
 		return false;			/* the primary's worker does it */
@@ -397,29 +476,29 @@ catalog_promote_key(const char *tunnel, const char *fingerprint)
 						"UPDATE tunnel_ssh.secret s SET private_key = s.next_private_key, "
 						"       next_private_key = NULL "
 						"FROM t WHERE s.tunnel = t.name AND s.next_private_key IS NOT NULL",
-						2, argtypes, values) > 0;
+						2, argtypes, values, &processed) && processed > 0;
 }
 
-void
+bool
 catalog_record_host_key(const char *tunnel, const char *fingerprint,
 						const char *algorithm)
 {
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
+	uint64		processed;
 
 	if (RecoveryInProgress())
-		return;					/* a standby keeps it in memory only */
+		return true;			/* a standby keeps it in memory only */
 
 	values[0] = CStringGetTextDatum(fingerprint);
 	values[1] = CStringGetTextDatum(tunnel);
 	values[2] = CStringGetTextDatum(algorithm ? algorithm : "");
 	if (catalog_v12 && algorithm != NULL)
-		(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1, "
+		return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1, "
 							"       host_key_algorithms = $3 "
 							"WHERE name = $2 AND host_key_fingerprint IS NULL",
-							3, argtypes, values);
-	else
-		(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
-							"WHERE name = $2 AND host_key_fingerprint IS NULL",
-							2, argtypes, values);
+							3, argtypes, values, &processed);
+	return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
+						"WHERE name = $2 AND host_key_fingerprint IS NULL",
+						2, argtypes, values, &processed);
 }

@@ -81,16 +81,21 @@ extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);
 /*
  * The next key authenticated: make it the tunnel's key and erase the old
  * one.  Returns false if the rotation is no longer the one that was tried
- * (cancelled or replaced meanwhile) or we cannot write (a standby).
+ * (cancelled or replaced meanwhile) or we cannot write (a standby, a lock
+ * held by another transaction, an error, all logged).
  */
 extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
+
+/* Preloaded: wake the worker after COMMIT PREPARED too. */
+extern void catalog_install_hooks(void);
 
 /*
  * Trust on first use: remember the host key seen for a tunnel, and the
  * algorithm it was negotiated with (if known), so that later sessions ask
- * for it first.
+ * for it first.  Returns false if it could not be written now (a lock held,
+ * an error): try again.
  */
-extern void catalog_record_host_key(const char *tunnel, const char *fingerprint,
+extern bool catalog_record_host_key(const char *tunnel, const char *fingerprint,
 									const char *algorithm);
 
 #endif							/* TUNNEL_CATALOG_H */

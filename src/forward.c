@@ -41,14 +41,29 @@
 /*
  * The receive window of each channel bounds both what a slow client can
  * make wait in libssh2's queues and, divided by the round-trip time to the
- * bastion, the throughput of one connection.  We open with 2 MB, as OpenSSH
- * does, and give back what the client has taken in steps of CHANNEL_GRANT,
- * so that nearly the whole window stays in flight: granting only at half,
- * a 20 ms path carried ~52 MB/s where ssh -L carried 77.
+ * bastion, the throughput of one connection.
+ *
+ * libssh2 keeps a channel's window at the size it was opened with: inside
+ * libssh2_channel_read it tops the window up once a quarter of it is used.
+ * It is the only one to send window adjusts: a second sender (we used to
+ * grant in eighths) can finish the other's half-sent adjust and book its
+ * own amount, and the window libssh2 believes in drifts from the bastion's
+ * until the transfer stops.  A quarter in flight is enough: 3 MB per round
+ * trip is 150 MB/s over 20 ms.
+ *
+ * So the window is chosen at the open: all channels together may have at
+ * most tunnel_ssh.window_budget in flight towards the worker.  A channel
+ * gets its share of the budget, at most CHANNEL_WINDOW and at least
+ * CHANNEL_MIN_WINDOW; a few channels get the full window, and hundreds of
+ * clients that stop reading cannot make the worker hold gigabytes.
  */
 #define CHANNEL_WINDOW	(4 * 1024 * 1024)
-#define CHANNEL_GRANT	(CHANNEL_WINDOW / 8)
 #define CHANNEL_PACKET	32768
+#define CHANNEL_MIN_WINDOW (2 * CHANNEL_PACKET)
+
+/* The windows of the open channels, and how many there are. */
+static uint64 windows_committed = 0;
+static int	channels_open = 0;
 
 typedef enum ForwardPhase
 {
@@ -80,6 +95,9 @@ struct TunnelForward
 	bool		client_eof;
 	bool		client_shut;	/* we sent the client our EOF */
 
+	TimestampTz created;		/* when the client was accepted */
+	TimestampTz open_since;		/* our channel open was sent, or 0 */
+
 	LIBSSH2_CHANNEL *channel;
 	char	   *remote_host;
 	int			remote_port;
@@ -88,8 +106,7 @@ struct TunnelForward
 	bool		eof_sent;		/* EOF sent on the channel */
 	bool		remote_eof;
 	bool		read_idle;		/* last channel read found nothing */
-	uint32		consumed;		/* bytes read since the last window grant */
-	uint32		granting;		/* the grant being sent, while it is */
+	uint32		window;			/* opened with, and kept at, this window */
 
 	ForwardBuffer up;			/* client -> channel */
 	ForwardBuffer down;			/* channel -> client */
@@ -181,6 +198,7 @@ forward_create(TunnelSession *session, pgsocket client,
 	f->forward_slot = forward_slot;
 	f->forward_counters = tunnel_status_forward_counters(forward_slot);
 	f->phase = FORWARD_WAITING;
+	f->created = GetCurrentTimestamp();
 	f->client = client;
 	f->remote_host = pstrdup(remote_host);
 	f->remote_port = remote_port;
@@ -227,12 +245,18 @@ close_client(TunnelForward *f)
 	f->client = PGINVALID_SOCKET;
 }
 
-/* The client is gone or the channel failed: stop both directions. */
+/*
+ * The client is gone or the channel failed: stop both directions.  A write
+ * libssh2 has half sent keeps its bytes: it must be finished (resume_owned)
+ * before anything else can be sent on the session, this channel's close
+ * included.
+ */
 static void
 abandon(TunnelForward *f)
 {
 	close_client(f);
-	f->up.start = f->up.end = 0;
+	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_WRITE)
+		f->up.start = f->up.end = 0;
 	f->down.start = f->down.end = 0;
 	f->phase = FORWARD_CLOSING;
 }
@@ -319,30 +343,81 @@ write_client(TunnelForward *f, bool *progress)
 	}
 }
 
+/* The window a channel opened now gets (see CHANNEL_WINDOW). */
+static uint32
+window_for_new_channel(void)
+{
+	uint64		budget = (uint64) tunnel_window_budget * 1024;
+	uint64		left = budget > windows_committed ? budget - windows_committed : 0;
+	uint64		window = Min(left, budget / (channels_open + 1));
+
+	window = Min(window, CHANNEL_WINDOW);
+	return (uint32) Max(window, CHANNEL_MIN_WINDOW);
+}
+
+/* The channel is gone: its window leaves the budget. */
+static void
+channel_gone(TunnelForward *f)
+{
+	f->channel = NULL;
+	windows_committed -= f->window;
+	channels_open--;
+}
+
 static void
 step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 {
 	LIBSSH2_CHANNEL *channel;
 	int			rc;
 
+	if (!tunnel_session_holds_open(f->session, f) &&
+		!tunnel_session_open_allowed(f->session, f))
+		return;
 	if (!tunnel_session_claim_open(f->session, f) ||
 		!tunnel_session_may_send(f->session, f))
 		return;
+	if (f->open_since == 0)
+	{
+		f->open_since = GetCurrentTimestamp();
+		f->window = window_for_new_channel();
+	}
 
 	channel = libssh2_channel_open_ex(ssh, "direct-tcpip",
 									  sizeof("direct-tcpip") - 1,
-									  CHANNEL_WINDOW, CHANNEL_PACKET,
+									  f->window, CHANNEL_PACKET,
 									  f->open_message, f->open_message_len);
 	rc = channel ? 0 : libssh2_session_last_errno(ssh);
 	tunnel_session_sent(f->session, f, SESSION_OP_OPEN, rc);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return;
 	tunnel_session_release_open(f->session, f);
+	f->open_since = 0;
+	if (rc != LIBSSH2_ERROR_TIMEOUT && !is_transport_error(rc))
+		tunnel_session_open_answered(f->session, f);
 	if (channel)
 	{
 		f->channel = channel;
 		f->phase = FORWARD_OPEN;
+		windows_committed += f->window;
+		channels_open++;
 		*progress = true;
+		return;
+	}
+
+	/*
+	 * libssh2 gives up waiting for the answer after 60 s; the bastion is
+	 * still trying to reach the target, the session is fine.
+	 */
+	if (rc == LIBSSH2_ERROR_TIMEOUT)
+	{
+		char		text[TUNNEL_ERROR_MAXLEN];
+
+		snprintf(text, sizeof(text),
+				 "bastion could not reach %s:%d within 60 s",
+				 f->remote_host, f->remote_port);
+		tunnel_status_forward_error(f->forward_slot, text);
+		tunnel_session_report_forward_error(f->session, text);
+		abandon(f);
 		return;
 	}
 	if (!is_transport_error(rc))
@@ -374,6 +449,12 @@ step_up(TunnelForward *f, bool *progress)
 			f->up.start += rc;
 			f->moved_out += rc;
 			*progress = true;
+			/* Only the half-sent write was owed: the rest is dropped. */
+			if (f->phase == FORWARD_CLOSING)
+			{
+				f->up.start = f->up.end = 0;
+				return;
+			}
 		}
 		else if (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN ||
 				 rc == LIBSSH2_ERROR_BAD_USE)
@@ -391,8 +472,12 @@ step_eof(TunnelForward *f)
 {
 	int			rc;
 
-	if (!f->client_eof || f->eof_sent || buffered(&f->up) > 0 ||
-		!tunnel_session_may_send(f->session, f))
+	/* An EOF libssh2 has half sent is finished whatever happened since. */
+	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_EOF &&
+		(!f->client_eof || f->eof_sent || buffered(&f->up) > 0 ||
+		 f->phase != FORWARD_OPEN))
+		return;
+	if (!tunnel_session_may_send(f->session, f))
 		return;
 	rc = libssh2_channel_send_eof(f->channel);
 	tunnel_session_sent(f->session, f, SESSION_OP_EOF, rc);
@@ -403,49 +488,49 @@ step_eof(TunnelForward *f)
 }
 
 /*
- * Give the bastion back the window the client has used up.  Like any send
- * it may stall, and is then resumed with the same amount (libssh2 has
- * already built the packet).
+ * Will libssh2 top the window up in the next read (it does when less than
+ * three quarters of it is left)?  Then that read must be made even with
+ * nothing to read, or the bastion may wait for window for ever.
  */
-static void
-step_grant(TunnelForward *f)
+static bool
+window_adjust_due(TunnelForward *f)
 {
-	int			rc;
+	unsigned long initial;
+	unsigned long window = libssh2_channel_window_read_ex(f->channel, NULL,
+														  &initial);
 
-	if (f->granting == 0)
-	{
-		if (f->consumed < CHANNEL_GRANT)
-			return;
-		f->granting = f->consumed;
-		f->consumed = 0;
-	}
-	if (!tunnel_session_may_send(f->session, f))
-		return;
-	rc = libssh2_channel_receive_window_adjust2(f->channel, f->granting, 1,
-												NULL);
-	tunnel_session_sent(f->session, f, SESSION_OP_ADJUST, rc);
-	if (rc == 0)
-		f->granting = 0;
-	else if (rc != LIBSSH2_ERROR_EAGAIN)
-		channel_failed(f, rc);
+	return window < initial / 4 * 3 + (unsigned long) room(&f->down);
 }
 
 static void
 step_down(TunnelForward *f, bool *progress)
 {
-	while (!f->remote_eof && room(&f->down) > 0)
+	SessionOp	owned = tunnel_session_owned_op(f->session, f);
+
+	/*
+	 * A read may send (libssh2 tops the window up inside it), and a send
+	 * that finds another's packet half sent fails as a transport error in
+	 * libssh2 1.10: read only when we may send, and not while our own write
+	 * or EOF is half sent.
+	 */
+	if (owned == SESSION_OP_EOF || owned == SESSION_OP_WRITE)
+		return;
+	while (!f->remote_eof && room(&f->down) > 0 &&
+		   tunnel_session_may_send(f->session, f))
 	{
 		ssize_t		rc;
 
 		/*
 		 * Read only when libssh2 has queued something for this channel (or
-		 * may have: after a stalled or failed read): a read that finds
-		 * nothing still costs a recv() on the session socket.  The session
-		 * pulls the socket into libssh2's queues when it becomes readable.
+		 * may have: after a stalled or failed read), or owes the bastion
+		 * window: a read that finds nothing still costs a recv() on the
+		 * session socket.  The session pulls the socket into libssh2's
+		 * queues when it becomes readable.
 		 */
 		if (f->read_idle &&
 			!libssh2_poll_channel_read(f->channel, 0) &&
-			!libssh2_channel_eof(f->channel))
+			!libssh2_channel_eof(f->channel) &&
+			!window_adjust_due(f))
 			break;
 
 		rc = libssh2_channel_read(f->channel, f->down.data + f->down.end,
@@ -456,7 +541,6 @@ step_down(TunnelForward *f, bool *progress)
 		{
 			f->down.end += rc;
 			f->moved_in += rc;
-			f->consumed += rc;
 			*progress = true;
 		}
 		else if (rc == 0)
@@ -484,25 +568,26 @@ step_down(TunnelForward *f, bool *progress)
 			return;
 		}
 	}
-	if (f->phase == FORWARD_OPEN)
-		step_grant(f);
 }
 
 /* Returns true once the channel is gone. */
 static bool
 step_close(TunnelForward *f)
 {
+	SessionOp	owned = tunnel_session_owned_op(f->session, f);
 	int			rc;
 
 	if (f->channel == NULL)
 		return true;
+	if (owned != SESSION_OP_NONE && owned != SESSION_OP_CLOSE)
+		return false;			/* resume_owned finishes that first */
 	if (!tunnel_session_may_send(f->session, f))
 		return false;
 	rc = libssh2_channel_free(f->channel);
 	tunnel_session_sent(f->session, f, SESSION_OP_CLOSE, rc);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return false;
-	f->channel = NULL;
+	channel_gone(f);
 	return true;
 }
 
@@ -541,11 +626,12 @@ resume_owned(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 			step_down(f, progress);
 			break;
 		case SESSION_OP_ADJUST:
-			step_grant(f);
-			break;
+			break;				/* libssh2 adjusts inside the read */
 		case SESSION_OP_CLOSE:
 			step_close(f);
 			break;
+		case SESSION_OP_REQUEST:
+			break;				/* the session's probe, never ours */
 	}
 }
 
@@ -567,13 +653,18 @@ forward_pump(TunnelForward *f, bool *progress)
 		 * whose open is under way must wait for it (libssh2 cannot abandon
 		 * an open) and is then closed like any other.
 		 */
-		if ((f->client == PGINVALID_SOCKET ||
-			 (f->client_eof && buffered(&f->up) == 0)) &&
+		if (f->client_eof)
+			close_client(f);	/* it gave up: it leaves the queue now */
+		if (f->client == PGINVALID_SOCKET &&
 			!tunnel_session_holds_open(f->session, f))
 			abandon(f);
 		else if (ssh != NULL)
 			step_open(f, ssh, progress);
 	}
+
+	/* The open of a client that left has completed: close it again. */
+	if (f->phase == FORWARD_OPEN && f->client == PGINVALID_SOCKET)
+		abandon(f);
 
 	if (f->phase == FORWARD_OPEN)
 	{
@@ -606,14 +697,74 @@ void
 forward_destroy(TunnelForward *f)
 {
 	/* A channel still here belongs to a session being freed with it. */
+	if (f->channel)
+		channel_gone(f);
 	close_client(f);
 	tunnel_status_count_connection(f->tunnel_counters, -1);
-	tunnel_status_count_connection(f->forward_counters, -1);
+	tunnel_status_forward_connection_ended(f->forward_slot);
 	pfree(f->up.data);
 	pfree(f->down.data);
 	pfree(f->remote_host);
 	pfree(f->open_message);
 	pfree(f);
+}
+
+void
+forward_set_session(TunnelForward *f, TunnelSession *session)
+{
+	f->session = session;
+	f->open_since = 0;
+}
+
+TimestampTz
+forward_waiting_since(TunnelForward *f)
+{
+	if (f->phase != FORWARD_WAITING || f->client == PGINVALID_SOCKET)
+		return 0;
+	return f->created;
+}
+
+TimestampTz
+forward_open_since(TunnelForward *f)
+{
+	return f->open_since;
+}
+
+const char *
+forward_remote_host(TunnelForward *f)
+{
+	return f->remote_host;
+}
+
+int
+forward_remote_port(TunnelForward *f)
+{
+	return f->remote_port;
+}
+
+bool
+forward_same_target(TunnelForward *a, TunnelForward *b)
+{
+	return a->remote_port == b->remote_port &&
+		strcmp(a->remote_host, b->remote_host) == 0;
+}
+
+void
+forward_give_up(TunnelForward *f, bool session_ready)
+{
+	char		text[TUNNEL_ERROR_MAXLEN];
+
+	if (session_ready)
+	{
+		snprintf(text, sizeof(text),
+				 "bastion could not reach %s:%d within %d s",
+				 f->remote_host, f->remote_port, tunnel_connect_timeout);
+		tunnel_status_forward_error(f->forward_slot, text);
+		tunnel_session_report_forward_error(f->session, text);
+	}
+	close_client(f);
+	f->client_eof = true;
+	tunnel_session_mark_dirty(f->session);
 }
 
 bool
@@ -629,6 +780,12 @@ forward_live_channel(TunnelForward *f)
 	if (f->phase == FORWARD_OPEN && !f->remote_eof)
 		return f->channel;
 	return NULL;
+}
+
+int
+forward_channels_open(void)
+{
+	return channels_open;
 }
 
 dlist_node *

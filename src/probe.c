@@ -399,15 +399,21 @@ step_resolve(Probe *p)
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV;
 
-	/* The lookup runs in a helper thread, so waiting for it can be cut. */
-	gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16);
+	/*
+	 * The lookup runs in a helper thread, so waiting for it can be cut; a
+	 * lookup left running reads its request after p is gone, so the request
+	 * owns a copy of every string it points to.
+	 */
+	gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16 +
+				 strlen(p->ssh_host) + 1);
 	if (gai == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	req = (struct addrinfo *) (gai + 1);
 	service = (char *) (req + 1);
 	*req = hints;
 	snprintf(service, 16, "%d", p->ssh_port);
-	gai->ar_name = p->ssh_host;
+	strcpy(service + 16, p->ssh_host);
+	gai->ar_name = service + 16;
 	gai->ar_service = service;
 	gai->ar_request = req;
 	rc = getaddrinfo_a(GAI_NOWAIT, &gai, 1, NULL);

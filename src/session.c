@@ -24,10 +24,18 @@
  *   readable.  So each pass gives every forward of the session a turn.
  *
  * - Replies to libssh2's own keepalive requests are queued and never freed
- *   (one packet per keepalive, for the life of the session).  So liveness is
- *   checked by our own probe instead: when the bastion has been silent for
- *   keepalive_interval, open and close a "session" channel, a round trip
- *   that leaves nothing behind.  Any bytes from the bastion count as life.
+ *   (one packet per keepalive, for the life of the session), and a channel
+ *   open is no probe either: its answer may take minutes when the bastion
+ *   cannot reach the target.  So right after authentication each session
+ *   opens one "session" channel and keeps it; when the bastion has been
+ *   silent for keepalive_interval, an "env" request on it (answered at once
+ *   by sshd, success or failure, and consumed by libssh2) is the probe.  It
+ *   needs no open slot.  Any bytes from the bastion count as life.
+ *
+ * - An open waits for the target's connect on the bastion.  So a tunnel
+ *   may add a few extra sessions (lanes) to its bastion: a client whose
+ *   open would wait behind another's goes to a lane with no open in flight,
+ *   started on demand and closed when idle (see dispatch_opens).
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +61,14 @@
 #include "watch.h"
 #include "worker.h"
 
+/* The last time the bastion answered an open to one target. */
+typedef struct TargetAnswer
+{
+	char	   *host;
+	int			port;
+	TimestampTz at;
+} TargetAnswer;
+
 typedef enum SessionPhase
 {
 	PHASE_IDLE,					/* start an attempt at the next tick */
@@ -67,10 +83,23 @@ typedef enum SessionPhase
 
 typedef enum ProbePhase
 {
-	PROBE_NONE,
+	PROBE_NONE,					/* no probe channel */
 	PROBE_OPENING,
-	PROBE_CLOSING
+	PROBE_IDLE,					/* the channel is open */
+	PROBE_ASKING,				/* a request on it awaits its answer */
+	PROBE_CLOSING				/* the bastion closed it: free it */
 } ProbePhase;
+
+/* A pending open to a target older than this keeps others to it waiting. */
+#define SLOW_OPEN_MS		1000
+/* A lane with no channel for this long is closed. */
+#define LANE_IDLE_MS		10000
+/* After a lane failed to connect, the next one waits this long. */
+#define LANE_RETRY_MS		5000
+/* An open in flight this long gets a new lane started beside it. */
+#define LANE_WAIT_MS		200
+/* A host key that could not be written is tried again after this. */
+#define HOST_KEY_RETRY_MS	2000
 
 struct TunnelSession
 {
@@ -92,6 +121,9 @@ struct TunnelSession
 	LIBSSH2_SESSION *ssh;
 	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
 	bool		trying_next;	/* authenticating with the rotation's key */
+	bool		host_key_unsaved;	/* seen first, not yet in the catalog */
+	char		host_key_algorithm[64]; /* it was negotiated with, or "" */
+	TimestampTz host_key_save_at;	/* next try to write it */
 
 	/* a key check only authenticates with the next key, then stops */
 	bool		key_check;
@@ -119,6 +151,18 @@ struct TunnelSession
 	bool		dirty;
 	dlist_node	dirty_node;
 
+	/* lanes: extra sessions that take opens while this one's is busy */
+	TunnelSession *primary;		/* set on a lane: the tunnel's session */
+	dlist_head	lanes;			/* on the tunnel's session */
+	dlist_node	lane_node;
+	int			nlanes;
+	TimestampTz lane_retry_at;
+	int			failures_of_lanes;	/* consecutive, reset when one connects */
+	TimestampTz dispatch_at;	/* look at the waiting clients again then */
+	TimestampTz idle_since;		/* a lane's: no channel since, or 0 */
+	bool		authed_next;	/* authenticated with the rotation's key */
+	List	   *answers;		/* of TargetAnswer, on the tunnel's session */
+
 	/* a failure found inside a pass, acted on after it */
 	bool		fail_pending;
 	TunnelState fail_state;
@@ -132,6 +176,7 @@ static void start_connect(TunnelSession *s);
 static void start_jump(TunnelSession *s);
 static void begin_ssh(TunnelSession *s);
 static void update_interest(TunnelSession *s);
+static void fail(TunnelSession *s, TunnelState state, const char *message);
 
 /* ---------- small helpers ---------- */
 
@@ -439,6 +484,362 @@ state_errcode(TunnelState state)
 	}
 }
 
+/* ---------- lanes ---------- */
+
+/* The tunnel's own session, of which s is or may be a lane. */
+static TunnelSession *
+pool_of(TunnelSession *s)
+{
+	return s->primary ? s->primary : s;
+}
+
+static TunnelSession *
+lane_from_node(dlist_node *node)
+{
+	return dlist_container(TunnelSession, lane_node, node);
+}
+
+/* Give the clients of s that have no channel yet back to the pool. */
+static void
+return_waiting_clients(TunnelSession *s)
+{
+	TunnelSession *p = s->primary;
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &s->forwards)
+	{
+		TunnelForward *f = forward_from_node(iter.cur);
+
+		if (!forward_waits_for_session(f))
+			continue;
+		if (s->opener == f)
+			s->opener = NULL;
+		if (s->send_owner == f)
+			s->send_owner = NULL;
+		dlist_delete(iter.cur);
+		forward_set_session(f, p);
+		dlist_push_tail(&p->forwards, iter.cur);
+	}
+	tunnel_session_mark_dirty(p);
+}
+
+static void
+drop_lane(TunnelSession *lane)
+{
+	lane->primary->nlanes--;
+	dlist_delete(&lane->lane_node);
+	tunnel_session_destroy(lane);
+}
+
+static void
+drop_lanes(TunnelSession *s)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &s->lanes)
+		drop_lane(lane_from_node(iter.cur));
+}
+
+/*
+ * A lane could not connect or lost its connection: its clients with a
+ * channel are closed, the others go back to wait; the tunnel is not
+ * affected.  The next lane waits a while, longer after each failure.
+ */
+static void
+lane_failed(TunnelSession *s, const char *message, bool penalised)
+{
+	TunnelSession *p = s->primary;
+	TimestampTz now = GetCurrentTimestamp();
+
+	ereport(LOG,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("tunnel \"%s\": extra session to %s port %d failed",
+					s->def->name, s->def->ssh_host, s->def->ssh_port),
+			 errdetail_internal("%s", message)));
+	return_waiting_clients(s);
+	close_connection(s, false);
+	free_addrs(s);
+	s->fail_pending = false;
+	s->phase = PHASE_DONE;
+	p->failures_of_lanes++;
+	/* A login sshd penalises (see retry_delay_ms) waits as long. */
+	p->lane_retry_at = TimestampTzPlusMilliseconds(now, penalised ?
+												   backoff_ms(p->failures_of_lanes, REFUSED_FIRST_MS, REFUSED_MAX_MS) :
+												   LANE_RETRY_MS << Min(p->failures_of_lanes - 1, 4));
+}
+
+static void
+start_lane(TunnelSession *p)
+{
+	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
+	TunnelSession *lane = tunnel_session_create(p->def, NULL);
+
+	MemoryContextSwitchTo(old);
+	lane->primary = p;
+	strlcpy(lane->host_key, p->host_key, sizeof(lane->host_key));
+	lane->authed_next = p->authed_next;
+	dlist_push_tail(&p->lanes, &lane->lane_node);
+	p->nlanes++;
+	ereport(DEBUG1,
+			(errmsg("tunnel \"%s\": opening extra session %d to %s port %d",
+					p->def->name, p->nlanes, p->def->ssh_host,
+					p->def->ssh_port)));
+}
+
+/* The forward holding s's open slot, or NULL (free, or the probe's). */
+static TunnelForward *
+opening_forward(TunnelSession *s)
+{
+	if (s->opener == NULL || s->opener == s)
+		return NULL;
+	return (TunnelForward *) unconstify(void *, s->opener);
+}
+
+static bool
+answer_for(TargetAnswer *a, TunnelForward *f)
+{
+	return a->port == forward_remote_port(f) &&
+		strcmp(a->host, forward_remote_host(f)) == 0;
+}
+
+/* When the bastion last answered an open to f's target (0: never). */
+static TimestampTz
+target_answered_at(TunnelSession *p, TunnelForward *f)
+{
+	ListCell   *lc;
+
+	foreach(lc, p->answers)
+	{
+		TargetAnswer *a = lfirst(lc);
+
+		if (answer_for(a, f))
+			return a->at;
+	}
+	return 0;
+}
+
+void
+tunnel_session_open_answered(TunnelSession *s, TunnelForward *f)
+{
+	TunnelSession *p = pool_of(s);
+	MemoryContext old;
+	ListCell   *lc;
+	TargetAnswer *a;
+
+	foreach(lc, p->answers)
+	{
+		a = lfirst(lc);
+		if (answer_for(a, f))
+		{
+			a->at = GetCurrentTimestamp();
+			return;
+		}
+	}
+	old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
+	a = palloc(sizeof(TargetAnswer));
+	a->host = pstrdup(forward_remote_host(f));
+	a->port = forward_remote_port(f);
+	a->at = GetCurrentTimestamp();
+	p->answers = lappend(p->answers, a);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Has an open to f's target been pending for SLOW_OPEN_MS somewhere in the
+ * pool, with no open to it answered since?  Then f waits for its answer
+ * instead of taking a lane of its own: a target that drops packets holds
+ * one open slot however many clients try it, and the others stay free for
+ * the targets that answer.  A target that is only busy keeps answering and
+ * keeps the lanes.
+ */
+static bool
+slow_open_on(TunnelSession *lane, TunnelForward *f, TimestampTz now,
+			 TimestampTz answered)
+{
+	TunnelForward *o = opening_forward(lane);
+
+	return o != NULL && o != f && forward_same_target(o, f) &&
+		forward_open_since(o) != 0 &&
+		now - forward_open_since(o) >= SLOW_OPEN_MS * 1000L &&
+		answered < forward_open_since(o);
+}
+
+static bool
+target_is_slow(TunnelSession *p, TunnelForward *f, TimestampTz now)
+{
+	TimestampTz answered = target_answered_at(p, f);
+	dlist_iter	iter;
+
+	if (slow_open_on(p, f, now, answered))
+		return true;
+	dlist_foreach(iter, &p->lanes)
+	{
+		if (slow_open_on(lane_from_node(iter.cur), f, now, answered))
+			return true;
+	}
+	return false;
+}
+
+bool
+tunnel_session_open_allowed(TunnelSession *s, TunnelForward *f)
+{
+	return !target_is_slow(pool_of(s), f, GetCurrentTimestamp());
+}
+
+/* A connected lane with no open in flight, or NULL. */
+static TunnelSession *
+free_lane(TunnelSession *p, bool *connecting)
+{
+	dlist_iter	iter;
+
+	*connecting = false;
+	dlist_foreach(iter, &p->lanes)
+	{
+		TunnelSession *lane = lane_from_node(iter.cur);
+
+		if (lane->phase == PHASE_READY && lane->opener == NULL &&
+			!lane->fail_pending)
+			return lane;
+		if (lane->phase != PHASE_READY && lane->phase != PHASE_DONE)
+			*connecting = true;
+	}
+	return NULL;
+}
+
+/*
+ * Clients waiting for the open slot of the tunnel's session, which another
+ * client's open holds, move to a lane with a free slot.  When there is none
+ * and the open in flight has taken LANE_WAIT_MS, one more lane is started,
+ * up to tunnel_ssh.max_extra_sessions.
+ */
+static void
+dispatch_opens(TunnelSession *p)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TunnelForward *busy = opening_forward(p);
+	dlist_mutable_iter iter;
+	bool		want_lane = false;
+	bool		connecting;
+
+	if (p->phase != PHASE_READY || busy == NULL)
+		return;
+	dlist_foreach_modify(iter, &p->forwards)
+	{
+		TunnelForward *f = forward_from_node(iter.cur);
+		TunnelSession *lane;
+
+		if (f == busy || forward_waiting_since(f) == 0 ||
+			target_is_slow(p, f, now))
+			continue;
+		lane = free_lane(p, &connecting);
+		if (lane == NULL)
+		{
+			want_lane = true;
+			break;
+		}
+		dlist_delete(iter.cur);
+		forward_set_session(f, lane);
+		dlist_push_tail(&lane->forwards, iter.cur);
+		(void) tunnel_session_claim_open(lane, f);
+		lane->idle_since = 0;
+		tunnel_session_mark_dirty(lane);
+	}
+	if (!want_lane || connecting || p->nlanes >= tunnel_max_extra_sessions ||
+		now < p->lane_retry_at)
+		return;
+	if (forward_open_since(busy) != 0 &&
+		now - forward_open_since(busy) < LANE_WAIT_MS * 1000L)
+	{
+		/* Most opens are answered in a round trip: give this one time. */
+		p->dispatch_at = forward_open_since(busy) + LANE_WAIT_MS * 1000L;
+		return;
+	}
+	start_lane(p);
+}
+
+/* Reap failed lanes, close idle ones, run the others' timers. */
+static long
+tick_lanes(TunnelSession *p, TimestampTz now)
+{
+	dlist_mutable_iter iter;
+	long		timeout = -1;
+
+	if (p->dispatch_at != 0)
+	{
+		if (now >= p->dispatch_at)
+		{
+			p->dispatch_at = 0;
+			tunnel_session_mark_dirty(p);
+		}
+		else
+			timeout = ms_until(p->dispatch_at, now);
+	}
+	dlist_foreach_modify(iter, &p->lanes)
+	{
+		TunnelSession *lane = lane_from_node(iter.cur);
+		long		t;
+
+		if (lane->phase == PHASE_DONE)
+		{
+			drop_lane(lane);
+			continue;
+		}
+		if (lane->phase == PHASE_READY && dlist_is_empty(&lane->forwards) &&
+			opening_forward(lane) == NULL)
+		{
+			if (lane->idle_since == 0)
+				lane->idle_since = now;
+			if (now - lane->idle_since >= LANE_IDLE_MS * 1000L)
+			{
+				drop_lane(lane);
+				continue;
+			}
+			t = ms_until(lane->idle_since + LANE_IDLE_MS * 1000L, now);
+			if (timeout < 0 || t < timeout)
+				timeout = t;
+		}
+		else
+			lane->idle_since = 0;
+		t = tunnel_session_tick(lane, now);
+		if (t >= 0 && (timeout < 0 || t < timeout))
+			timeout = t;
+	}
+	return timeout;
+}
+
+/*
+ * A client still waiting for its channel after tunnel_ssh.connect_timeout
+ * gets its answer: closed, with the target named in the status when the
+ * session was up (the bastion could not reach it).
+ */
+static long
+expire_waiting(TunnelSession *s, TimestampTz now)
+{
+	TimestampTz limit = (TimestampTz) tunnel_connect_timeout * USECS_PER_SEC;
+	bool		ready = pool_of(s)->phase == PHASE_READY;
+	long		timeout = -1;
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &s->forwards)
+	{
+		TunnelForward *f = forward_from_node(iter.cur);
+		TimestampTz since = forward_waiting_since(f);
+		long		t;
+
+		if (since == 0)
+			continue;
+		if (now - since >= limit)
+		{
+			forward_give_up(f, ready);
+			continue;
+		}
+		t = ms_until(since + limit, now);
+		if (timeout < 0 || t < timeout)
+			timeout = t;
+	}
+	return timeout;
+}
+
 static void
 fail_ex(TunnelSession *s, TunnelState state, const char *message,
 		bool refused)
@@ -457,6 +858,12 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 		s->fail_pending = false;
 		s->key_check_result = -1;
 		s->phase = PHASE_DONE;
+		return;
+	}
+	if (s->primary)
+	{
+		lane_failed(s, message, refused || state == TUNNEL_STATE_AUTH_FAILED ||
+					state == TUNNEL_STATE_HOST_KEY_MISMATCH);
 		return;
 	}
 
@@ -486,6 +893,14 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 
 	if (s->phase == PHASE_READY)
 		s->lost_at = now;
+	/* The lanes go with the session; their waiting clients come back. */
+	{
+		dlist_iter	iter;
+
+		dlist_foreach(iter, &s->lanes)
+			return_waiting_clients(lane_from_node(iter.cur));
+	}
+	drop_lanes(s);
 	dlist_init(&held);
 	if (!s->penalised)
 		hold_waiting_clients(s, now, &held);
@@ -530,6 +945,7 @@ tunnel_session_fail(TunnelSession *s, const char *why)
 void
 tunnel_session_report_forward_error(TunnelSession *s, const char *message)
 {
+	s = pool_of(s);
 	/* The session is fine; the state stays, the error is shown. */
 	tunnel_status_set_state(s->slot, TUNNEL_STATE_CONNECTED, message);
 	if (strcmp(message, s->last_logged) != 0)
@@ -572,7 +988,12 @@ start_attempt(TunnelSession *s, TimestampTz now)
 		return;
 	}
 
-	s->gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16);
+	/*
+	 * glibc's resolver thread reads the request until it ends, which may be
+	 * after a reload freed def: the request owns a copy of every string.
+	 */
+	s->gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16 +
+					strlen(s->def->ssh_host) + 1);
 	if (s->gai == NULL)
 	{
 		fail(s, TUNNEL_STATE_UNREACHABLE, "out of memory");
@@ -581,13 +1002,15 @@ start_attempt(TunnelSession *s, TimestampTz now)
 	{
 		struct addrinfo *req = (struct addrinfo *) (s->gai + 1);
 		char	   *svc = (char *) (req + 1);
+		char	   *name = svc + 16;
 		struct gaicb *list[1] = {s->gai};
 
 		req->ai_family = AF_UNSPEC;
 		req->ai_socktype = SOCK_STREAM;
 		req->ai_flags = AI_NUMERICSERV;
 		strlcpy(svc, service, 16);
-		s->gai->ar_name = s->def->ssh_host;
+		strcpy(name, s->def->ssh_host);
+		s->gai->ar_name = name;
 		s->gai->ar_service = svc;
 		s->gai->ar_request = req;
 		rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
@@ -811,15 +1234,23 @@ check_host_key(TunnelSession *s)
 		pfree(seen);
 		return false;
 	}
+	if (expected == NULL && s->primary)
+	{
+		/* A lane trusts only what its tunnel's session checked. */
+		fail(s, TUNNEL_STATE_UNREACHABLE, "bastion host key not known yet");
+		pfree(seen);
+		return false;
+	}
 	if (expected == NULL)
 	{
+		/* Written by the next tick, outside libssh2's calls (save_host_key). */
 		strlcpy(s->host_key, seen, sizeof(s->host_key));
-		catalog_record_host_key(s->def->name, seen,
-								libssh2_session_methods(s->ssh,
-														LIBSSH2_METHOD_HOSTKEY));
-		ereport(LOG,
-				(errmsg("tunnel \"%s\": recorded host key %s of %s port %d",
-						s->def->name, seen, s->def->ssh_host, s->def->ssh_port)));
+		s->host_key_unsaved = true;
+		s->host_key_save_at = 0;
+		strlcpy(s->host_key_algorithm,
+				libssh2_session_methods(s->ssh, LIBSSH2_METHOD_HOSTKEY) ?
+				libssh2_session_methods(s->ssh, LIBSSH2_METHOD_HOSTKEY) : "",
+				sizeof(s->host_key_algorithm));
 	}
 	pfree(seen);
 	return true;
@@ -889,13 +1320,19 @@ rsa_needs_ssh_rsa(const char *key_type)
 static void
 step_auth(TunnelSession *s)
 {
-	bool		next = s->trying_next;
-	const char *key = next ? s->def->next_private_key : s->def->private_key;
-	const char *fingerprint = next ? s->def->next_key_fingerprint :
-		s->def->key_fingerprint;
+	bool		next;
+	const char *key;
+	const char *fingerprint;
 	int			rc;
 	char		text[TUNNEL_ERROR_MAXLEN];
 
+	/* A lane offers the key its tunnel's session was accepted with. */
+	if (s->primary && !s->authed_next)
+		s->trying_next = false;
+	next = s->trying_next;
+	key = next ? s->def->next_private_key : s->def->private_key;
+	fingerprint = next ? s->def->next_key_fingerprint :
+		s->def->key_fingerprint;
 	rc = libssh2_userauth_publickey_frommemory(s->ssh, s->def->ssh_user,
 											   strlen(s->def->ssh_user),
 											   NULL, 0, key, strlen(key), NULL);
@@ -908,6 +1345,15 @@ step_auth(TunnelSession *s)
 		s->key_check_result = 1;
 		s->phase = PHASE_DONE;
 		close_connection(s, false);
+		return;
+	}
+	if (rc == 0 && s->primary)
+	{
+		s->phase = PHASE_READY;
+		s->last_recv = GetCurrentTimestamp();
+		s->probe_started = s->last_recv;
+		s->probe_phase = PROBE_OPENING;
+		s->primary->failures_of_lanes = 0;
 		return;
 	}
 	if (rc != 0 && next && !s->key_check)
@@ -928,9 +1374,12 @@ step_auth(TunnelSession *s)
 						s->def->ssh_user)));
 		s->phase = PHASE_READY;
 		s->failures = 0;
+		s->authed_next = next;
 		s->penalised = false;
 		s->last_recv = GetCurrentTimestamp();
 		s->probe_started = s->last_recv;
+		/* The probe's channel first: it may later wait behind no open. */
+		s->probe_phase = PROBE_OPENING;
 		s->last_logged[0] = '\0';
 		set_state(s, TUNNEL_STATE_CONNECTED, "");
 		return;
@@ -962,18 +1411,32 @@ step_auth(TunnelSession *s)
 /* ---------- the connected session ---------- */
 
 /*
- * Pull whatever the bastion sent into libssh2's queues, through any channel
- * that can still receive; with none, a probe does the reading.
+ * Pull whatever the bastion sent into libssh2's queues, through the probe's
+ * channel or any channel that can still receive; with none, opening the
+ * probe's channel does the reading.
  */
 static void
 drain(TunnelSession *s)
 {
 	dlist_iter	iter;
+	int			rc;
 
+	if (s->probe_phase == PROBE_IDLE || s->probe_phase == PROBE_ASKING)
+	{
+		rc = libssh2_channel_wait_eof(s->probe);
+		if (rc == LIBSSH2_ERROR_EAGAIN)
+			return;
+		if (rc != 0)
+		{
+			tunnel_session_fail(s, ssh_error(s));
+			return;
+		}
+		/* The bastion closed it: free it, open another when due. */
+		s->probe_phase = PROBE_CLOSING;
+	}
 	dlist_foreach(iter, &s->forwards)
 	{
 		LIBSSH2_CHANNEL *ch = forward_live_channel(forward_from_node(iter.cur));
-		int			rc;
 
 		if (ch == NULL)
 			continue;
@@ -988,6 +1451,11 @@ drain(TunnelSession *s)
 		s->probe_phase = PROBE_OPENING;
 }
 
+/*
+ * The probe: open its channel (once per session, or again after sshd
+ * refused or closed it), ask on it when the bastion has been silent, free
+ * it when the bastion closed it.
+ */
 static void
 step_probe(TunnelSession *s)
 {
@@ -1010,7 +1478,28 @@ step_probe(TunnelSession *s)
 			tunnel_session_fail(s, ssh_error(s));
 			return;
 		}
-		s->probe_phase = s->probe ? PROBE_CLOSING : PROBE_NONE;
+		s->probe_phase = s->probe ? PROBE_IDLE : PROBE_NONE;
+	}
+	if (s->probe_phase == PROBE_ASKING)
+	{
+		if (!tunnel_session_may_send(s, s))
+			return;
+		rc = libssh2_channel_setenv(s->probe, "TUNNEL_SSH_KEEPALIVE", "1");
+		tunnel_session_sent(s, s, SESSION_OP_REQUEST, rc);
+		if (rc == LIBSSH2_ERROR_EAGAIN)
+			return;
+
+		/*
+		 * sshd refuses a variable AcceptEnv does not list: that answer is as
+		 * good as any.  libssh2's own timeout (60 s) only ends this request.
+		 */
+		if (rc != 0 && rc != LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED &&
+			rc != LIBSSH2_ERROR_TIMEOUT)
+		{
+			tunnel_session_fail(s, ssh_error(s));
+			return;
+		}
+		s->probe_phase = PROBE_IDLE;
 	}
 	if (s->probe_phase == PROBE_CLOSING)
 	{
@@ -1052,7 +1541,8 @@ pass(TunnelSession *s)
 	}
 
 	/* The holder of a stalled send goes first, so the others can follow. */
-	if (s->send_owner == s || s->probe_phase != PROBE_NONE)
+	if (s->send_owner == s ||
+		(s->probe_phase != PROBE_NONE && s->probe_phase != PROBE_IDLE))
 		step_probe(s);
 	else if (s->send_owner != NULL)
 		run_forward(s, (TunnelForward *) s->send_owner, &progress);
@@ -1071,6 +1561,8 @@ pass(TunnelSession *s)
 	}
 	if (progress)
 		tunnel_session_mark_dirty(s);
+	if (s->primary == NULL)
+		dispatch_opens(s);
 }
 
 static void
@@ -1160,8 +1652,9 @@ tunnel_session_service_all(void)
 	}
 }
 
-long
-tunnel_session_tick(TunnelSession *s, TimestampTz now)
+/* Timers of s's own connection (connect phases, backoff, keepalive). */
+static long
+tick_connection(TunnelSession *s, TimestampTz now)
 {
 	long		silent_ms;
 	long		interval_ms = tunnel_keepalive_interval * 1000L;
@@ -1217,11 +1710,13 @@ tunnel_session_tick(TunnelSession *s, TimestampTz now)
 				fail(s, TUNNEL_STATE_BACKOFF, text);
 				return 0;
 			}
-			if (silent_ms >= interval_ms && s->probe_phase == PROBE_NONE &&
+			if (silent_ms >= interval_ms &&
+				(s->probe_phase == PROBE_IDLE || s->probe_phase == PROBE_NONE) &&
 				now - s->probe_started >= interval_ms * 1000L)
 			{
 				s->probe_started = now;
-				s->probe_phase = PROBE_OPENING;
+				s->probe_phase = s->probe_phase == PROBE_IDLE ?
+					PROBE_ASKING : PROBE_OPENING;
 				tunnel_session_mark_dirty(s);
 			}
 			/* Next: the probe that falls due, or the end of our patience. */
@@ -1230,6 +1725,57 @@ tunnel_session_tick(TunnelSession *s, TimestampTz now)
 			return Min(1000, interval_ms * tunnel_keepalive_count - silent_ms);
 	}
 	return -1;
+}
+
+static long
+min_timeout(long a, long b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return Min(a, b);
+}
+
+/*
+ * Record the host key seen at first use.  A transaction holding the tunnel's
+ * row must not stall the worker, so a write that cannot be made at once is
+ * tried again a little later; the key is trusted from memory meanwhile.
+ */
+static long
+save_host_key(TunnelSession *s, TimestampTz now)
+{
+	if (!s->host_key_unsaved || s->key_check)
+		return -1;
+	if (now < s->host_key_save_at)
+		return ms_until(s->host_key_save_at, now);
+	if (!catalog_record_host_key(s->def->name, s->host_key,
+								 s->host_key_algorithm[0] ?
+								 s->host_key_algorithm : NULL))
+	{
+		s->host_key_save_at = TimestampTzPlusMilliseconds(now, HOST_KEY_RETRY_MS);
+		return HOST_KEY_RETRY_MS;
+	}
+	s->host_key_unsaved = false;
+	ereport(LOG,
+			(errmsg("tunnel \"%s\": recorded host key %s of %s port %d",
+					s->def->name, s->host_key, s->def->ssh_host,
+					s->def->ssh_port)));
+	return -1;
+}
+
+long
+tunnel_session_tick(TunnelSession *s, TimestampTz now)
+{
+	long		timeout = expire_waiting(s, now);
+
+	if (s->primary == NULL)
+		timeout = min_timeout(timeout, save_host_key(s, now));
+
+	timeout = min_timeout(timeout, tick_connection(s, now));
+	if (s->primary == NULL)
+		timeout = min_timeout(timeout, tick_lanes(s, now));
+	return timeout;
 }
 
 /* ---------- lifecycle and the forwards' interface ---------- */
@@ -1244,6 +1790,7 @@ tunnel_session_create(const TunnelDef *def, TunnelStatusSlot *slot)
 	s->phase = PHASE_IDLE;
 	s->sock = PGINVALID_SOCKET;
 	dlist_init(&s->forwards);
+	dlist_init(&s->lanes);
 	if (def->host_key_fingerprint)
 		strlcpy(s->host_key, def->host_key_fingerprint, sizeof(s->host_key));
 	return s;
@@ -1278,17 +1825,29 @@ tunnel_session_ready(TunnelSession *s)
 void
 tunnel_session_destroy(TunnelSession *s)
 {
+	drop_lanes(s);
 	close_connection(s, true);
 	free_addrs(s);
 	if (s->dirty)
 		dlist_delete(&s->dirty_node);
+	{
+		ListCell   *lc;
+
+		foreach(lc, s->answers)
+			pfree(((TargetAnswer *) lfirst(lc))->host);
+		list_free_deep(s->answers);
+	}
 	pfree(s);
 }
 
 void
 tunnel_session_set_def(TunnelSession *s, const TunnelDef *def)
 {
+	dlist_iter	iter;
+
 	s->def = def;
+	dlist_foreach(iter, &s->lanes)
+		lane_from_node(iter.cur)->def = def;
 }
 
 void
@@ -1364,6 +1923,8 @@ tunnel_session_sent(TunnelSession *s, const void *who, SessionOp op, int rc)
 	{
 		s->send_owner = NULL;
 		s->owner_op = SESSION_OP_NONE;
+		/* Forwards that held back for it get their turn. */
+		tunnel_session_mark_dirty(s);
 	}
 }
 
@@ -1378,8 +1939,12 @@ tunnel_session_claim_open(TunnelSession *s, const void *who)
 void
 tunnel_session_release_open(TunnelSession *s, const void *who)
 {
-	if (s->opener == who)
-		s->opener = NULL;
+	if (s->opener != who)
+		return;
+	s->opener = NULL;
+	/* A lane that is free again may take a waiting client. */
+	if (s->primary)
+		tunnel_session_mark_dirty(s->primary);
 }
 
 bool

@@ -19,6 +19,7 @@
 #include "status.h"
 
 typedef struct TunnelSession TunnelSession;
+typedef struct TunnelForward TunnelForward;
 
 /* What a forward was doing when the session's send stalled. */
 typedef enum SessionOp
@@ -29,7 +30,8 @@ typedef enum SessionOp
 	SESSION_OP_EOF,
 	SESSION_OP_READ,
 	SESSION_OP_ADJUST,
-	SESSION_OP_CLOSE
+	SESSION_OP_CLOSE,
+	SESSION_OP_REQUEST
 } SessionOp;
 
 /* def must outlive the session (or be replaced by tunnel_session_set_def). */
@@ -89,7 +91,13 @@ extern SessionOp tunnel_session_owned_op(TunnelSession *s, const void *who);
 extern void tunnel_session_sent(TunnelSession *s, const void *who,
 								SessionOp op, int rc);
 
-/* One channel open at a time per session. */
+/*
+ * One channel open at a time per session.  A forward asks first whether it
+ * may open at all: not while an open to its target has long been pending.
+ */
+extern bool tunnel_session_open_allowed(TunnelSession *s, TunnelForward *f);
+/* The bastion answered an open of f (opened or refused): its target is up. */
+extern void tunnel_session_open_answered(TunnelSession *s, TunnelForward *f);
 extern bool tunnel_session_claim_open(TunnelSession *s, const void *who);
 extern void tunnel_session_release_open(TunnelSession *s, const void *who);
 extern bool tunnel_session_holds_open(TunnelSession *s, const void *who);

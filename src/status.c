@@ -63,6 +63,7 @@ struct TunnelForwardSlot
 {
 	slock_t		mutex;			/* guards the fields up to the counters */
 	bool		in_use;
+	bool		retired;		/* released while connections lived */
 	bool		listening;
 	int			local_port;
 	int			remote_port;
@@ -263,7 +264,15 @@ tunnel_status_release_all(void)
 	for (int i = 0; i < shared->nslots; i++)
 		tunnel_status_release(&shared->slots[i]);
 	for (int i = 0; i < shared->nforward_slots; i++)
-		tunnel_status_forward_release(&FORWARD_SLOTS[i]);
+	{
+		TunnelForwardSlot *fs = &FORWARD_SLOTS[i];
+
+		/* The connections of a worker that died died with it. */
+		SpinLockAcquire(&fs->mutex);
+		fs->in_use = false;
+		fs->retired = false;
+		SpinLockRelease(&fs->mutex);
+	}
 }
 
 TunnelForwardSlot *
@@ -277,6 +286,7 @@ tunnel_status_forward_acquire(const char *tunnel, int local_port)
 			continue;
 		SpinLockAcquire(&fs->mutex);
 		fs->in_use = true;
+		fs->retired = false;
 		fs->listening = false;
 		fs->local_port = local_port;
 		fs->remote_port = 0;
@@ -291,13 +301,37 @@ tunnel_status_forward_acquire(const char *tunnel, int local_port)
 	return NULL;
 }
 
+/*
+ * A forward that goes away while connections through it live keeps its slot
+ * (shown not listening) until the last of them ends: their counts must not
+ * land in the slot of another forward.
+ */
 void
 tunnel_status_forward_release(TunnelForwardSlot *fs)
 {
 	if (fs == NULL)
 		return;
 	SpinLockAcquire(&fs->mutex);
-	fs->in_use = false;
+	fs->listening = false;
+	if (pg_atomic_read_u32(&fs->counters.active_connections) > 0)
+		fs->retired = true;
+	else
+		fs->in_use = false;
+	SpinLockRelease(&fs->mutex);
+}
+
+void
+tunnel_status_forward_connection_ended(TunnelForwardSlot *fs)
+{
+	if (fs == NULL)
+		return;
+	SpinLockAcquire(&fs->mutex);
+	if (pg_atomic_sub_fetch_u32(&fs->counters.active_connections, 1) == 0 &&
+		fs->retired)
+	{
+		fs->retired = false;
+		fs->in_use = false;
+	}
 	SpinLockRelease(&fs->mutex);
 }
 

@@ -64,6 +64,8 @@ extern void tunnel_status_count_attempt(TunnelStatusSlot *slot);
 extern TunnelForwardSlot *tunnel_status_forward_acquire(const char *tunnel,
 														int local_port);
 extern void tunnel_status_forward_release(TunnelForwardSlot *fs);
+/* A connection through the forward ended (frees a released slot). */
+extern void tunnel_status_forward_connection_ended(TunnelForwardSlot *fs);
 extern void tunnel_status_forward_set_target(TunnelForwardSlot *fs,
 											 const char *remote_host,
 											 int remote_port);

@@ -17,6 +17,7 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
+#include "catalog.h"
 #include "methods.h"
 #include "status.h"
 #include "tunnel_ssh.h"
@@ -38,6 +39,8 @@ int			tunnel_connect_timeout = 10;
 int			tunnel_reconnect_max_delay = 30;
 int			tunnel_max_tunnels = 1000;
 int			tunnel_max_forwards = 4000;
+int			tunnel_max_extra_sessions = 4;
+int			tunnel_window_budget = 32 * 1024;
 bool		tunnel_bulk_keystream = false;
 char	   *tunnel_ciphers = NULL;
 
@@ -128,6 +131,26 @@ define_gucs(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("tunnel_ssh.max_extra_sessions",
+							"Extra SSH sessions a tunnel may open to its bastion while a channel open is pending on the others.",
+							"libssh2 runs one channel open at a time per session, and the bastion answers an open only once its connect to the target ends.  "
+							"Each extra session is one more login on the bastion (count it in MaxStartups); idle ones are closed.",
+							&tunnel_max_extra_sessions,
+							4, 0, 64,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.window_budget",
+							"Upper bound of the data all channels together may have in flight from bastions to the worker.",
+							"The sum of the channels' SSH receive windows: what clients that stop reading can make the worker hold.  "
+							"A channel gets its share, up to 4 MB; many channels get smaller windows, new ones at least 64 kB.",
+							&tunnel_window_budget,
+							32 * 1024, 1024, 4 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("tunnel_ssh.max_tunnels",
 							"Maximum number of tunnels whose status shared memory can hold.",
 							NULL,
@@ -188,5 +211,6 @@ _PG_init(void)
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = request_shmem;
 	tunnel_status_install_hooks();
+	catalog_install_hooks();
 	tunnel_worker_register();
 }

@@ -3,11 +3,18 @@
  * watch.c
  *	  The worker's WaitEventSet: registration, lazy reconciliation, dispatch.
  *
- * Sockets come and go with every client connection, and a socket that wants
- * nothing (back-pressure) cannot stay in a WaitEventSet without making the
- * wait spin on its hang-up.  So the set is rebuilt whenever a socket has to
- * leave it, but only once per wait however many left, and never for a mere
- * change between readable and writable.
+ * Sockets come and go with every client connection, and back-pressure
+ * makes a socket want nothing, thousands of times a second during a COPY.
+ * Neither rebuilds the set (a new epoll descriptor and one epoll_ctl per
+ * socket):
+ *
+ * - A socket that leaves is closed right after, which takes it out of epoll;
+ *   its slot stays in the set, marked dead, until the set is full of them
+ *   and is rebuilt, once per that many closed sockets.
+ * - A socket that wants nothing stays registered for hang-up only
+ *   (WL_SOCKET_CLOSED), which a healthy connection never reports.  Only if
+ *   it does is the set rebuilt without it, so that it cannot make the wait
+ *   spin.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +34,7 @@ static int	set_capacity = 0;
 static int	set_used = 0;
 static bool set_stale = true;	/* must be rebuilt before the next wait */
 static MemoryContext set_context = NULL;
+static Watch **slot_owner = NULL;	/* by position; NULL: a dead slot */
 
 void
 watch_add(Watch *w, pgsocket fd, uint32 wanted, WatchCallback callback,
@@ -36,6 +44,7 @@ watch_add(Watch *w, pgsocket fd, uint32 wanted, WatchCallback callback,
 	w->wanted = wanted;
 	w->registered = 0;
 	w->pos = -1;
+	w->hung_up = false;
 	w->callback = callback;
 	w->arg = arg;
 	dlist_push_tail(&watches, &w->node);
@@ -51,9 +60,9 @@ watch_set_events(Watch *w, uint32 wanted)
 void
 watch_remove(Watch *w)
 {
-	/* The closed socket leaves epoll by itself, but its slot must go too. */
-	if (w->pos >= 0)
-		set_stale = true;
+	/* Closing the socket takes it out of epoll; its slot just dies. */
+	if (w->pos >= 0 && !set_stale)
+		slot_owner[w->pos] = NULL;
 	dlist_delete(&w->node);
 	nwatches--;
 	w->pos = -1;
@@ -85,6 +94,8 @@ rebuild(void)
 #else
 	set = CreateWaitEventSet(set_context, set_capacity);
 #endif
+	slot_owner = MemoryContextAllocZero(set_context,
+										set_capacity * sizeof(Watch *));
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	set_used = 2;
@@ -95,9 +106,11 @@ rebuild(void)
 
 		w->registered = w->wanted;
 		w->pos = -1;
+		w->hung_up = false;
 		if (w->wanted != 0)
 		{
 			w->pos = AddWaitEventToSet(set, w->wanted, w->fd, NULL, w);
+			slot_owner[w->pos] = w;
 			set_used++;
 		}
 	}
@@ -118,16 +131,28 @@ reconcile(void)
 		Watch	   *w = dlist_container(Watch, node, iter.cur);
 
 		if (w->wanted == w->registered)
+		{
+			if (w->wanted == 0 && w->hung_up && w->pos >= 0)
+				return false;	/* must leave the set */
 			continue;
-		if (w->wanted == 0)
-			return false;		/* must leave the set */
-		if (w->pos >= 0)
+		}
+		if (w->wanted == 0 && w->pos >= 0)
+		{
+#ifdef WL_SOCKET_CLOSED
+			/* Parked: registered for hang-up only. */
+			ModifyWaitEvent(set, w->pos, WL_SOCKET_CLOSED, NULL);
+#else
+			return false;
+#endif
+		}
+		else if (w->pos >= 0)
 			ModifyWaitEvent(set, w->pos, w->wanted, NULL);
-		else
+		else if (w->wanted != 0)
 		{
 			if (set_used >= set_capacity)
 				return false;
 			w->pos = AddWaitEventToSet(set, w->wanted, w->fd, NULL, w);
+			slot_owner[w->pos] = w;
 			set_used++;
 		}
 		w->registered = w->wanted;
@@ -148,16 +173,19 @@ watch_wait(long timeout_ms, uint32 wait_event_info)
 						 wait_event_info);
 	for (int i = 0; i < n; i++)
 	{
-		Watch	   *w = (Watch *) events[i].user_data;
-
 		/*
 		 * A callback may have removed (and freed) a watch that appears later
-		 * in this batch.  Readiness is level-triggered, so whatever we skip
-		 * here is reported again by the next wait.
+		 * in this batch: its slot is dead by then.
 		 */
-		if (set_stale)
-			break;
-		if (w != NULL)
-			w->callback(w->arg, events[i].events);
+		Watch	   *w = events[i].pos >= 2 ? slot_owner[events[i].pos] : NULL;
+
+		if (w == NULL)
+			continue;
+		if (w->registered == 0)
+		{
+			w->hung_up = true;	/* a parked socket: rebuild without it */
+			continue;
+		}
+		w->callback(w->arg, events[i].events);
 	}
 }

@@ -6,8 +6,9 @@
  * PostgreSQL's WaitEventSet can change what a socket waits for, but it can
  * neither remove a socket nor watch one for nothing.  Modules therefore only
  * state what each socket wants (watch_set_events); watch.c reconciles that
- * with the kernel right before waiting, with ModifyWaitEvent where it can
- * and a rebuild of the set where it must, at most once per wait.
+ * with the kernel right before waiting, with ModifyWaitEvent where it can;
+ * the set is rebuilt only when it is full of the slots of closed sockets,
+ * or a socket that wants nothing has hung up.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +27,7 @@ typedef struct Watch
 	uint32		wanted;			/* WL_SOCKET_READABLE/WRITEABLE, or 0 */
 	uint32		registered;		/* what the current set waits for */
 	int			pos;			/* position in the current set, or -1 */
+	bool		hung_up;		/* reported an event while it wanted none */
 	WatchCallback callback;
 	void	   *arg;
 } Watch;
@@ -35,7 +37,7 @@ extern void watch_add(Watch *w, pgsocket fd, uint32 wanted,
 					  WatchCallback callback, void *arg);
 /* Change what fd waits for (cheap; applied before the next wait). */
 extern void watch_set_events(Watch *w, uint32 wanted);
-/* Stop watching (call before closing the socket). */
+/* Stop watching; the caller closes the socket right after. */
 extern void watch_remove(Watch *w);
 
 /*

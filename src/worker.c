@@ -35,6 +35,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
+#include "forward.h"
 #include "keys.h"
 #if LIBSSH2_VERSION_NUM < 0x010b00
 #include "keystream.h"
@@ -678,6 +679,31 @@ keep_freed_heap(void)
 #endif
 }
 
+/*
+ * When most channels have gone (clients that stopped reading left, a bulk
+ * load ended), hand the heap they used back to the system: glibc returns
+ * only what lies at the top of the heap by itself.
+ */
+static void
+give_memory_back(TimestampTz now)
+{
+#ifdef __GLIBC__
+	static int	peak = 0;
+	static TimestampTz last_trim = 0;
+	int			open = forward_channels_open();
+
+	if (open > peak)
+		peak = open;
+	if (peak >= 16 && open * 2 <= peak &&
+		now - last_trim >= 5 * USECS_PER_SEC)
+	{
+		(void) malloc_trim(HEAP_KEEP_BYTES);
+		peak = open;
+		last_trim = now;
+	}
+#endif
+}
+
 static void
 worker_exit(int code, Datum arg)
 {
@@ -753,6 +779,7 @@ tunnel_worker_main(Datum main_arg)
 		/* libssh2 first: what it does can change every timer. */
 		tunnel_session_service_all();
 		timeout = run_timers();
+		give_memory_back(now);
 		if (tunnel_session_pending())
 			timeout = 0;
 		else

@@ -20,31 +20,6 @@ tunnel_ssh.connect_timeout = $CONNECT_TIMEOUT"
 me=$(id -un)
 suite_t0=$(date +%s)
 
-# Everything started here beyond lib.sh's servers: perl listeners, sshd #2.
-extra_pids=()
-faults_cleanup() {
-  local p
-  for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in $(pgrep -f "sshd -f $dir/sshd2/sshd_config"); do
-    kill $(proc_tree "$p") 2>/dev/null
-  done
-  cleanup
-}
-trap faults_cleanup EXIT
-
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }   # ms -> "1.2"
-since() { secs $(( $(now_ms) - $1 )); }
-# wait_for SECONDS CMD...: poll every 0.1 s until CMD succeeds.
-wait_for() {
-  local end=$(( $(now_ms) + $1 * 1000 )); shift
-  until "$@" 2>/dev/null; do
-    [ "$(now_ms)" -ge "$end" ] && return 1
-    sleep 0.1
-  done
-}
-error_of() { lsql "SELECT last_error FROM tunnel_status() WHERE name = '$1'"; }
-attempts_of() { lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = '$1'"; }
 # A TCP listener on 127.0.0.1:$1 that accepts and never writes nor closes.
 silent_listener() {
   perl -MIO::Socket::INET -e '
@@ -55,7 +30,6 @@ silent_listener() {
   wait_for 5 port_open "$1"
 }
 stop_pid() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-query_ok() { test "$(psql_via "$1" "SELECT 1")" = 1; }
 
 psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -c \
   "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, 450000) g;"

@@ -36,7 +36,15 @@ kill_sshd()  {
   rm -f "$dir/sshd/sshd.pid"
   sleep 0.5
 }
+# What a suite starts beyond these servers: pids in extra_pids, and a
+# second sshd under $dir/sshd2; cleanup stops them too.
+extra_pids=()
 cleanup() {
+  local p
+  for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in $(pgrep -f "sshd -f $dir/sshd2/sshd_config"); do
+    kill $(proc_tree "$p") 2>/dev/null
+  done
   kill_sshd
   # Under valgrind a fast shutdown, so every process reports its leaks.
   [ -n "${TUNNEL_SSH_POSTGRES:-}" ] && $B/pg_ctl -D "$dir/local" stop -m fast -t 120 >/dev/null 2>&1
@@ -45,6 +53,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }   # ms -> "1.2"
+since() { secs $(( $(now_ms) - $1 )); }
+# wait_for SECONDS CMD...: poll every 0.1 s until CMD succeeds.
+wait_for() {
+  local end=$(( $(now_ms) + $1 * 1000 )); shift
+  until "$@" 2>/dev/null; do
+    [ "$(now_ms)" -ge "$end" ] && return 1
+    sleep 0.1
+  done
+}
+error_of() { lsql "SELECT last_error FROM tunnel_status() WHERE name = '$1'"; }
+attempts_of() { lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = '$1'"; }
+query_ok() { test "$(psql_via "$1" "SELECT 1")" = 1; }
 state_of() { lsql "SELECT state FROM tunnel_status() WHERE name = '$1'"; }
 wait_state() {  # tunnel state seconds
   for _ in $(seq 1 $(( $3 * 5 ))); do

@@ -10,10 +10,10 @@
 # Debian release run in a chroot by test/platform.sh (default: "native
 # trixie forky").  PG_CONFIG selects the PostgreSQL installation.
 set -euo pipefail
-SUITES="e2e topology day2 faults security durability scale soak"
+SUITES="e2e topology day2 faults isolation security durability scale soak"
 # What the chroots run by default: the long durability, scale and soak
 # suites run here only.
-CHROOT_SUITES="regress e2e topology day2 faults security"
+CHROOT_SUITES="regress e2e topology day2 faults isolation security"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
