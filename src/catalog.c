@@ -423,3 +423,21 @@ catalog_record_host_key(const char *tunnel, const char *fingerprint,
 							"WHERE name = $2 AND host_key_fingerprint IS NULL",
 							2, argtypes, values);
 }
+
+void
+catalog_learn_host_key_algorithm(const char *tunnel, const char *pins,
+								 const char *algorithm)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+
+	if (RecoveryInProgress() || !catalog_v12 || algorithm == NULL)
+		return;
+	values[0] = CStringGetTextDatum(tunnel);
+	values[1] = CStringGetTextDatum(pins);
+	values[2] = CStringGetTextDatum(algorithm);
+	(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_algorithms = $3 "
+						"WHERE name = $1 AND host_key_fingerprint = $2 "
+						"  AND host_key_algorithms IS NULL",
+						3, argtypes, values);
+}

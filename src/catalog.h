@@ -93,4 +93,13 @@ extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
 extern void catalog_record_host_key(const char *tunnel, const char *fingerprint,
 									const char *algorithm);
 
+/*
+ * A pin without algorithm matched: remember the algorithm it was negotiated
+ * with, so that later sessions ask for that key first (unless the pins or
+ * the learned algorithm changed meanwhile).
+ */
+extern void catalog_learn_host_key_algorithm(const char *tunnel,
+											 const char *pins,
+											 const char *algorithm);
+
 #endif							/* TUNNEL_CATALOG_H */

@@ -57,6 +57,29 @@ extern void tunnel_require(const char *name);
 extern char *tunnel_for_existing(FunctionCallInfo fcinfo, const char *sql,
 								 bool read_only);
 
+/*
+ * The authorized_keys line of a tunnel's key (of the pending rotation's key
+ * when next), or NULL if there is none.  Restricted, it lets the key open
+ * direct-tcpip channels to the tunnel's targets and, for a jump tunnel, to
+ * the bastions reached through it, and run nothing but a refusal.  Needs
+ * SPI; the result lives in the context current at SPI_connect.
+ */
+extern char *tunnel_authorized_line(const char *name, bool restricted,
+									bool next);
+
+/*
+ * The restricted lines of a tunnel's keys before a change, and a NOTICE
+ * with each line the change altered.  Both need SPI.
+ */
+typedef struct TunnelLines
+{
+	char	   *current;
+	char	   *next;
+} TunnelLines;
+extern void tunnel_lines_before(const char *name, TunnelLines *before);
+extern void tunnel_notice_changed_lines(const char *name,
+										const TunnelLines *before);
+
 /* Run a catalog write; an SPI failure is an internal error. */
 extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,
 						   Datum *values, const char *nulls);
