@@ -180,3 +180,22 @@ hostkeys_family_name(int try)
 {
 	return families[try % HOSTKEYS_FAMILIES][1];
 }
+
+static bool
+is_rsa(const char *type, const char *fp, void *arg)
+{
+	return strcmp(type, "ssh-rsa") == 0;
+}
+
+const char *
+hostkeys_rsa_note(const char *pins, const char *seen_type)
+{
+#if LIBSSH2_VERSION_NUM < 0x010b00
+	char	   *c = canonical(pins);
+
+	if (c != NULL && strcmp(seen_type, "ssh-rsa") != 0 &&
+		each_pin(c, is_rsa, NULL))
+		return "; libssh2 " LIBSSH2_VERSION " checks RSA host keys only with ssh-rsa (SHA-1) signatures, which OpenSSH 8.8 and later offer only with \"HostKeyAlgorithms +ssh-rsa\": pin another of the bastion's keys";
+#endif
+	return "";
+}

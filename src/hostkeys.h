@@ -37,6 +37,13 @@ extern const char *hostkeys_display(const char *pins);
 /* Key type of the host key a handshaken session received ("ssh-ed25519"). */
 extern const char *hostkeys_received_type(LIBSSH2_SESSION *ssh);
 
+/*
+ * With libssh2 older than 1.11, which verifies RSA host keys only with
+ * ssh-rsa (SHA-1) signatures: a sentence to add to a mismatch when an RSA
+ * pin met another key type; "" otherwise.
+ */
+extern const char *hostkeys_rsa_note(const char *pins, const char *seen_type);
+
 /* What a family is called in a message ("ECDSA"). */
 extern const char *hostkeys_family_name(int try);
 

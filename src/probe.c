@@ -683,8 +683,9 @@ step_handshake(Probe *p)
 			p->host_key_algorithms == NULL;
 
 		snprintf(p->detail, sizeof(p->detail),
-				 "host key %s does not match the expected %s%s",
+				 "host key %s does not match the expected %s%s%s",
 				 shown, hostkeys_display(p->host_key),
+				 hostkeys_rsa_note(p->host_key, type),
 				 bare ? "; the pin names no algorithm and the bastion presented its first: if the pin is another of its host keys, give its algorithm as ssh-keygen -l prints it, or let the worker ask for the others" :
 				 "; compare them with ssh-keygen -l of the bastion's host keys before changing host_key_fingerprint");
 		return end_step(p, "ssh_handshake", false);

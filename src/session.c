@@ -806,12 +806,12 @@ check_host_key(TunnelSession *s)
 		if (bare)
 			s->host_key_try++;
 		snprintf(text, sizeof(text),
-				 "host key of %s port %d does not match: expected %s, bastion presented %s%s%s%s",
+				 "host key of %s port %d does not match: expected %s, bastion presented %s%s%s%s%s",
 				 s->def->ssh_host, s->def->ssh_port,
 				 hostkeys_display(expected), shown,
 				 bare ? "; the pin names no algorithm, so the next attempt asks for the bastion's " : "",
 				 bare ? hostkeys_family_name(s->host_key_try) : "",
-				 bare ? " key" : "");
+				 bare ? " key" : "", hostkeys_rsa_note(expected, type));
 		fail(s, TUNNEL_STATE_HOST_KEY_MISMATCH, text);
 		pfree(seen);
 		return false;
