@@ -102,4 +102,11 @@ extern void catalog_learn_host_key_algorithm(const char *tunnel,
 											 const char *pins,
 											 const char *algorithm);
 
+/*
+ * Point the foreign servers tunnel_server_create made at host (the socket
+ * directory moves with the data directory, e.g. after a restore).  Not on a
+ * standby.
+ */
+extern void catalog_servers_follow_host(const char *host);
+
 #endif							/* TUNNEL_CATALOG_H */

@@ -169,17 +169,6 @@ tunnel_forward_drop(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The address clients of the tunnel's ports connect to. */
-static const char *
-connect_address(void)
-{
-	if (strcmp(tunnel_listen_address, "0.0.0.0") == 0 ||
-		strcmp(tunnel_listen_address, "*") == 0)
-		return "127.0.0.1";
-	if (strcmp(tunnel_listen_address, "::") == 0)
-		return "::1";
-	return tunnel_listen_address;
-}
 
 /* Append "key 'value'" for each "key=value" element of options. */
 static void
@@ -274,7 +263,7 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 					 "CREATE SERVER %s FOREIGN DATA WRAPPER %s "
 					 "OPTIONS (host %s, port '%d', dbname %s",
 					 quote_identifier(server), quote_identifier(fdw),
-					 quote_literal_cstr(connect_address()), local_port,
+					 quote_literal_cstr(tunnel_connect_host()), local_port,
 					 quote_literal_cstr(dbname));
 	append_options(&sql, PG_GETARG_ARRAYTYPE_P(5));
 	appendStringInfoChar(&sql, ')');
