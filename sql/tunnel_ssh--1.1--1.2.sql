@@ -107,3 +107,10 @@ RETURNS text
 REVOKE ALL ON FUNCTION @extschema@.tunnel_create(text, text, text, int, int, text, int, text, text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.tunnel_public_key(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.tunnel_rotate_key(text, text, boolean) FROM PUBLIC;
+
+-- Foreign servers made by tunnel_server_create use the tunnels' Unix
+-- sockets; the worker keeps their host pointing at this data directory's
+-- socket directory, and learns of new ones (a restore) at commit.
+CREATE TRIGGER catalog_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tunnel_ssh.server
+	FOR EACH STATEMENT EXECUTE FUNCTION tunnel_ssh.catalog_changed();

@@ -122,15 +122,7 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 		tunnel_check_local_port(PG_GETARG_INT32(6));
 	if (fingerprint)
-	{
-		char	   *pins = palloc(VALIDATE_PINS_MAXLEN);
-
-		tunnel_check_arg(validate_host_key_pins(fingerprint, pins,
-												VALIDATE_PINS_MAXLEN, &reason),
-						 &reason, "invalid host_key_fingerprint \"%s\"",
-						 fingerprint);
-		fingerprint = pins;
-	}
+		fingerprint = tunnel_check_host_key_pins(fingerprint);
 
 	SPI_connect();
 	/* As tunnel_create: two changes cannot take the same port. */

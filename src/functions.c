@@ -95,15 +95,7 @@ tunnel_create(PG_FUNCTION_ARGS)
 				 errmsg("unknown key_type \"%s\"", key_name),
 				 errhint("Use \"ed25519\", \"ecdsa\" or \"rsa\".")));
 	if (fingerprint)
-	{
-		char	   *pins = palloc(VALIDATE_PINS_MAXLEN);
-
-		tunnel_check_arg(validate_host_key_pins(fingerprint, pins,
-												VALIDATE_PINS_MAXLEN, &reason),
-						 &reason, "invalid host_key_fingerprint \"%s\"",
-						 fingerprint);
-		fingerprint = pins;
-	}
+		fingerprint = tunnel_check_host_key_pins(fingerprint);
 	if (!PG_ARGISNULL(6))
 		tunnel_check_local_port(PG_GETARG_INT32(6));
 

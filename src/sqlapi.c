@@ -64,6 +64,18 @@ tunnel_arg_port(FunctionCallInfo fcinfo, int argno, const char *what)
 				 errdetail("%s", reason)));
 }
 
+char *
+tunnel_check_host_key_pins(const char *text)
+{
+	char	   *pins = palloc(VALIDATE_PINS_MAXLEN);
+	const char *reason;
+
+	tunnel_check_arg(validate_host_key_pins(text, pins, VALIDATE_PINS_MAXLEN,
+											&reason),
+					 &reason, "invalid host_key_fingerprint \"%s\"", text);
+	return pins;
+}
+
 void
 tunnel_check_local_port(int port)
 {

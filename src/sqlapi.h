@@ -24,6 +24,12 @@ extern void tunnel_check_arg(bool ok, const char *const *reason,
 extern void tunnel_arg_port(FunctionCallInfo fcinfo, int argno,
 							const char *what);
 
+/*
+ * Host key pins as given to host_key_fingerprint, in their canonical form
+ * (validate_host_key_pins), or an error saying what is wrong.
+ */
+extern char *tunnel_check_host_key_pins(const char *text);
+
 /* A local port a tunnel may listen on: 1024..65535. */
 extern void tunnel_check_local_port(int port);
 
