@@ -181,11 +181,13 @@ hostkeys_family_name(int try)
 	return families[try % HOSTKEYS_FAMILIES][1];
 }
 
+#if LIBSSH2_VERSION_NUM < 0x010b00
 static bool
 is_rsa(const char *type, const char *fp, void *arg)
 {
 	return strcmp(type, "ssh-rsa") == 0;
 }
+#endif
 
 const char *
 hostkeys_rsa_note(const char *pins, const char *seen_type)
