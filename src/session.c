@@ -847,6 +847,20 @@ step_handshake(TunnelSession *s)
 		bool		refused;
 		const char *why = tunnel_ssh_handshake_error(s->ssh, rc, &refused);
 
+		/*
+		 * Through a jump tunnel, no banner means the jump host's channel
+		 * closed: most often its key's line does not permit this bastion
+		 * (permitopen).  Not sshd's penalties: the usual backoff.
+		 */
+		if (refused && !s->tcp)
+		{
+			snprintf(text, sizeof(text),
+					 "jump tunnel \"%s\" could not reach %s port %d: the connection closed before an SSH banner; if its authorized_keys line does not permit %s:%d, replace it with tunnel_public_key('%s')",
+					 s->def->via, s->def->ssh_host, s->def->ssh_port,
+					 s->def->ssh_host, s->def->ssh_port, s->def->via);
+			fail_ex(s, TUNNEL_STATE_UNREACHABLE, text, false);
+			return;
+		}
 		snprintf(text, sizeof(text), "SSH handshake with %s port %d failed: %s",
 				 s->def->ssh_host, s->def->ssh_port, why);
 		fail_ex(s, TUNNEL_STATE_UNREACHABLE, text, refused);
