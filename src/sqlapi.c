@@ -259,8 +259,8 @@ tunnel_has_column(const char *attname)
 	return SPI_processed > 0;
 }
 
-/* Append permitopen="host:port" for each target of the tunnel. */
-static void
+/* Append permitopen="host:port" for each target of the tunnel; how many. */
+static uint64
 append_permitopen(StringInfo line, const char *name)
 {
 	Oid			argtypes[1] = {TEXTOID};
@@ -292,6 +292,7 @@ append_permitopen(StringInfo line, const char *name)
 						 "permitopen=\"%s:%s\",",
 						 host, port);
 	}
+	return SPI_processed;
 }
 
 char *
@@ -316,10 +317,16 @@ tunnel_authorized_line(const char *name, bool restricted, bool next)
 	initStringInfo(&line);
 	if (restricted)
 	{
-		appendStringInfoString(&line, "restrict,port-forwarding,");
-		append_permitopen(&line, name);
+		StringInfoData targets;
+
+		/* No target (a catalog edited by hand): no forwarding at all. */
+		initStringInfo(&targets);
+		appendStringInfoString(&line, "restrict,");
+		if (append_permitopen(&targets, name) > 0)
+			appendStringInfo(&line, "port-forwarding,%s", targets.data);
 		appendStringInfoString(&line,
 							   "command=\"" TUNNEL_FORCED_COMMAND "\" ");
+		pfree(targets.data);
 	}
 	appendStringInfoString(&line, key);
 	result = SPI_palloc(line.len + 1);
