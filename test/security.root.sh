@@ -10,10 +10,18 @@ action=${1:?setup or teardown} dir=${2:?work directory} user=${3:?user}
 other=tunnel_other
 
 teardown() {
-  [ -f "$dir/other/loop.pid" ] && pkill -P "$(cat "$dir/other/loop.pid")" 2>/dev/null
-  [ -f "$dir/other/loop.pid" ] && kill "$(cat "$dir/other/loop.pid")" 2>/dev/null
-  rm -f "$dir/other/loop.pid"
-  id "$other" >/dev/null 2>&1 && userdel "$other" 2>/dev/null
+  local pid
+  if [ -f "$dir/other/loop.pid" ]; then
+    pid=$(cat "$dir/other/loop.pid")
+    pkill -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null
+    # userdel refuses a user whose processes are still exiting.
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$dir/other/loop.pid"
+  fi
+  for _ in $(seq 1 50); do
+    id "$other" >/dev/null 2>&1 || break
+    userdel "$other" 2>/dev/null || sleep 0.1
+  done
   return 0
 }
 
