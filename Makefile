@@ -6,6 +6,7 @@ OBJS = \
 	src/dayops.o \
 	src/forward.o \
 	src/functions.o \
+	src/hostkeys.o \
 	src/keys.o \
 	src/listener.o \
 	src/methods.o \

@@ -3,19 +3,62 @@
 \set VERBOSITY default
 CREATE EXTENSION tunnel_ssh;
 
-SELECT tunnel_create('t1', '127.0.0.1', '127.0.0.1', ssh_port => 9, local_port => 50100)
-  ~ '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1$' AS ed25519_line;
-SELECT tunnel_create('t2', '127.0.0.1', '::1', 6432, 9, 'svc', NULL, 'ecdsa')
+-- The line is restricted to the tunnel's targets, with a forced command.
+SELECT regexp_replace(tunnel_create('t1', '127.0.0.1', '127.0.0.1', ssh_port => 9, local_port => 50100),
+                      ' AAAA[A-Za-z0-9+/]+=* ', ' <key> ') AS restricted_line;
+SELECT tunnel_create('t2', '127.0.0.1', '::1', 6432, 9, 'svc', NULL, 'ecdsa', restricted => false)
   ~ '^ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABB[A-Za-z0-9+/]+=* tunnel_ssh:t2$' AS ecdsa_line;
 -- The NOTICE about ssh-rsa depends on the libssh2 version (e2e checks it).
 SET client_min_messages = warning;
-SELECT tunnel_create('t3', '127.0.0.1', 'db.internal', ssh_port => 9, key_type => 'rsa')
+SELECT tunnel_create('t3', '127.0.0.1', 'db.internal', ssh_port => 9, key_type => 'rsa', restricted => false)
   ~ '^ssh-rsa AAAAB3NzaC1yc2E[A-Za-z0-9+/]+=* tunnel_ssh:t3$' AS rsa_line;
 RESET client_min_messages;
+SELECT tunnel_public_key('t1', restricted => false)
+  ~ '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1$' AS ed25519_line;
+SELECT regexp_replace(tunnel_public_key('t2'), ' AAAA[A-Za-z0-9+/]+=* ', ' <key> ') AS ipv6_target;
 SELECT name, ssh_host, ssh_port, ssh_user, remote_host, remote_port, local_port,
        key_type, key_fingerprint ~ '^SHA256:[A-Za-z0-9+/]{43}$' AS fp_ok,
-       public_key = tunnel_public_key(name) AS same_line, host_key_pinned
+       public_key = tunnel_public_key(name, false) AS same_line,
+       tunnel_public_key(name) LIKE '%' || public_key AS restricted_ends_with_key,
+       host_key_pinned
   FROM tunnel_ssh.tunnels ORDER BY name;
+
+-- A change of targets says that the line changed, and gives the new one.
+\set VERBOSITY terse
+SELECT tunnel_forward_add('t2', 'db2.internal', 5433, local_port => 50110);
+\set VERBOSITY default
+SELECT regexp_replace(tunnel_public_key('t2'), ' AAAA[A-Za-z0-9+/]+=* ', ' <key> ') AS two_targets;
+\set VERBOSITY terse
+SELECT tunnel_forward_drop('t2', 50110);
+\set VERBOSITY default
+SELECT regexp_replace(tunnel_public_key('t2'), ' AAAA[A-Za-z0-9+/]+=* ', ' <key> ') AS one_target;
+-- A jump tunnel's line permits the bastions reached through it.
+BEGIN;
+SET client_min_messages = warning;
+SELECT tunnel_create('inner', '10.1.2.3', 'db.inner', ssh_port => 2222, via => 't1') IS NOT NULL AS created;
+RESET client_min_messages;
+SELECT regexp_replace(tunnel_public_key('t1'), ' AAAA[A-Za-z0-9+/]+=* ', ' <key> ') AS jump_line;
+ROLLBACK;
+
+-- Host key pins: alone, with the algorithm, as ssh-keygen -l prints them,
+-- several at once; stored in one canonical form.
+BEGIN;
+SELECT tunnel_alter('t1', host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 't1';
+SELECT tunnel_alter('t1', host_key_fingerprint => 'ssh-ed25519 SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 't1';
+SELECT tunnel_alter('t1', host_key_fingerprint => '256 SHA256:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA root@bastion (ECDSA)');
+SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 't1';
+SELECT tunnel_alter('t1', host_key_fingerprint => E'256 SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA bastion (ED25519)\n3072 SHA256:CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCA bastion (RSA)\n');
+SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 't1';
+SELECT tunnel_alter('t1', host_key_fingerprint => 'rsa-sha2-512 SHA256:CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCA, SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 't1';
+ROLLBACK;
+SELECT tunnel_alter('t1', host_key_fingerprint => '1024 SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA bastion (DSA)');
+SELECT tunnel_alter('t1', host_key_fingerprint => '255 SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA bastion (ECDSA)');
+SELECT tunnel_alter('t1', host_key_fingerprint => 'ssh-ed25519 SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA SHA256:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA');
+SELECT tunnel_alter('t1', host_key_fingerprint => ', ,');
+SELECT tunnel_alter('t1', host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA, ssh-ed25519 SHA256:x');
 
 -- bad input: each an error, nothing changed
 SELECT tunnel_create(NULL, '127.0.0.1', 'db');
@@ -64,14 +107,20 @@ SELECT tunnel_host_key_reset('nope');
 SELECT md5(string_agg(t::text, ',' ORDER BY name)) = :'before' AS unchanged FROM tunnel_ssh.tunnel t;
 
 -- day-2: changes that are valid
+\set VERBOSITY terse
 SELECT tunnel_alter('t1', remote_host => 'db2.internal', remote_port => 6543, local_port => 50101);
+\set VERBOSITY default
 SELECT tunnel_alter('t1', ssh_user => 'other', host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
 SELECT tunnel_alter('t1', ssh_host => '127.0.0.2');
 SELECT ssh_host, ssh_user, remote_host, remote_port, local_port, host_key_fingerprint, host_key_pinned
   FROM tunnel_ssh.tunnels WHERE name = 't1';
+\set VERBOSITY terse
 SELECT tunnel_alter('t1', ssh_host => '127.0.0.1', remote_host => '127.0.0.1', remote_port => 5432, local_port => 50100);
+\set VERBOSITY default
 SET client_min_messages = warning;  -- the NOTICEs name random fingerprints
-SELECT tunnel_rotate_key('t1') ~ '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1:[0-9]{8}$' AS new_line;
+SELECT tunnel_rotate_key('t1') ~ '^restrict,port-forwarding,permitopen="127.0.0.1:5432",command="[^"]*" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1:[0-9]{8}$' AS new_line;
+SELECT tunnel_rotate_key('t3', restricted => false) ~ '^ssh-rsa AAAAB3NzaC1yc2E[A-Za-z0-9+/]+=* tunnel_ssh:t3:[0-9]{8}$' AS new_bare_line;
+SELECT tunnel_rotate_cancel('t3');
 SELECT next_key_fingerprint ~ '^SHA256:' AND next_key_fingerprint <> key_fingerprint AS pending,
        rotation_started IS NOT NULL AS since
   FROM tunnel_ssh.tunnel WHERE name = 't1';

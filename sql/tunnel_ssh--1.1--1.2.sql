@@ -64,3 +64,53 @@ CREATE VIEW tunnel_ssh.status AS SELECT * FROM @extschema@.tunnel_status();
 REVOKE ALL ON FUNCTION @extschema@.tunnel_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.tunnel_status() TO pg_monitor;
 GRANT SELECT ON tunnel_ssh.status TO pg_monitor;
+
+-- authorized_keys lines restricted to the tunnel's targets: tunnel_create,
+-- tunnel_public_key and tunnel_rotate_key return
+-- restrict,port-forwarding,permitopen="host:port",...,command="..." KEY
+-- unless called with restricted => false.
+DROP FUNCTION @extschema@.tunnel_create(text, text, text, int, int, text, int, text, text, text);
+CREATE FUNCTION @extschema@.tunnel_create(
+	name text,
+	ssh_host text,
+	remote_host text,
+	remote_port int DEFAULT 5432,
+	ssh_port int DEFAULT 22,
+	ssh_user text DEFAULT 'tunnel',
+	local_port int DEFAULT NULL,
+	key_type text DEFAULT 'ed25519',
+	host_key_fingerprint text DEFAULT NULL,
+	via text DEFAULT NULL,
+	restricted boolean DEFAULT true)
+RETURNS text
+	LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'tunnel_create';
+
+DROP FUNCTION @extschema@.tunnel_public_key(text);
+CREATE FUNCTION @extschema@.tunnel_public_key(name text,
+											  restricted boolean DEFAULT true)
+RETURNS text
+	LANGUAGE C CALLED ON NULL INPUT STABLE
+	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'tunnel_public_key';
+
+DROP FUNCTION @extschema@.tunnel_rotate_key(text, text);
+CREATE FUNCTION @extschema@.tunnel_rotate_key(name text,
+											  key_type text DEFAULT NULL,
+											  restricted boolean DEFAULT true)
+RETURNS text
+	LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'tunnel_rotate_key';
+
+REVOKE ALL ON FUNCTION @extschema@.tunnel_create(text, text, text, int, int, text, int, text, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.tunnel_public_key(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.tunnel_rotate_key(text, text, boolean) FROM PUBLIC;
+
+-- Foreign servers made by tunnel_server_create use the tunnels' Unix
+-- sockets; the worker keeps their host pointing at this data directory's
+-- socket directory, and learns of new ones (a restore) at commit.
+CREATE TRIGGER catalog_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tunnel_ssh.server
+	FOR EACH STATEMENT EXECUTE FUNCTION tunnel_ssh.catalog_changed();

@@ -204,6 +204,19 @@ read_definitions(MemoryContext result_cxt)
 	return defs;
 }
 
+/* Does this relation exist?  Needs SPI. */
+static bool
+to_regclass_exists(const char *name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+
+	return SPI_execute_with_args("SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+								 1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed > 0 &&
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+}
+
 /* Does the catalog last read have version 1.2's host_key_algorithms? */
 static bool catalog_v12 = false;
 
@@ -501,4 +514,64 @@ catalog_record_host_key(const char *tunnel, const char *fingerprint,
 	return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
 						"WHERE name = $2 AND host_key_fingerprint IS NULL",
 						2, argtypes, values, &processed);
+}
+
+void
+catalog_learn_host_key_algorithm(const char *tunnel, const char *pins,
+								 const char *algorithm)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	uint64		processed;
+
+	if (RecoveryInProgress() || !catalog_v12 || algorithm == NULL)
+		return;
+	values[0] = CStringGetTextDatum(tunnel);
+	values[1] = CStringGetTextDatum(pins);
+	values[2] = CStringGetTextDatum(algorithm);
+	(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_algorithms = $3 "
+						"WHERE name = $1 AND host_key_fingerprint = $2 "
+						"  AND host_key_algorithms IS NULL",
+						3, argtypes, values, &processed);
+}
+
+void
+catalog_servers_follow_host(const char *host)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	List	   *stale = NIL;
+	ListCell   *lc;
+
+	if (RecoveryInProgress())
+		return;
+	values[0] = CStringGetTextDatum(psprintf("host=%s", host));
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(get_extension_oid("tunnel_ssh", true)) &&
+		to_regclass_exists("tunnel_ssh.server") &&
+		SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
+							  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
+							  "WHERE NOT $1 = ANY (coalesce(fs.srvoptions, '{}'))",
+							  1, argtypes, values, NULL, true, 0) == SPI_OK_SELECT)
+	{
+		for (uint64 i = 0; i < SPI_processed; i++)
+			stale = lappend(stale, SPI_getvalue(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1));
+		foreach(lc, stale)
+		{
+			char	   *server = lfirst(lc);
+
+			if (SPI_execute(psprintf("ALTER SERVER %s OPTIONS (SET host %s)",
+									 quote_identifier(server),
+									 quote_literal_cstr(host)), false, 0) < 0)
+				elog(LOG, "tunnel_ssh could not point server \"%s\" at %s",
+					 server, host);
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 }

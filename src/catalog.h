@@ -98,4 +98,20 @@ extern void catalog_install_hooks(void);
 extern bool catalog_record_host_key(const char *tunnel, const char *fingerprint,
 									const char *algorithm);
 
+/*
+ * A pin without algorithm matched: remember the algorithm it was negotiated
+ * with, so that later sessions ask for that key first (unless the pins or
+ * the learned algorithm changed meanwhile).
+ */
+extern void catalog_learn_host_key_algorithm(const char *tunnel,
+											 const char *pins,
+											 const char *algorithm);
+
+/*
+ * Point the foreign servers tunnel_server_create made at host (the socket
+ * directory moves with the data directory, e.g. after a restore).  Not on a
+ * standby.
+ */
+extern void catalog_servers_follow_host(const char *host);
+
 #endif							/* TUNNEL_CATALOG_H */

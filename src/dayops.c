@@ -34,6 +34,7 @@ typedef struct CurrentTunnel
 	char	   *key_fingerprint;
 	char	   *host_key_fingerprint;
 	char	   *next_key_fingerprint;
+	char	   *via;			/* jump tunnel, or NULL */
 	int			nforwards;
 } CurrentTunnel;
 
@@ -49,7 +50,7 @@ lock_tunnel(const char *name, CurrentTunnel *cur)
 	SPI_execute_with_args("SELECT ssh_host, ssh_port, ssh_user, key_type, key_fingerprint, "
 						  "       host_key_fingerprint, next_key_fingerprint, "
 						  "       (SELECT count(*) FROM tunnel_ssh.forward f "
-						  "         WHERE f.tunnel = t.name)::int "
+						  "         WHERE f.tunnel = t.name)::int, via "
 						  "FROM tunnel_ssh.tunnel t WHERE name = $1 FOR UPDATE",
 						  1, argtypes, values, NULL, false, 1);
 	if (SPI_processed == 0)
@@ -66,6 +67,7 @@ lock_tunnel(const char *name, CurrentTunnel *cur)
 	cur->host_key_fingerprint = tunnel_spi_value(tuple, desc, 6, false);
 	cur->next_key_fingerprint = tunnel_spi_value(tuple, desc, 7, false);
 	cur->nforwards = DatumGetInt32(SPI_getbinval(tuple, desc, 8, &isnull));
+	cur->via = tunnel_spi_value(tuple, desc, 9, false);
 }
 
 static char *
@@ -103,6 +105,9 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	BOOLOID};
 	Datum		values[8];
 	char		nulls[8];
+	char	   *via;
+	TunnelLines before;
+	TunnelLines via_before = {0};
 
 	if (ssh_host)
 		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "invalid ssh_host \"%s\"", ssh_host);
@@ -117,14 +122,18 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 		tunnel_check_local_port(PG_GETARG_INT32(6));
 	if (fingerprint)
-		tunnel_check_arg(validate_fingerprint(fingerprint, &reason), &reason,
-						 "invalid host_key_fingerprint \"%s\"", fingerprint);
+		fingerprint = tunnel_check_host_key_pins(fingerprint);
 
 	SPI_connect();
 	/* As tunnel_create: two changes cannot take the same port. */
 	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
 				false, 0);
 	lock_tunnel(name, &cur);
+	via = cur.via;
+	/* Its targets are in its line; its bastion is in its jump tunnel's. */
+	tunnel_lines_before(name, &before);
+	if (via)
+		tunnel_lines_before(via, &via_before);
 	if (target_given && cur.nforwards != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -197,6 +206,9 @@ tunnel_alter(PG_FUNCTION_ARGS)
 					   "WHERE tunnel = $1",
 					   4, types, values, nulls);
 	}
+	tunnel_notice_changed_lines(name, &before);
+	if (via)
+		tunnel_notice_changed_lines(via, &via_before);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -268,6 +280,10 @@ tunnel_rotate_key(PG_FUNCTION_ARGS)
 {
 	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
 	char	   *key_name = opt_text(fcinfo, 1);
+	/* restricted came with version 1.2 of the SQL function */
+	bool		restricted = PG_NARGS() < 3 || PG_ARGISNULL(2) ||
+		PG_GETARG_BOOL(2);
+	char	   *line;
 	CurrentTunnel cur;
 	TunnelKeyType key_type;
 	TunnelKey	key;
@@ -331,6 +347,7 @@ tunnel_rotate_key(PG_FUNCTION_ARGS)
 	tunnel_spi_run("UPDATE tunnel_ssh.secret SET next_private_key = $2 "
 				   "WHERE tunnel = $1",
 				   2, types, values, NULL);
+	line = tunnel_authorized_line(name, restricted, true);
 	SPI_finish();
 
 	ereport(NOTICE,
@@ -338,7 +355,7 @@ tunnel_rotate_key(PG_FUNCTION_ARGS)
 					cur.key_fingerprint, key.fingerprint),
 			 errhint("Add the returned line to ~%s/.ssh/authorized_keys on %s; once tunnel_ssh.status shows rotation_pending false, remove the old line.",
 					 cur.ssh_user, cur.ssh_host)));
-	PG_RETURN_TEXT_P(cstring_to_text(key.public_line));
+	PG_RETURN_TEXT_P(cstring_to_text(line));
 }
 
 PG_FUNCTION_INFO_V1(tunnel_rotate_cancel);

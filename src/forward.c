@@ -179,7 +179,7 @@ forward_open_error_text(char *buf, size_t len, const char *host, int port,
 				 host, port);
 	else if (ssh_message && strstr(ssh_message, "administratively prohibited"))
 		snprintf(buf, len,
-				 "AllowTcpForwarding is off on the bastion, or its PermitOpen does not allow %s:%d",
+				 "the bastion does not permit %s:%d: the key's authorized_keys line lacks it (replace the line with tunnel_public_key()), or AllowTcpForwarding or PermitOpen forbid it",
 				 host, port);
 	else
 		snprintf(buf, len, "bastion could not open a connection to %s:%d: %s",

@@ -64,9 +64,12 @@ tunnel_create(PG_FUNCTION_ARGS)
 	char	   *key_name = tunnel_arg_text(fcinfo, 7, "key_type");
 	char	   *fingerprint = PG_ARGISNULL(8) ? NULL :
 		text_to_cstring(PG_GETARG_TEXT_PP(8));
-	/* via came with version 1.1 of the SQL function */
+	/* via came with version 1.1 of the SQL function, restricted with 1.2 */
 	char	   *via = PG_NARGS() < 10 || PG_ARGISNULL(9) ? NULL :
 		text_to_cstring(PG_GETARG_TEXT_PP(9));
+	bool		restricted = PG_NARGS() < 11 || PG_ARGISNULL(10) ||
+		PG_GETARG_BOOL(10);
+	TunnelLines via_before = {0};
 	const char *reason;
 	TunnelKeyType key_type;
 	TunnelKey	key;
@@ -75,10 +78,10 @@ tunnel_create(PG_FUNCTION_ARGS)
 	int			local_port;
 	char	   *holder;
 	char	   *comment;
+	char	   *line;
 	Oid			types[11] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTOID, BOOLOID};
 	Datum		values[11];
-	text	   *result;
 
 	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "invalid tunnel name \"%s\"", name);
 	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "invalid ssh_host \"%s\"", ssh_host);
@@ -92,8 +95,7 @@ tunnel_create(PG_FUNCTION_ARGS)
 				 errmsg("unknown key_type \"%s\"", key_name),
 				 errhint("Use \"ed25519\", \"ecdsa\" or \"rsa\".")));
 	if (fingerprint)
-		tunnel_check_arg(validate_fingerprint(fingerprint, &reason), &reason,
-			  "invalid host_key_fingerprint \"%s\"", fingerprint);
+		fingerprint = tunnel_check_host_key_pins(fingerprint);
 	if (!PG_ARGISNULL(6))
 		tunnel_check_local_port(PG_GETARG_INT32(6));
 
@@ -112,6 +114,9 @@ tunnel_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("tunnel \"%s\" does not exist", via),
 				 errdetail("via names the tunnel through which this one reaches its bastion.")));
+	/* The jump tunnel's line will have to permit this bastion too. */
+	if (via)
+		tunnel_lines_before(via, &via_before);
 	if (PG_ARGISNULL(6))
 		local_port = tunnel_pick_port();
 	else
@@ -168,20 +173,35 @@ tunnel_create(PG_FUNCTION_ARGS)
 	tunnel_spi_run("INSERT INTO tunnel_ssh.secret (tunnel, private_key) VALUES ($1, $2)",
 		2, types, values, NULL);
 
+	line = tunnel_authorized_line(name, restricted, false);
+	if (via)
+		tunnel_notice_changed_lines(via, &via_before);
 	SPI_finish();
-	result = cstring_to_text(key.public_line);
-	PG_RETURN_TEXT_P(result);
+	PG_RETURN_TEXT_P(cstring_to_text(line));
 }
 
 PG_FUNCTION_INFO_V1(tunnel_public_key);
 
+/*
+ * tunnel_public_key(name, restricted) returns the authorized_keys line of
+ * the tunnel's key: restricted to its targets unless restricted is false.
+ */
 Datum
 tunnel_public_key(PG_FUNCTION_ARGS)
 {
-	char	   *line = tunnel_for_existing(fcinfo,
-										   "SELECT public_key FROM tunnel_ssh.tunnel WHERE name = $1",
-										   true);
+	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	/* restricted came with version 1.2 of the SQL function */
+	bool		restricted = PG_NARGS() < 2 || PG_ARGISNULL(1) ||
+		PG_GETARG_BOOL(1);
+	char	   *line;
 
+	SPI_connect();
+	line = tunnel_authorized_line(name, restricted, false);
+	if (line == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("tunnel \"%s\" does not exist", name)));
+	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(line));
 }
 
@@ -195,6 +215,8 @@ tunnel_drop(PG_FUNCTION_ARGS)
 	bool		cascade = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
+	char	   *via = NULL;
+	TunnelLines via_before = {0};
 
 	/* Tunnels that jump through this one would be left without a way in. */
 	SPI_connect();
@@ -203,6 +225,15 @@ tunnel_drop(PG_FUNCTION_ARGS)
 				"  AND attname = 'via' AND NOT attisdropped", true, 0);
 	if (SPI_processed > 0)
 	{
+		/* The jump tunnel's line no longer needs to permit this bastion. */
+		SPI_execute_with_args("SELECT via FROM tunnel_ssh.tunnel WHERE name = $1",
+							  1, argtypes, values, NULL, true, 1);
+		if (SPI_processed > 0)
+			via = tunnel_spi_value(SPI_tuptable->vals[0],
+								   SPI_tuptable->tupdesc, 1, false);
+		if (via)
+			tunnel_lines_before(via, &via_before);
+
 		SPI_execute_with_args("SELECT name FROM tunnel_ssh.tunnel WHERE via = $1 "
 							  "ORDER BY name", 1, argtypes, values, NULL, true, 1);
 		if (SPI_processed > 0)
@@ -220,5 +251,11 @@ tunnel_drop(PG_FUNCTION_ARGS)
 	(void) tunnel_for_existing(fcinfo,
 							   "DELETE FROM tunnel_ssh.tunnel WHERE name = $1 RETURNING name",
 							   false);
+	if (via)
+	{
+		SPI_connect();
+		tunnel_notice_changed_lines(via, &via_before);
+		SPI_finish();
+	}
 	PG_RETURN_VOID();
 }

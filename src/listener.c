@@ -7,6 +7,10 @@
  * PostgreSQL's small protocol messages otherwise stall on delayed ACKs
  * (shared/PLATFORM.md measured 6-10x slower connection set-up).
  *
+ * Each forward also listens on a Unix socket in a directory only the
+ * server's OS user can enter (tunnel_ssh.socket_directory), which other
+ * local users cannot reach, unlike a loopback TCP port.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,6 +20,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "utils/timestamp.h"
@@ -37,6 +43,7 @@ struct TunnelListener
 	void	   *arg;
 	bool		paused;
 	dlist_node	paused_node;
+	char	   *path;			/* a Unix socket's file, or NULL */
 };
 
 /*
@@ -91,6 +98,9 @@ listener_resume_due(TimestampTz now)
 	return -1;
 }
 
+static TunnelListener *make_listener(pgsocket fd, ListenerAccept on_accept,
+									 void *arg);
+
 static void
 on_readable(void *arg, uint32 occurred)
 {
@@ -113,7 +123,9 @@ on_readable(void *arg, uint32 occurred)
 						 errmsg("tunnel_ssh could not accept a connection: %m")));
 			return;
 		}
-		(void) setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (l->path == NULL)
+			(void) setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one,
+							  sizeof(one));
 		l->on_accept(l->arg, client);
 	}
 }
@@ -128,7 +140,6 @@ listener_open(const char *address, int port, ListenerAccept on_accept,
 	int			one = 1;
 	int			rc;
 	pgsocket	fd;
-	TunnelListener *l;
 
 	/* Only literals: a listen address never needs DNS. */
 	hints.ai_family = AF_UNSPEC;
@@ -161,13 +172,114 @@ listener_open(const char *address, int port, ListenerAccept on_accept,
 		return NULL;
 	}
 	freeaddrinfo(ai);
+	return make_listener(fd, on_accept, arg);
+}
 
-	l = palloc0(sizeof(TunnelListener));
+static TunnelListener *
+make_listener(pgsocket fd, ListenerAccept on_accept, void *arg)
+{
+	TunnelListener *l = palloc0(sizeof(TunnelListener));
+
 	l->fd = fd;
 	l->on_accept = on_accept;
 	l->arg = arg;
 	watch_add(&l->watch, fd, WL_SOCKET_READABLE, on_readable, l);
 	return l;
+}
+
+bool
+listener_prepare_directory(const char *dir, char *errbuf, size_t errlen)
+{
+	struct stat st;
+
+	if (mkdir(dir, S_IRWXU) < 0 && errno != EEXIST)
+	{
+		snprintf(errbuf, errlen, "could not create socket directory \"%s\": %m",
+				 dir);
+		return false;
+	}
+	if (lstat(dir, &st) < 0)
+	{
+		snprintf(errbuf, errlen, "could not stat socket directory \"%s\": %m",
+				 dir);
+		return false;
+	}
+	if (!S_ISDIR(st.st_mode))
+	{
+		snprintf(errbuf, errlen, "socket directory \"%s\" is not a directory",
+				 dir);
+		return false;
+	}
+	if (st.st_uid != geteuid())
+	{
+		snprintf(errbuf, errlen,
+				 "socket directory \"%s\" is owned by user ID %u, not by the server's user",
+				 dir, (unsigned) st.st_uid);
+		return false;
+	}
+	if ((st.st_mode & 07777) != S_IRWXU && chmod(dir, S_IRWXU) < 0)
+	{
+		snprintf(errbuf, errlen,
+				 "could not make socket directory \"%s\" mode 0700: %m", dir);
+		return false;
+	}
+	return true;
+}
+
+TunnelListener *
+listener_open_unix(const char *dir, int port, ListenerAccept on_accept,
+				   void *arg, char *errbuf, size_t errlen)
+{
+	struct sockaddr_un addr = {0};
+	struct stat st;
+	pgsocket	fd;
+	TunnelListener *l;
+	int			n;
+
+	addr.sun_family = AF_UNIX;
+	n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/.s.PGSQL.%d",
+				 dir, port);
+	if (n < 0 || n >= (int) sizeof(addr.sun_path))
+	{
+		snprintf(errbuf, errlen,
+				 "socket path \"%s/.s.PGSQL.%d\" is longer than %d bytes",
+				 dir, port, (int) sizeof(addr.sun_path) - 1);
+		return NULL;
+	}
+	/* A socket file left by a worker that was killed: ours to replace. */
+	if (lstat(addr.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+		(void) unlink(addr.sun_path);
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+	{
+		snprintf(errbuf, errlen, "could not create socket: %m");
+		return NULL;
+	}
+	if (bind(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0 ||
+		chmod(addr.sun_path, S_IRUSR | S_IWUSR) < 0 || listen(fd, 128) < 0)
+	{
+		snprintf(errbuf, errlen, "could not listen on Unix socket \"%s\": %m",
+				 addr.sun_path);
+		close(fd);
+		return NULL;
+	}
+	l = make_listener(fd, on_accept, arg);
+	l->path = pstrdup(addr.sun_path);
+	return l;
+}
+
+bool
+listener_is_loopback(const char *address)
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+
+	if (inet_pton(AF_INET, address, &v4) == 1)
+		return (ntohl(v4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, address, &v6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&v6);
+	return false;
 }
 
 void
@@ -177,5 +289,10 @@ listener_close(TunnelListener *l)
 		dlist_delete(&l->paused_node);
 	watch_remove(&l->watch);
 	close(l->fd);
+	if (l->path)
+	{
+		(void) unlink(l->path);
+		pfree(l->path);
+	}
 	pfree(l);
 }

@@ -40,6 +40,7 @@
 
 #include "catalog.h"
 #include "forward.h"
+#include "hostkeys.h"
 #include "keys.h"
 #include "methods.h"
 #include "session.h"
@@ -318,6 +319,26 @@ ssh_message(Probe *p)
 	return tunnel_ssh_error_text(p->ssh);
 }
 
+/*
+ * Why p's bastion refused a direct-tcpip channel to host:port, in p->detail.
+ * sshd answers "administratively prohibited" when the key's permitopen list
+ * (or its own AllowTcpForwarding or PermitOpen) does not allow the target.
+ */
+static void
+open_error_text(Probe *p, const char *host, int port)
+{
+	const char *msg = ssh_message(p);
+
+	if (msg && strstr(msg, "administratively prohibited"))
+		snprintf(p->detail, sizeof(p->detail),
+				 strchr(host, ':') ?
+				 "the authorized_keys line on the bastion does not permit [%s]:%d: replace it with tunnel_public_key('%s') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)" :
+				 "the authorized_keys line on the bastion does not permit %s:%d: replace it with tunnel_public_key('%s') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)",
+				 host, port, p->name);
+	else
+		forward_open_error_text(p->detail, sizeof(p->detail), host, port, msg);
+}
+
 /* ---------- reading the definition ---------- */
 
 /* False if there is no such tunnel and missing_ok. */
@@ -363,6 +384,10 @@ read_definition(Probe *p, bool missing_ok)
 	p->host_key = tunnel_spi_value(tuple, desc, 10, false);
 	p->via = tunnel_spi_value(tuple, desc, 11, false);
 	p->host_key_algorithms = tunnel_spi_value(tuple, desc, 12, false);
+	/* What the DBA is told to paste: the lines tunnel_public_key returns. */
+	p->public_key = tunnel_authorized_line(p->name, true, false);
+	if (p->next_public_key)
+		p->next_public_key = tunnel_authorized_line(p->name, true, true);
 
 	SPI_execute_with_args("SELECT remote_host, remote_port FROM tunnel_ssh.forward "
 						  "WHERE tunnel = $1 ORDER BY local_port",
@@ -583,8 +608,8 @@ step_jump_connect(Probe *p)
 	}
 	if (rc != 0)
 	{
-		forward_open_error_text(p->detail, sizeof(p->detail), p->ssh_host,
-								p->ssh_port, ssh_message(o));
+		open_error_text(o, p->ssh_host, p->ssh_port);
+		strlcpy(p->detail, o->detail, sizeof(p->detail));
 		return end_step(p, "tcp_connect", false);
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
@@ -606,7 +631,9 @@ step_handshake(Probe *p)
 {
 	int			rc;
 	const char *digest;
+	const char *type;
 	char	   *seen;
+	char	   *shown;
 
 	begin_step(p);
 	p->ssh = libssh2_session_init();
@@ -616,7 +643,9 @@ step_handshake(Probe *p)
 				 errmsg("could not create an SSH session")));
 	libssh2_session_set_blocking(p->ssh, 0);
 	/* The worker's preferences, so that both negotiate alike. */
-	if (!tunnel_methods_apply(p->ssh, p->host_key_algorithms,
+	if (!tunnel_methods_apply(p->ssh,
+							  hostkeys_preference(p->host_key,
+												  p->host_key_algorithms, 0),
 							  p->detail, sizeof(p->detail)))
 		return end_step(p, "ssh_handshake", false);
 	SSH_CALL(p, rc, libssh2_session_handshake(p->ssh, p->sock));
@@ -645,21 +674,29 @@ step_handshake(Probe *p)
 		return end_step(p, "ssh_handshake", false);
 	}
 	seen = keys_fingerprint_from_digest((const unsigned char *) digest);
+	type = hostkeys_received_type(p->ssh);
+	shown = psprintf("%s%s%s", type, *type ? " " : "", seen);
 	if (p->host_key == NULL)
 	{
 		snprintf(p->detail, sizeof(p->detail),
 				 "host key %s; none recorded yet: the worker will trust it on first use",
-				 seen);
+				 shown);
 		return end_step(p, "ssh_handshake", true);
 	}
-	if (strcmp(seen, p->host_key) != 0)
+	if (!hostkeys_match(p->host_key, seen))
 	{
+		bool		bare = !hostkeys_typed(p->host_key) &&
+			p->host_key_algorithms == NULL;
+
 		snprintf(p->detail, sizeof(p->detail),
-				 "host key %s does not match the recorded %s: if the bastion was rebuilt, verify the new key and run tunnel_host_key_reset('%s'); otherwise something is impersonating the bastion",
-				 seen, p->host_key, p->name);
+				 "host key %s does not match the expected %s%s%s",
+				 shown, hostkeys_display(p->host_key),
+				 hostkeys_rsa_note(p->host_key, type),
+				 bare ? "; the pin names no algorithm and the bastion presented its first: if the pin is another of its host keys, give its algorithm as ssh-keygen -l prints it, or let the worker ask for the others" :
+				 "; compare them with ssh-keygen -l of the bastion's host keys before changing host_key_fingerprint");
 		return end_step(p, "ssh_handshake", false);
 	}
-	snprintf(p->detail, sizeof(p->detail), "host key %s matches", seen);
+	snprintf(p->detail, sizeof(p->detail), "host key %s matches", shown);
 	return end_step(p, "ssh_handshake", true);
 }
 
@@ -771,8 +808,7 @@ step_channel(Probe *p, ProbeTarget *t)
 				 "the bastion did not connect to %s:%d within %d s: a firewall between the bastion and the database may drop the traffic",
 				 t->host, t->port, tunnel_connect_timeout);
 	else
-		forward_open_error_text(p->detail, sizeof(p->detail), t->host, t->port,
-								ssh_message(p));
+		open_error_text(p, t->host, t->port);
 	return end_step(p, "open_channel", false);
 }
 

@@ -54,6 +54,7 @@
 
 #include "catalog.h"
 #include "forward.h"
+#include "hostkeys.h"
 #include "keys.h"
 #include "methods.h"
 #include "session.h"
@@ -120,6 +121,7 @@ struct TunnelSession
 
 	LIBSSH2_SESSION *ssh;
 	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
+	int			host_key_try;	/* family asked first for a bare pin */
 	bool		trying_next;	/* authenticating with the rotation's key */
 	bool		host_key_unsaved;	/* seen first, not yet in the catalog */
 	char		host_key_algorithm[64]; /* it was negotiated with, or "" */
@@ -1173,6 +1175,15 @@ finish_connect(TunnelSession *s)
 	begin_ssh(s);
 }
 
+/* The pins, or the host key trusted on first use; NULL if none yet. */
+static const char *
+expected_host_keys(TunnelSession *s)
+{
+	if (s->def->host_key_fingerprint)
+		return s->def->host_key_fingerprint;
+	return s->host_key[0] != '\0' ? s->host_key : NULL;
+}
+
 /* The socket is connected: the SSH handshake comes next. */
 static void
 begin_ssh(TunnelSession *s)
@@ -1193,7 +1204,10 @@ begin_ssh(TunnelSession *s)
 	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV,
 								 (void *) recv_and_note);
 #endif
-	if (!tunnel_methods_apply(s->ssh, s->def->host_key_algorithms,
+	if (!tunnel_methods_apply(s->ssh,
+							  hostkeys_preference(expected_host_keys(s),
+												  s->def->host_key_algorithms,
+												  s->host_key_try),
 							  text, sizeof(text)))
 	{
 		fail(s, TUNNEL_STATE_INVALID, text);
@@ -1207,8 +1221,12 @@ static bool
 check_host_key(TunnelSession *s)
 {
 	const char *digest = libssh2_hostkey_hash(s->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
-	const char *expected = s->def->host_key_fingerprint;
+	const char *expected = expected_host_keys(s);
+	const char *type = hostkeys_received_type(s->ssh);
+	const char *algorithm = libssh2_session_methods(s->ssh,
+													LIBSSH2_METHOD_HOSTKEY);
 	char	   *seen;
+	char	   *shown;
 
 	if (digest == NULL)
 	{
@@ -1216,20 +1234,25 @@ check_host_key(TunnelSession *s)
 		return false;
 	}
 	seen = keys_fingerprint_from_digest((const unsigned char *) digest);
-	tunnel_status_set_host_key(s->slot, seen);
+	shown = psprintf("%s%s%s", type, *type ? " " : "", seen);
+	tunnel_status_set_host_key(s->slot, shown);
 
-	/* Trust on first use, remembered here too in case we cannot write. */
-	if (expected == NULL && s->host_key[0] != '\0')
-		expected = s->host_key;
-
-	if (expected != NULL && strcmp(expected, seen) != 0)
+	if (expected != NULL && !hostkeys_match(expected, seen))
 	{
 		char		text[TUNNEL_ERROR_MAXLEN];
+		bool		bare = !hostkeys_typed(expected) &&
+			s->def->host_key_algorithms == NULL;
 
+		/* A bare pin may be another of the bastion's keys: ask for the next. */
+		if (bare)
+			s->host_key_try++;
 		snprintf(text, sizeof(text),
-				 "host key of %s port %d does not match: expected %s, bastion presented %s; "
-				 "if the bastion was rebuilt, update the tunnel's host_key_fingerprint",
-				 s->def->ssh_host, s->def->ssh_port, expected, seen);
+				 "host key of %s port %d does not match: expected %s, bastion presented %s%s%s%s%s",
+				 s->def->ssh_host, s->def->ssh_port,
+				 hostkeys_display(expected), shown,
+				 bare ? "; the pin names no algorithm, so the next attempt asks for the bastion's " : "",
+				 bare ? hostkeys_family_name(s->host_key_try) : "",
+				 bare ? " key" : "", hostkeys_rsa_note(expected, type));
 		fail(s, TUNNEL_STATE_HOST_KEY_MISMATCH, text);
 		pfree(seen);
 		return false;
@@ -1247,11 +1270,15 @@ check_host_key(TunnelSession *s)
 		strlcpy(s->host_key, seen, sizeof(s->host_key));
 		s->host_key_unsaved = true;
 		s->host_key_save_at = 0;
-		strlcpy(s->host_key_algorithm,
-				libssh2_session_methods(s->ssh, LIBSSH2_METHOD_HOSTKEY) ?
-				libssh2_session_methods(s->ssh, LIBSSH2_METHOD_HOSTKEY) : "",
+		strlcpy(s->host_key_algorithm, algorithm ? algorithm : "",
 				sizeof(s->host_key_algorithm));
 	}
+	else if (s->def->host_key_algorithms == NULL &&
+			 s->def->host_key_fingerprint != NULL &&
+			 !hostkeys_typed(s->def->host_key_fingerprint))
+		catalog_learn_host_key_algorithm(s->def->name,
+										 s->def->host_key_fingerprint,
+										 algorithm);
 	pfree(seen);
 	return true;
 }
@@ -1269,6 +1296,20 @@ step_handshake(TunnelSession *s)
 		bool		refused;
 		const char *why = tunnel_ssh_handshake_error(s->ssh, rc, &refused);
 
+		/*
+		 * Through a jump tunnel, no banner means the jump host's channel
+		 * closed: most often its key's line does not permit this bastion
+		 * (permitopen).  Not sshd's penalties: the usual backoff.
+		 */
+		if (refused && !s->tcp)
+		{
+			snprintf(text, sizeof(text),
+					 "jump tunnel \"%s\" could not reach %s port %d: the connection closed before an SSH banner; if its authorized_keys line does not permit %s:%d, replace it with tunnel_public_key('%s')",
+					 s->def->via, s->def->ssh_host, s->def->ssh_port,
+					 s->def->ssh_host, s->def->ssh_port, s->def->via);
+			fail_ex(s, TUNNEL_STATE_UNREACHABLE, text, false);
+			return;
+		}
 		snprintf(text, sizeof(text), "SSH handshake with %s port %d failed: %s",
 				 s->def->ssh_host, s->def->ssh_port, why);
 		fail_ex(s, TUNNEL_STATE_UNREACHABLE, text, refused);
@@ -1791,7 +1832,9 @@ tunnel_session_create(const TunnelDef *def, TunnelStatusSlot *slot)
 	s->sock = PGINVALID_SOCKET;
 	dlist_init(&s->forwards);
 	dlist_init(&s->lanes);
-	if (def->host_key_fingerprint)
+	/* A single bare fingerprint also serves as trust on first use. */
+	if (def->host_key_fingerprint &&
+		strlen(def->host_key_fingerprint) < sizeof(s->host_key))
 		strlcpy(s->host_key, def->host_key_fingerprint, sizeof(s->host_key));
 	return s;
 }

@@ -19,6 +19,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
 #include "keys.h"
@@ -61,6 +62,18 @@ tunnel_arg_port(FunctionCallInfo fcinfo, int argno, const char *what)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %d", what, PG_GETARG_INT32(argno)),
 				 errdetail("%s", reason)));
+}
+
+char *
+tunnel_check_host_key_pins(const char *text)
+{
+	char	   *pins = palloc(VALIDATE_PINS_MAXLEN);
+	const char *reason;
+
+	tunnel_check_arg(validate_host_key_pins(text, pins, VALIDATE_PINS_MAXLEN,
+											&reason),
+					 &reason, "invalid host_key_fingerprint \"%s\"", text);
+	return pins;
 }
 
 void
@@ -217,4 +230,143 @@ tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno, bool secret)
 	if (secret)
 		keys_wipe(v);
 	return copy;
+}
+
+/*
+ * What a restricted key may run: shell and exec requests get this forced
+ * command, which refuses and exits.  Double quotes are not allowed in it
+ * (authorized_keys quoting).
+ */
+#define TUNNEL_FORCED_COMMAND \
+	"echo 'tunnel_ssh: this key only forwards to its permitted targets' >&2; exit 1"
+
+/*
+ * The reads below are not read-only: they must see what the calling
+ * function wrote before (a read-only SPI query keeps the caller's snapshot).
+ */
+
+/* Has tunnel_ssh.tunnel this column?  Needs SPI. */
+static bool
+tunnel_has_column(const char *attname)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(attname)};
+
+	SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_attribute "
+						  "WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
+						  "  AND attname = $1 AND NOT attisdropped",
+						  1, argtypes, values, NULL, false, 1);
+	return SPI_processed > 0;
+}
+
+/* Append permitopen="host:port" for each target of the tunnel; how many. */
+static uint64
+append_permitopen(StringInfo line, const char *name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	bool		has_via = tunnel_has_column("via");
+	int			ret;
+
+	ret = SPI_execute_with_args(has_via ?
+								"SELECT remote_host, remote_port FROM tunnel_ssh.forward "
+								"WHERE tunnel = $1 "
+								"UNION SELECT ssh_host, ssh_port FROM tunnel_ssh.tunnel "
+								"WHERE via = $1 ORDER BY 1, 2" :
+								"SELECT DISTINCT remote_host, remote_port "
+								"FROM tunnel_ssh.forward WHERE tunnel = $1 ORDER BY 1, 2",
+								1, argtypes, values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tunnel_ssh catalog: %s",
+			 SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *host = SPI_getvalue(SPI_tuptable->vals[i],
+										SPI_tuptable->tupdesc, 1);
+		char	   *port = SPI_getvalue(SPI_tuptable->vals[i],
+										SPI_tuptable->tupdesc, 2);
+
+		/* sshd takes an IPv6 literal in brackets, and compares it bare */
+		appendStringInfo(line,
+						 strchr(host, ':') ? "permitopen=\"[%s]:%s\"," :
+						 "permitopen=\"%s:%s\",",
+						 host, port);
+	}
+	return SPI_processed;
+}
+
+char *
+tunnel_authorized_line(const char *name, bool restricted, bool next)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	StringInfoData line;
+	char	   *key;
+	char	   *result;
+
+	SPI_execute_with_args(next ?
+						  "SELECT next_public_key FROM tunnel_ssh.tunnel WHERE name = $1" :
+						  "SELECT public_key FROM tunnel_ssh.tunnel WHERE name = $1",
+						  1, argtypes, values, NULL, false, 1);
+	if (SPI_processed == 0)
+		return NULL;
+	key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (key == NULL)
+		return NULL;
+
+	initStringInfo(&line);
+	if (restricted)
+	{
+		StringInfoData targets;
+
+		/* No target (a catalog edited by hand): no forwarding at all. */
+		initStringInfo(&targets);
+		appendStringInfoString(&line, "restrict,");
+		if (append_permitopen(&targets, name) > 0)
+			appendStringInfo(&line, "port-forwarding,%s", targets.data);
+		appendStringInfoString(&line,
+							   "command=\"" TUNNEL_FORCED_COMMAND "\" ");
+		pfree(targets.data);
+	}
+	appendStringInfoString(&line, key);
+	result = SPI_palloc(line.len + 1);
+	memcpy(result, line.data, line.len + 1);
+	pfree(line.data);
+	return result;
+}
+
+void
+tunnel_lines_before(const char *name, TunnelLines *before)
+{
+	before->current = tunnel_authorized_line(name, true, false);
+	before->next = tunnel_has_column("next_public_key") ?
+		tunnel_authorized_line(name, true, true) : NULL;
+}
+
+static bool
+line_changed(const char *before, const char *after)
+{
+	return after != NULL && (before == NULL || strcmp(before, after) != 0);
+}
+
+void
+tunnel_notice_changed_lines(const char *name, const TunnelLines *before)
+{
+	TunnelLines after;
+
+	tunnel_lines_before(name, &after);
+	if (line_changed(before->current, after.current))
+		ereport(NOTICE,
+				(errmsg("the authorized_keys line of tunnel \"%s\" has changed",
+						name),
+				 errdetail("The tunnel's targets changed, and with them the permitopen list of its line.  A running session keeps what the line it logged in with permits until it reconnects."),
+				 errhint("Replace the tunnel's line in authorized_keys on the bastion with: %s",
+						 after.current)));
+	if (line_changed(before->next, after.next))
+		ereport(NOTICE,
+				(errmsg("the authorized_keys line of the pending key of tunnel \"%s\" has changed",
+						name),
+				 errdetail("The tunnel's targets changed, and with them the permitopen list of its line."),
+				 errhint("Use this line for the new key in authorized_keys on the bastion: %s",
+						 after.next)));
 }

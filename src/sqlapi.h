@@ -24,6 +24,12 @@ extern void tunnel_check_arg(bool ok, const char *const *reason,
 extern void tunnel_arg_port(FunctionCallInfo fcinfo, int argno,
 							const char *what);
 
+/*
+ * Host key pins as given to host_key_fingerprint, in their canonical form
+ * (validate_host_key_pins), or an error saying what is wrong.
+ */
+extern char *tunnel_check_host_key_pins(const char *text);
+
 /* A local port a tunnel may listen on: 1024..65535. */
 extern void tunnel_check_local_port(int port);
 
@@ -56,6 +62,29 @@ extern void tunnel_require(const char *name);
  */
 extern char *tunnel_for_existing(FunctionCallInfo fcinfo, const char *sql,
 								 bool read_only);
+
+/*
+ * The authorized_keys line of a tunnel's key (of the pending rotation's key
+ * when next), or NULL if there is none.  Restricted, it lets the key open
+ * direct-tcpip channels to the tunnel's targets and, for a jump tunnel, to
+ * the bastions reached through it, and run nothing but a refusal.  Needs
+ * SPI; the result lives in the context current at SPI_connect.
+ */
+extern char *tunnel_authorized_line(const char *name, bool restricted,
+									bool next);
+
+/*
+ * The restricted lines of a tunnel's keys before a change, and a NOTICE
+ * with each line the change altered.  Both need SPI.
+ */
+typedef struct TunnelLines
+{
+	char	   *current;
+	char	   *next;
+} TunnelLines;
+extern void tunnel_lines_before(const char *name, TunnelLines *before);
+extern void tunnel_notice_changed_lines(const char *name,
+										const TunnelLines *before);
 
 /* Run a catalog write; an SPI failure is an internal error. */
 extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,

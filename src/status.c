@@ -46,8 +46,8 @@ struct TunnelStatusSlot
 	TimestampTz since;
 	int			local_port;
 	char		name[TUNNEL_NAME_MAXLEN + 1];
-	char		local_address[64];
-	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
+	char		local_address[112];	/* an address or a socket directory */
+	char		host_key[TUNNEL_FINGERPRINT_LEN + 32];	/* "ssh-ed25519 SHA256:..." */
 	char		key[TUNNEL_FINGERPRINT_LEN + 1];	/* last accepted */
 	char		next_key[TUNNEL_FINGERPRINT_LEN + 1];	/* rotation pending */
 	TimestampTz rotation_started;

@@ -83,6 +83,7 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 	char	   *holder;
 	Oid			types[4] = {TEXTOID, INT4OID, TEXTOID, INT4OID};
 	Datum		values[4];
+	TunnelLines before;
 
 	tunnel_check_arg(validate_host(remote_host, &reason), &reason,
 					 "invalid remote_host \"%s\"", remote_host);
@@ -95,6 +96,7 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
 				false, 0);
 	tunnel_require(tunnel);
+	tunnel_lines_before(tunnel, &before);
 	if (PG_ARGISNULL(3))
 		local_port = tunnel_pick_port();
 	else
@@ -114,6 +116,7 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 	values[3] = Int32GetDatum(PG_GETARG_INT32(2));
 	tunnel_spi_run("INSERT INTO tunnel_ssh.forward (tunnel, local_port, remote_host, remote_port) "
 				   "VALUES ($1, $2, $3, $4)", 4, types, values, NULL);
+	tunnel_notice_changed_lines(tunnel, &before);
 	SPI_finish();
 	PG_RETURN_INT32(local_port);
 }
@@ -129,6 +132,7 @@ tunnel_forward_drop(PG_FUNCTION_ARGS)
 	char	   *server;
 	Oid			types[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
+	TunnelLines before;
 
 	tunnel_arg_port(fcinfo, 1, "local_port");
 	local_port = PG_GETARG_INT32(1);
@@ -153,27 +157,18 @@ tunnel_forward_drop(PG_FUNCTION_ARGS)
 						server, local_port),
 				 errhint("Drop the server first, or point it at another forward.")));
 
+	tunnel_lines_before(tunnel, &before);
 	values[0] = CStringGetTextDatum(tunnel);
 	values[1] = Int32GetDatum(local_port);
 	tunnel_spi_run("DELETE FROM tunnel_ssh.server WHERE local_port = $2 AND tunnel = $1",
 				   2, types, values, NULL);
 	tunnel_spi_run("DELETE FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port = $2",
 				   2, types, values, NULL);
+	tunnel_notice_changed_lines(tunnel, &before);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
 
-/* The address clients of the tunnel's ports connect to. */
-static const char *
-connect_address(void)
-{
-	if (strcmp(tunnel_listen_address, "0.0.0.0") == 0 ||
-		strcmp(tunnel_listen_address, "*") == 0)
-		return "127.0.0.1";
-	if (strcmp(tunnel_listen_address, "::") == 0)
-		return "::1";
-	return tunnel_listen_address;
-}
 
 /* Append "key 'value'" for each "key=value" element of options. */
 static void
@@ -268,7 +263,7 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 					 "CREATE SERVER %s FOREIGN DATA WRAPPER %s "
 					 "OPTIONS (host %s, port '%d', dbname %s",
 					 quote_identifier(server), quote_identifier(fdw),
-					 quote_literal_cstr(connect_address()), local_port,
+					 quote_literal_cstr(tunnel_connect_host()), local_port,
 					 quote_literal_cstr(dbname));
 	append_options(&sql, PG_GETARG_ARRAYTYPE_P(5));
 	appendStringInfoChar(&sql, ')');

@@ -11,6 +11,9 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -33,6 +36,8 @@ PG_MODULE_MAGIC;
 char	   *tunnel_database = NULL;
 char	   *tunnel_port_range = NULL;
 char	   *tunnel_listen_address = NULL;
+bool		tunnel_allow_remote_listen = false;
+char	   *tunnel_socket_directory = NULL;
 int			tunnel_keepalive_interval = 15;
 int			tunnel_keepalive_count = 3;
 int			tunnel_connect_timeout = 10;
@@ -65,6 +70,62 @@ check_port_range(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* A listen address is a numeric literal (or empty: no TCP at all). */
+static bool
+check_listen_address(char **newval, void **extra, GucSource source)
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+
+	if (**newval == '\0' || inet_pton(AF_INET, *newval, &v4) == 1 ||
+		inet_pton(AF_INET6, *newval, &v6) == 1)
+		return true;
+	GUC_check_errdetail("A listen address must be an IPv4 or IPv6 address, or empty to listen on Unix sockets only.");
+	return false;
+}
+
+/* The socket path must fit sun_path with ".s.PGSQL.65535" appended. */
+static bool
+check_socket_directory(char **newval, void **extra, GucSource source)
+{
+	size_t		len = strlen(*newval);
+
+	if (len > 0 && (*newval)[0] != '/' && DataDir != NULL)
+		len += strlen(DataDir) + 1;
+	if (len + strlen("/.s.PGSQL.65535") > 107)
+	{
+		GUC_check_errdetail("The socket directory's path is %zu bytes long; with \"/.s.PGSQL.65535\" it would exceed the 107 bytes a Unix socket path may have.",
+							len);
+		GUC_check_errhint("Choose a shorter directory, such as /run/postgresql/tunnel_ssh.");
+		return false;
+	}
+	return true;
+}
+
+char *
+tunnel_socket_directory_path(void)
+{
+	if (tunnel_socket_directory == NULL || tunnel_socket_directory[0] == '\0')
+		return NULL;
+	if (tunnel_socket_directory[0] == '/')
+		return pstrdup(tunnel_socket_directory);
+	return psprintf("%s/%s", DataDir, tunnel_socket_directory);
+}
+
+const char *
+tunnel_connect_host(void)
+{
+	char	   *dir = tunnel_socket_directory_path();
+
+	if (dir)
+		return dir;
+	if (strcmp(tunnel_listen_address, "0.0.0.0") == 0)
+		return "127.0.0.1";
+	if (strcmp(tunnel_listen_address, "::") == 0)
+		return "::1";
+	return tunnel_listen_address;
+}
+
 static void
 define_gucs(void)
 {
@@ -87,13 +148,31 @@ define_gucs(void)
 							   check_port_range, NULL, NULL);
 
 	DefineCustomStringVariable("tunnel_ssh.listen_address",
-							   "Local address on which tunnels accept connections.",
-							   "Keep it a loopback address unless other hosts must use the tunnels.",
+							   "Local TCP address on which tunnels accept connections; empty for none.",
+							   "Every local OS user can connect to a loopback port; an empty value leaves only the Unix sockets of tunnel_ssh.socket_directory.  Other than loopback addresses need tunnel_ssh.allow_remote_listen.",
 							   &tunnel_listen_address,
 							   "127.0.0.1",
 							   PGC_SIGHUP,
 							   0,
-							   NULL, NULL, NULL);
+							   check_listen_address, NULL, NULL);
+
+	DefineCustomBoolVariable("tunnel_ssh.allow_remote_listen",
+							 "Allows tunnel_ssh.listen_address to be an address other than loopback.",
+							 "Other hosts could then use the tunnels.",
+							 &tunnel_allow_remote_listen,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tunnel_ssh.socket_directory",
+							   "Directory of the tunnels' Unix sockets (.s.PGSQL.<local_port>); empty for none.",
+							   "A relative path is taken from the data directory.  The worker keeps it owned by the server's OS user with mode 0700, so only that user can connect.",
+							   &tunnel_socket_directory,
+							   "tunnel_ssh",
+							   PGC_SIGHUP,
+							   0,
+							   check_socket_directory, NULL, NULL);
 
 	DefineCustomIntVariable("tunnel_ssh.keepalive_interval",
 							"Seconds of silence from a bastion after which the worker probes the session.",

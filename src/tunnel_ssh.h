@@ -23,6 +23,18 @@
 extern char *tunnel_database;
 extern char *tunnel_port_range;
 extern char *tunnel_listen_address;
+extern bool tunnel_allow_remote_listen;
+extern char *tunnel_socket_directory;
+
+/* tunnel_ssh.socket_directory as an absolute path (palloc'd), or NULL. */
+extern char *tunnel_socket_directory_path(void);
+
+/*
+ * The host clients of the tunnels' ports use (a foreign server's "host"):
+ * the socket directory, which only the server's OS user can enter, else the
+ * TCP listen address.
+ */
+extern const char *tunnel_connect_host(void);
 extern int	tunnel_keepalive_interval;	/* seconds */
 extern int	tunnel_keepalive_count;
 extern int	tunnel_connect_timeout;		/* seconds */

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "validate.h"
@@ -252,5 +253,183 @@ validate_port_range(const char *text, int *low, int *high,
 	}
 	*low = lo;
 	*high = hi;
+	return true;
+}
+
+/* The key type an algorithm name or ssh-keygen's "(TYPE)" with bits means. */
+static const char *
+pin_key_type(const char *word, int wordlen, const char *bits)
+{
+	static const char *const names[][2] = {
+		{"ssh-ed25519", "ssh-ed25519"},
+		{"ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256"},
+		{"ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384"},
+		{"ecdsa-sha2-nistp521", "ecdsa-sha2-nistp521"},
+		{"ssh-rsa", "ssh-rsa"},
+		{"rsa-sha2-256", "ssh-rsa"},
+		{"rsa-sha2-512", "ssh-rsa"},
+		{"(ED25519)", "ssh-ed25519"},
+		{"(RSA)", "ssh-rsa"},
+	};
+
+	for (int i = 0; i < (int) (sizeof(names) / sizeof(names[0])); i++)
+		if ((int) strlen(names[i][0]) == wordlen &&
+			strncmp(names[i][0], word, wordlen) == 0)
+			return names[i][1];
+	if (wordlen == 7 && strncmp(word, "(ECDSA)", 7) == 0 && bits)
+	{
+		if (strcmp(bits, "256") == 0)
+			return "ecdsa-sha2-nistp256";
+		if (strcmp(bits, "384") == 0)
+			return "ecdsa-sha2-nistp384";
+		if (strcmp(bits, "521") == 0)
+			return "ecdsa-sha2-nistp521";
+	}
+	return NULL;
+}
+
+#define PIN_MAX_WORDS 16
+
+/* One pin (len bytes of text, no separator in it): type and fingerprint. */
+static bool
+parse_pin(const char *text, int len, const char **type, char *fingerprint,
+		  const char **reason)
+{
+	const char *word[PIN_MAX_WORDS];
+	int			wlen[PIN_MAX_WORDS];
+	int			nwords = 0;
+	int			fp = -1;
+	char		bits[8] = "";
+
+	for (int i = 0; i < len;)
+	{
+		int			start;
+
+		while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r'))
+			i++;
+		if (i >= len)
+			break;
+		if (nwords == PIN_MAX_WORDS)
+		{
+			*reason = "A host key pin has too many words.";
+			return false;
+		}
+		start = i;
+		while (i < len && text[i] != ' ' && text[i] != '\t' && text[i] != '\r')
+			i++;
+		word[nwords] = text + start;
+		wlen[nwords] = i - start;
+		if (wlen[nwords] >= 7 && strncmp(word[nwords], "SHA256:", 7) == 0)
+		{
+			if (fp >= 0)
+			{
+				*reason = "Separate host key pins with commas or newlines.";
+				return false;
+			}
+			fp = nwords;
+		}
+		nwords++;
+	}
+	if (fp < 0 && nwords == 1)
+		fp = 0;					/* validate_fingerprint says what is wrong */
+	if (fp < 0 || wlen[fp] > 7 + 43)
+	{
+		*reason = "A host key fingerprint must look like ssh-keygen -l prints it: \"SHA256:\" followed by 43 base64 characters.";
+		return false;
+	}
+	memcpy(fingerprint, word[fp], wlen[fp]);
+	fingerprint[wlen[fp]] = '\0';
+	if (!validate_fingerprint(fingerprint, reason))
+		return false;
+
+	*type = NULL;
+	if (fp == 0 && nwords == 1)
+		return true;
+	/* "ssh-ed25519 SHA256:..." (ssh -v: "Server host key: ssh-ed25519 ...") */
+	if (fp > 0 && (*type = pin_key_type(word[fp - 1], wlen[fp - 1], NULL)) != NULL)
+		return true;
+	/* "256 SHA256:... comment (ECDSA)" as ssh-keygen -l prints it */
+	if (fp == 1 && nwords >= 3 && wlen[0] < (int) sizeof(bits) &&
+		strspn(word[0], "0123456789") == (size_t) wlen[0])
+	{
+		memcpy(bits, word[0], wlen[0]);
+		bits[wlen[0]] = '\0';
+		*type = pin_key_type(word[nwords - 1], wlen[nwords - 1], bits);
+		if (*type)
+			return true;
+	}
+	*reason = "Write a host key pin as \"SHA256:...\", as \"ssh-ed25519 SHA256:...\" or as ssh-keygen -l prints it, with a key type of ED25519, ECDSA or RSA.";
+	return false;
+}
+
+bool
+validate_host_key_pins(const char *text, char *out, int outlen,
+					   const char **reason)
+{
+	const char *types[VALIDATE_MAX_PINS];
+	char		fps[VALIDATE_MAX_PINS][7 + 43 + 1];
+	int			npins = 0;
+	int			used = 0;
+	const char *p = text;
+
+	if (text == NULL)
+	{
+		*reason = "A host key fingerprint must look like ssh-keygen -l prints it: \"SHA256:\" followed by 43 base64 characters.";
+		return false;
+	}
+	while (*p)
+	{
+		int			len = (int) strcspn(p, ",\n");
+		const char *type;
+		char		fp[7 + 43 + 1];
+		bool		blank = strspn(p, " \t\r") >= (size_t) len;
+		int			dup = -1;
+
+		if (!blank)
+		{
+			if (!parse_pin(p, len, &type, fp, reason))
+				return false;
+			for (int i = 0; i < npins; i++)
+				if (strcmp(fps[i], fp) == 0)
+					dup = i;
+			if (dup >= 0)
+			{
+				if (types[dup] == NULL)
+					types[dup] = type;
+			}
+			else if (npins == VALIDATE_MAX_PINS)
+			{
+				*reason = "At most 8 host keys can be pinned at once.";
+				return false;
+			}
+			else
+			{
+				types[npins] = type;
+				strcpy(fps[npins++], fp);
+			}
+		}
+		p += len;
+		if (*p)
+			p++;
+	}
+	if (npins == 0)
+	{
+		*reason = "A host key fingerprint must look like ssh-keygen -l prints it: \"SHA256:\" followed by 43 base64 characters.";
+		return false;
+	}
+	for (int i = 0; i < npins; i++)
+	{
+		int			n = snprintf(out + used, outlen - used, "%s%s%s%s",
+								 i > 0 ? ", " : "",
+								 types[i] ? types[i] : "",
+								 types[i] ? " " : "", fps[i]);
+
+		if (n < 0 || n >= outlen - used)
+		{
+			*reason = "The host key pins are too long.";
+			return false;
+		}
+		used += n;
+	}
 	return true;
 }

@@ -31,6 +31,21 @@ extern bool validate_port(long port, const char **reason);
 /* "SHA256:" followed by exactly 43 unpadded base64 characters. */
 extern bool validate_fingerprint(const char *text, const char **reason);
 
+/*
+ * Host key pins as a DBA pastes them: one or more (at most
+ * VALIDATE_MAX_PINS), separated by commas or newlines, each a fingerprint
+ * alone ("SHA256:..."), with its algorithm ("ssh-ed25519 SHA256:...", as
+ * ssh -v shows it) or as ssh-keygen -l prints it ("256 SHA256:... comment
+ * (ED25519)").  On success writes the canonical form to out: the pins
+ * joined by ", ", each "SHA256:..." or "<key type> SHA256:..." where the
+ * key type is ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa.
+ * VALIDATE_PINS_MAXLEN is enough for any accepted value.
+ */
+#define VALIDATE_MAX_PINS 8
+#define VALIDATE_PINS_MAXLEN (VALIDATE_MAX_PINS * 76)
+extern bool validate_host_key_pins(const char *text, char *out, int outlen,
+								   const char **reason);
+
 /* "LOW-HIGH" with 1024 <= LOW <= HIGH <= 65535. */
 extern bool validate_port_range(const char *text, int *low, int *high,
 								const char **reason);

@@ -69,6 +69,7 @@ typedef struct WorkerForward
 	char		remote_host[TUNNEL_HOST_MAXLEN + 1];
 	int			remote_port;
 	TunnelListener *listener;	/* NULL while the port cannot be bound */
+	TunnelListener *unix_listener;	/* in socket_dir, or NULL */
 	char		bind_error[TUNNEL_ERROR_MAXLEN];
 	TunnelForwardSlot *slot;
 } WorkerForward;
@@ -84,6 +85,7 @@ struct WorkerTunnel
 	bool		runnable;		/* enabled and valid */
 	bool		key_usable;		/* def's private key parses and matches */
 	TimestampTz bind_retry_at;	/* next try for ports that were taken */
+	bool		bind_failed;	/* status says bind_failed */
 
 	/* a rotation's key, tried beside a session that uses the old one */
 	TunnelSession *key_check;
@@ -93,7 +95,10 @@ struct WorkerTunnel
 
 static MemoryContext worker_cxt;
 static List *tunnels = NIL;
+/* The listen settings the listeners were made with (listen_settings()). */
 static char *bound_address = NULL;
+/* tunnel_ssh.socket_directory, absolute, if set and usable; else NULL. */
+static char *socket_dir = NULL;
 
 static void
 on_accept(void *arg, pgsocket client)
@@ -182,6 +187,17 @@ tunnel_worker_session(const char *name)
 }
 
 static void
+close_forward_listeners(WorkerForward *wf)
+{
+	if (wf->listener)
+		listener_close(wf->listener);
+	if (wf->unix_listener)
+		listener_close(wf->unix_listener);
+	wf->listener = NULL;
+	wf->unix_listener = NULL;
+}
+
+static void
 close_listeners(WorkerTunnel *t)
 {
 	ListCell   *lc;
@@ -190,9 +206,7 @@ close_listeners(WorkerTunnel *t)
 	{
 		WorkerForward *wf = lfirst(lc);
 
-		if (wf->listener)
-			listener_close(wf->listener);
-		wf->listener = NULL;
+		close_forward_listeners(wf);
 		tunnel_status_forward_set_listening(wf->slot, false, NULL);
 	}
 }
@@ -215,6 +229,78 @@ stop_key_check(WorkerTunnel *t)
 	t->key_check = NULL;
 }
 
+/*
+ * The listen settings in one string, to tell when they change, and the
+ * socket directory made ready for them (LOG if it cannot be).
+ */
+static char *
+listen_settings(void)
+{
+	char		error[TUNNEL_ERROR_MAXLEN];
+	MemoryContext old = MemoryContextSwitchTo(worker_cxt);
+	char	   *dir = tunnel_socket_directory_path();
+	char	   *settings;
+
+	if (socket_dir)
+		pfree(socket_dir);
+	socket_dir = NULL;
+	if (dir && listener_prepare_directory(dir, error, sizeof(error)))
+		socket_dir = pstrdup(dir);
+	else if (dir)
+		ereport(LOG,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("tunnel_ssh: %s", error),
+				 errdetail("The tunnels listen on no Unix socket."),
+				 errhint("Let tunnel_ssh.socket_directory name a directory the server's OS user owns, or one it can create.")));
+	settings = psprintf("%s|%d|%s", tunnel_listen_address,
+						tunnel_allow_remote_listen, dir ? dir : "");
+	if (dir)
+		pfree(dir);
+	MemoryContextSwitchTo(old);
+	return settings;
+}
+
+/*
+ * Open the listeners a forward lacks: a Unix socket in socket_dir, and TCP
+ * on tunnel_ssh.listen_address (if set, and loopback unless allowed).  False,
+ * with the reason in error, if one could not be opened.
+ */
+static bool
+open_forward_listeners(WorkerForward *wf, char *error, size_t errlen)
+{
+	bool		tcp = tunnel_listen_address[0] != '\0';
+
+	if (!tcp && socket_dir == NULL)
+	{
+		snprintf(error, errlen,
+				 "tunnel_ssh.listen_address is empty and there is no usable tunnel_ssh.socket_directory: nothing to listen on");
+		return false;
+	}
+	if (socket_dir && wf->unix_listener == NULL)
+	{
+		wf->unix_listener = listener_open_unix(socket_dir, wf->local_port,
+											   on_accept, wf, error, errlen);
+		if (wf->unix_listener == NULL)
+			return false;
+	}
+	if (tcp && wf->listener == NULL)
+	{
+		if (!tunnel_allow_remote_listen &&
+			!listener_is_loopback(tunnel_listen_address))
+		{
+			snprintf(error, errlen,
+					 "tunnel_ssh.listen_address \"%s\" is not a loopback address: set tunnel_ssh.allow_remote_listen to listen there",
+					 tunnel_listen_address);
+			return false;
+		}
+		wf->listener = listener_open(tunnel_listen_address, wf->local_port,
+									 on_accept, wf, error, errlen);
+		if (wf->listener == NULL)
+			return false;
+	}
+	return true;
+}
+
 /* Bind what is not bound yet; true if every forward listens. */
 static bool
 bind_listeners(WorkerTunnel *t)
@@ -228,11 +314,7 @@ bind_listeners(WorkerTunnel *t)
 		WorkerForward *wf = lfirst(lc);
 		char		error[TUNNEL_ERROR_MAXLEN];
 
-		if (wf->listener)
-			continue;
-		wf->listener = listener_open(tunnel_listen_address, wf->local_port,
-									 on_accept, wf, error, sizeof(error));
-		if (wf->listener == NULL)
+		if (!open_forward_listeners(wf, error, sizeof(error)))
 		{
 			all = false;
 			if (strcmp(error, wf->bind_error) != 0)
@@ -242,6 +324,7 @@ bind_listeners(WorkerTunnel *t)
 				strlcpy(wf->bind_error, error, sizeof(wf->bind_error));
 			}
 			tunnel_status_set_state(t->slot, TUNNEL_STATE_BIND_FAILED, error);
+			t->bind_failed = true;
 			tunnel_status_forward_set_listening(wf->slot, false, error);
 		}
 		else
@@ -305,8 +388,7 @@ sync_forwards(WorkerTunnel *t)
 
 		if (gone == NULL)
 			continue;
-		if (gone->listener)
-			listener_close(gone->listener);
+		close_forward_listeners(gone);
 		tunnel_status_forward_release(gone->slot);
 		pfree(gone);
 	}
@@ -318,7 +400,9 @@ sync_forwards(WorkerTunnel *t)
 	{
 		WorkerForward *first = linitial(t->forwards);
 
-		tunnel_status_set_listen(t->slot, tunnel_listen_address,
+		tunnel_status_set_listen(t->slot,
+								 tunnel_listen_address[0] != '\0' || socket_dir == NULL ?
+								 tunnel_listen_address : socket_dir,
 								 first->local_port);
 	}
 }
@@ -363,6 +447,13 @@ apply(WorkerTunnel *t)
 		/* A tunnel that cannot listen anywhere has no use for a session yet. */
 		if (t->session == NULL && list_length(t->forwards) == 1)
 			return;
+	}
+	else if (t->bind_failed)
+	{
+		/* Every port listens again: a running session shows again. */
+		t->bind_failed = false;
+		if (t->session && tunnel_session_ready(t->session))
+			tunnel_status_set_state(t->slot, TUNNEL_STATE_CONNECTED, "");
 	}
 	if (t->session == NULL)
 	{
@@ -494,6 +585,9 @@ reload(void)
 	List	   *kept = NIL;
 	ListCell   *lc;
 
+	/* Foreign servers of tunnel_server_create use this data directory's sockets. */
+	if (installed)
+		catalog_servers_follow_host(tunnel_connect_host());
 	MemoryContextSwitchTo(old);
 
 	foreach(lc, tunnels)
@@ -736,7 +830,7 @@ tunnel_worker_main(Datum main_arg)
 	keep_freed_heap();
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "tunnel_ssh worker",
 									   ALLOCSET_DEFAULT_SIZES);
-	bound_address = MemoryContextStrdup(worker_cxt, tunnel_listen_address);
+	bound_address = listen_settings();
 	tunnel_status_release_all();
 	tunnel_status_set_worker_latch(MyLatch);
 	before_shmem_exit(worker_exit, (Datum) 0);
@@ -754,12 +848,17 @@ tunnel_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			if (strcmp(bound_address, tunnel_listen_address) != 0)
 			{
-				pfree(bound_address);
-				bound_address = MemoryContextStrdup(worker_cxt,
-													tunnel_listen_address);
-				rebind_all();
+				char	   *now_bound = listen_settings();
+
+				if (strcmp(bound_address, now_bound) != 0)
+				{
+					pfree(bound_address);
+					bound_address = now_bound;
+					rebind_all();
+				}
+				else
+					pfree(now_bound);
 			}
 		}
 

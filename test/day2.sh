@@ -73,8 +73,8 @@ attempts=$(col main connect_attempts)
 key_before=$(lsql "SELECT md5(private_key) FROM tunnel_ssh.secret WHERE tunnel = 'main'")
 new_line=$(lsql "SELECT tunnel_rotate_key('main')" 2>rotate.err)
 new_fp=$(lsql "SELECT next_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'main'")
-check "tunnel_rotate_key returns a new authorized_keys line" \
-  grep -qE '^ssh-ed25519 AAAA[A-Za-z0-9+/]+=* tunnel_ssh:main:[0-9]{8}$' <<<"$new_line"
+check "tunnel_rotate_key returns a new authorized_keys line, restricted like the first" \
+  grep -qE '^restrict,port-forwarding,permitopen="127.0.0.1:'$PPORT'",command="[^"]+" ssh-ed25519 AAAA[A-Za-z0-9+/]+=* tunnel_ssh:main:[0-9]{8}$' <<<"$new_line"
 check "its fingerprint is the pending key's" \
   test "$(ssh-keygen -l -f <(echo "$new_line") | awk '{print $2}')" = "$new_fp"
 check "rotate_key tells what to do next" grep -q "authorized_keys" rotate.err
@@ -102,7 +102,7 @@ check "pgbench through the rotation: no failed transaction" \
   bash -c "grep -q 'number of failed transactions: 0 ' pgbench_rotate.log && ! grep -qi 'error\|abort' pgbench_rotate.log"
 
 # The old line goes, sshd restarts: the tunnel comes back with the new key.
-lsql "SELECT public_key FROM tunnel_ssh.tunnel" > sshd/authorized_keys
+lsql "SELECT tunnel_public_key(name) FROM tunnel_ssh.tunnel" > sshd/authorized_keys
 kill_sshd; start_sshd
 check "old key removed, sshd restarted: connected with the new key" wait_state main connected 20
 check "status shows the new key in use" test "$(col main key_fingerprint)" = "$new_fp"
@@ -149,33 +149,36 @@ check "... promptly (< 2.5 s)" awk "BEGIN { exit !($took < 2.5) }"
 create t_pinned "ssh_port => $SPORT3, local_port => 54332, host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'" >> sshd/authorized_keys
 r=$(tt_fail t_pinned); echo "# $r"
 check "ssh_handshake fails on a host key mismatch and names both keys" \
-  grep -q "^ssh_handshake|host key SHA256:.* does not match the recorded SHA256:AAAA" <<<"$r"
+  grep -q "^ssh_handshake|host key ssh-ed25519 SHA256:.* does not match the expected SHA256:AAAA" <<<"$r"
 
 create t_noauth "ssh_port => $SPORT3, local_port => 54333" >/dev/null
 r=$(tt_fail t_noauth); echo "# $r"
 check "authenticate fails for a key not in authorized_keys and gives the line to add" \
-  grep -q "^authenticate|the bastion refused key .* add this key to ~$me/.ssh/authorized_keys on 127.0.0.1: ssh-ed25519 " <<<"$r"
+  grep -q "^authenticate|the bastion refused key .* add this key to ~$me/.ssh/authorized_keys on 127.0.0.1: restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",command=" <<<"$r"
 wait_state t_noauth auth_failed 10 >/dev/null
 check "the worker retries a refused key in seconds to minutes, not at once" \
   test "$(col t_noauth "state || ' ' || connect_attempts")" = "auth_failed 1"
 
 create t_nodb "local_port => 54334" >> sshd/authorized_keys
 lsql "UPDATE tunnel_ssh.forward SET remote_port = $FREE WHERE tunnel = 't_nodb'"
+repaste t_nodb sshd/authorized_keys
 r=$(tt_fail t_nodb); echo "# $r"
 check "open_channel fails when nothing listens behind the bastion" \
   grep -q "^open_channel|nothing listens on 127.0.0.1:$FREE as seen from the bastion" <<<"$r"
 
 create t_nofwd "ssh_port => $SPORT3, local_port => 54335" >> sshd/authorized_keys
 r=$(tt_fail t_nofwd); echo "# $r"
-check "open_channel fails when the bastion forbids forwarding" \
-  grep -q "^open_channel|AllowTcpForwarding is off on the bastion" <<<"$r"
+check "open_channel fails when the bastion forbids forwarding, and says which line or setting" \
+  grep -qF "open_channel|the authorized_keys line on the bastion does not permit 127.0.0.1:$PPORT: replace it with tunnel_public_key('t_nofwd') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)" <<<"$r"
 
 create t_notpg "local_port => 54336" >> sshd/authorized_keys
 lsql "UPDATE tunnel_ssh.forward SET remote_port = $SPORT WHERE tunnel = 't_notpg'"
+repaste t_notpg sshd/authorized_keys
 r=$(tt_fail t_notpg); echo "# $r"
 check "postgres_probe fails on a server that is not PostgreSQL (here: sshd)" \
   grep -q "^postgres_probe|127.0.0.1:$SPORT is not a PostgreSQL server: it answered \"SSH-2.0" <<<"$r"
 lsql "UPDATE tunnel_ssh.forward SET remote_port = $SILENT WHERE tunnel = 't_notpg'"
+repaste t_notpg sshd/authorized_keys
 r=$(tt_fail t_notpg); echo "# $r"
 check "postgres_probe fails on a silent target" grep -q "^postgres_probe|no answer from 127.0.0.1:$SILENT within 3 s" <<<"$r"
 check "tunnel_test wrote no key material to the log" test "$(grep -c 'PRIVATE KEY\|BEGIN OPENSSH' local.log)" = 0
@@ -187,11 +190,12 @@ lsql "SELECT tunnel_server_create('srv', 'main', 'postgres');
       CREATE FOREIGN TABLE branches (bid int, bbalance int) SERVER srv OPTIONS (table_name 'pgbench_branches');" >/dev/null
 wait_state main connected 10 >/dev/null
 attempts=$(col main connect_attempts)
-lsql "SELECT tunnel_alter('main', remote_port => $FREE)"
+lsql "SELECT tunnel_alter('main', remote_port => $FREE)" 2>alter.err
+check "a new target: tunnel_alter says the line changed" grep -q "NOTICE:  the authorized_keys line of tunnel \"main\" has changed" alter.err
 sleep 1
 check "new remote target: queries now fail there" bash -c "! psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
-check "the forward's status names the unreachable target" \
-  grep -q "nothing listens on 127.0.0.1:$FREE as seen from the bastion" <<<"$(lsql "SELECT last_error FROM tunnel_forward_status() WHERE local_port = 54321")"
+check "the forward's status says the line the session logged in with does not permit it" \
+  grep -q "does not permit 127.0.0.1:$FREE" <<<"$(lsql "SELECT last_error FROM tunnel_forward_status() WHERE local_port = 54321")"
 lsql "SELECT tunnel_alter('main', remote_port => $PPORT)"
 sleep 1
 check "target changed back: queries work" test "$(psql_via 54321 "SELECT count(*) FROM pgbench_branches")" = 1

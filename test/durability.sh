@@ -64,7 +64,11 @@ lsql "SELECT tunnel_forward_add('d2', '127.0.0.1', $PPORT, local_port => 58403)"
 # A jump chain: d3 reaches the same bastion through d1's session.  Its row
 # is rewritten after d1's so that the dump's COPY of tunnel_ssh.tunnel has
 # d1 (the row d3's via references) last.
-lsql "SELECT tunnel_create('d3', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 58406, via => 'd1')" >> sshd/authorized_keys
+lsql "SELECT tunnel_create('d3', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 58406, via => 'd1')" >> sshd/authorized_keys 2>/dev/null
+# d1's line must now permit d3's bastion too: replaced, and d1 logs in again.
+repaste d1 sshd/authorized_keys
+lsql "SELECT tunnel_disable('d1')" >/dev/null; wait_state d1 disabled 10 >/dev/null
+lsql "SELECT tunnel_enable('d1')" >/dev/null
 lsql "SELECT tunnel_server_create('d2_db', 'd2', 'postgres', local_port => 58403);
       CREATE USER MAPPING FOR CURRENT_USER SERVER d2_db OPTIONS (user '$me');
       CREATE SCHEMA remote; IMPORT FOREIGN SCHEMA public LIMIT TO (pgbench_accounts) FROM SERVER d2_db INTO remote;" >/dev/null

@@ -28,8 +28,10 @@ lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw; CREATE EXTENSI
 # --- keys and catalog ---
 line=$(lsql "SELECT tunnel_create('main', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', local_port => 54321)")
 echo "$line" > main.pub
-check "tunnel_create returns one authorized_keys line" \
-  grep -qE '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:main$' main.pub
+check "tunnel_create returns one authorized_keys line, restricted to the target, with a forced command" \
+  grep -qE "^restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",command=\"[^\"]+\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:main\$" main.pub
+check "restricted => false gives the bare line" \
+  grep -qE '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:main$' <<<"$(lsql "SELECT tunnel_public_key('main', restricted => false)")"
 check "ssh-keygen fingerprint of the line equals the catalog's" \
   test "$(ssh-keygen -l -f main.pub | awk '{print $2}')" = "$(lsql "SELECT key_fingerprint FROM tunnel_ssh.tunnels WHERE name = 'main'")"
 check "tunnel_public_key returns the same line" test "$(lsql "SELECT tunnel_public_key('main')")" = "$line"
@@ -79,6 +81,135 @@ else
   check "libssh2 1.10: AES-CTR with HMAC-SHA2-256 negotiated" \
     test "$methods" = "curve25519-sha256 ssh-ed25519 aes128-ctr hmac-sha2-256"
 fi
+
+# --- the restricted line against sshd ---
+# Keepalive (a session channel opened and closed) works with it: idle for
+# over three keepalive intervals, the session stays up.
+attempts=$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'main'")
+sleep 8
+check "restricted line: idle 8 s (keepalive 2 s), still connected on the same session" \
+  test "$(lsql "SELECT state || ' ' || connect_attempts FROM tunnel_status() WHERE name = 'main'")" = "connected $attempts"
+check "restricted line: tunnel_test passes every step" \
+  test "$(lsql "SELECT bool_and(ok) FROM tunnel_test('main')")" = t
+# The key itself, used by OpenSSH's ssh: an ECDSA tunnel (ssh reads its PEM
+# key; Ed25519 in PKCS#8 only since OpenSSH 9.6), exported here from the
+# catalog as the superuser, kept in a 600 file and removed at once after.
+lsql "SELECT tunnel_create('sh', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', local_port => 54322, key_type => 'ecdsa')" >> sshd/authorized_keys
+check "a second tunnel with a restricted ECDSA line connects" wait_state sh connected 15
+(umask 077; lsql "SELECT private_key FROM tunnel_ssh.secret WHERE tunnel = 'sh'" > sh.key)
+ssh_key() { ssh -F /dev/null -i sh.key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \
+  -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -p $SPORT "$(id -un)@127.0.0.1" "$@" 2>&1; }
+out=$(ssh_key id); rc=$?
+echo "# ssh KEY id: rc $rc: $out"
+check "exec request runs only the forced command" \
+  bash -c '[ "$1" != 0 ] && grep -q "tunnel_ssh: this key only forwards" <<<"$2" && ! grep -q "uid=" <<<"$2"' _ $rc "$out"
+out=$(ssh_key -T </dev/null); rc=$?
+echo "# ssh -T KEY (shell): rc $rc: $out"
+check "shell request runs only the forced command" \
+  bash -c '[ "$1" != 0 ] && grep -q "tunnel_ssh: this key only forwards" <<<"$2"' _ $rc "$out"
+out=$(ssh_key -W 127.0.0.1:$PPORT </dev/null); rc=$?
+check "ssh -W to the permitted target is let through" test "$rc" = 0 || echo "# rc $rc: $out"
+denied() { grep -c "to connect to host $1 port $2, but the request was denied" sshd/log; }
+out=$(ssh_key -W 127.0.0.1:$LPORT </dev/null); rc=$?
+echo "# ssh -W KEY 127.0.0.1:$LPORT: rc $rc: $out; sshd: $(grep -m1 "port $LPORT, but the request was denied" sshd/log | sed 's/^.*\]: //')"
+check "ssh -W to another host:port is refused by sshd" \
+  bash -c '[ "$1" != 0 ] && [ "$2" -ge 1 ]' _ $rc "$(denied 127.0.0.1 $LPORT)"
+out=$(ssh_key -W 127.0.0.2:$PPORT </dev/null); rc=$?
+check "... and so is the same port on another address" \
+  bash -c '[ "$1" != 0 ] && [ "$2" -ge 1 ]' _ $rc "$(denied 127.0.0.2 $PPORT)"
+rm -f sh.key
+# A forward added later: the line on the bastion does not permit it yet.
+p=$(lsql "SELECT tunnel_forward_add('sh', '127.0.0.1', $LPORT, local_port => 54323)" 2>fwd.err)
+check "forward_add says the line changed and gives the new one" \
+  grep -q "HINT:  Replace the tunnel's line in authorized_keys on the bastion with: restrict,port-forwarding,permitopen=\"127.0.0.1:$LPORT\",permitopen=\"127.0.0.1:$PPORT\"," fwd.err
+r=$(lsql "SELECT step || '|' || detail FROM tunnel_test('sh') WHERE NOT ok LIMIT 1"); echo "# $r"
+check "tunnel_test: the line on the bastion does not permit the new target" \
+  grep -qF "open_channel|the authorized_keys line on the bastion does not permit 127.0.0.1:$LPORT: replace it with tunnel_public_key('sh')" <<<"$r"
+repaste sh sshd/authorized_keys
+check "line replaced: tunnel_test passes" test "$(lsql "SELECT bool_and(ok) FROM tunnel_test('sh')")" = t
+check "the running session keeps the permissions it logged in with" \
+  bash -c "! psql -X -h 127.0.0.1 -p 54323 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
+check "... and its forward's status says why" \
+  grep -q "does not permit 127.0.0.1:$LPORT" <<<"$(lsql "SELECT last_error FROM tunnel_forward_status() WHERE local_port = 54323")"
+lsql "SELECT tunnel_disable('sh')" >/dev/null; wait_state sh disabled 10 >/dev/null
+lsql "SELECT tunnel_enable('sh')" >/dev/null
+check "after a new login the new target is reached" \
+  bash -c "wait_ok() { for _ in \$(seq 1 50); do psql -X -h 127.0.0.1 -p 54323 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }; wait_ok"
+check "... and the old one still" test "$(psql_via 54322 "SELECT count(*) FROM items")" = 100000
+lsql "SELECT tunnel_drop('sh')" >/dev/null
+
+# --- host key pins, against a bastion with RSA, ECDSA and Ed25519 host keys ---
+# A second sshd with the same three host keys and accounts takes the
+# deliberate mismatches; on OpenSSH 9.8+ it exempts us from its penalties.
+PINPORT=$((SPORT + 1))
+sed -e "s/^Port .*/Port $PINPORT/" -e "s#sshd.pid#sshd_pins.pid#" sshd/sshd_config > sshd/pins.conf
+sshd_penalises && echo "PerSourcePenaltyExemptList 127.0.0.1" >> sshd/pins.conf
+# libssh2 1.10 verifies RSA host keys with ssh-rsa (SHA-1) signatures only,
+# which OpenSSH 8.8+ offers only when told to.
+libssh2_11 || echo "HostKeyAlgorithms +ssh-rsa" >> sshd/pins.conf
+start_pins() { /usr/sbin/sshd -f "$dir/sshd/pins.conf" -E "$dir/sshd/pins.log"; }
+kill_pins() { local pid; for pid in $(pgrep -f "sshd -f $dir/sshd/pins.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done; sleep 0.5; }
+trap 'kill_pins; cleanup' EXIT
+start_pins
+kl() { ssh-keygen -l -f "sshd/$1.pub"; }           # "256 SHA256:... comment (ED25519)"
+fp_of() { kl "$1" | awk '{print $2}'; }
+pin() {  # tunnel local_port pin
+  lsql "SELECT tunnel_create('$1', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $PINPORT, ssh_user => '$(id -un)', local_port => $2, host_key_fingerprint => \$pin\$$3\$pin\$)" >> sshd/authorized_keys
+}
+st() { lsql "SELECT $2 FROM tunnel_status() WHERE name = '$1'"; }
+ED=$(fp_of host_key) EC=$(fp_of host_key_ecdsa) RS=$(fp_of host_key_rsa)
+pin pin_ed 54331 "$ED"
+pin pin_ec 54332 "$(kl host_key_ecdsa)"
+pin pin_rs 54333 "ssh-rsa $RS"
+check "pin Ed25519 (bare, as ssh -v shows it first): connected" wait_state pin_ed connected 15
+check "pin ECDSA as ssh-keygen -l prints it: connected" wait_state pin_ec connected 15
+check "pin RSA with its algorithm: connected" wait_state pin_rs connected 15
+for t in pin_ed pin_ec pin_rs; do echo "# $t: $(st $t "host_key_fingerprint || ' | ' || host_key_algorithm || ' | attempts ' || connect_attempts")"; done
+check "status shows each key with its type" test \
+  "$(st pin_ed host_key_fingerprint)|$(st pin_ec host_key_fingerprint)|$(st pin_rs host_key_fingerprint)" = \
+  "ssh-ed25519 $ED|ecdsa-sha2-nistp256 $EC|ssh-rsa $RS"
+check "the pinned algorithm was negotiated at once, no mismatch first" \
+  test "$(lsql "SELECT string_agg(host_key_algorithm || ':' || connect_attempts, ' ' ORDER BY name) FROM tunnel_status() WHERE name IN ('pin_ec', 'pin_rs')")" = \
+       "ecdsa-sha2-nistp256:1 $(libssh2_11 && echo rsa-sha2-512 || echo ssh-rsa):1"
+check "tunnel_test negotiates the pinned key too" \
+  grep -q "^host key ecdsa-sha2-nistp256 $EC matches" <<<"$(lsql "SELECT detail FROM tunnel_test('pin_ec') WHERE step = 'ssh_handshake'")"
+# A bare pin of the ECDSA key: the first attempt sees Ed25519, the retry asks
+# for ECDSA, and the algorithm is then recorded.
+pin pin_ec_bare 54334 "$EC"
+wait_state pin_ec_bare host_key_mismatch 15 >/dev/null
+err=$(st pin_ec_bare last_error); echo "# pin_ec_bare first: $err"
+check "bare pin of another key: the mismatch says the next attempt asks for ECDSA" \
+  grep -q "bastion presented ssh-ed25519 $ED; the pin names no algorithm, so the next attempt asks for the bastion's ECDSA key" <<<"$err"
+check "bare ECDSA pin: connected on the retry" wait_state pin_ec_bare connected 30
+check "... with its algorithm recorded for next time" \
+  test "$(lsql "SELECT host_key_algorithms FROM tunnel_ssh.tunnel WHERE name = 'pin_ec_bare'")" = ecdsa-sha2-nistp256
+# Two pins: the bastion rotates from Ed25519 to RSA.
+pin pin_two 54335 "$(kl host_key)
+$(kl host_key_rsa)"
+check "two pins: connected (Ed25519)" wait_state pin_two connected 15
+check "both pins stored with their algorithms" test "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'pin_two'")" = "ssh-ed25519 $ED, ssh-rsa $RS"
+kill_pins
+sed -i "\#^HostKey $dir/sshd/host_key\$#d" sshd/pins.conf      # the Ed25519 key retired
+start_pins
+check "two pins, Ed25519 retired on the bastion: connected with the RSA pin" wait_state pin_two connected 20
+check "... which status shows" test "$(st pin_two host_key_fingerprint)" = "ssh-rsa $RS"
+# Change one: the bastion's ECDSA key replaced.
+kill_pins
+ssh-keygen -q -t ecdsa -N '' -f sshd/host_key_ecdsa2
+NEWEC=$(fp_of host_key_ecdsa2)
+sed -i "s#^HostKey $dir/sshd/host_key_ecdsa\$#HostKey $dir/sshd/host_key_ecdsa2#" sshd/pins.conf
+start_pins
+check "ECDSA key changed: the ECDSA pin refuses it" wait_state pin_ec host_key_mismatch 20
+err=$(st pin_ec last_error); echo "# pin_ec: $err"
+check "the mismatch names both algorithms and fingerprints" \
+  grep -qF "expected ecdsa-sha2-nistp256 $EC, bastion presented ecdsa-sha2-nistp256 $NEWEC" <<<"$err"
+check "... and does not guess that the bastion was rebuilt" bash -c '! grep -qi "rebuilt" <<<"$1"' _ "$err"
+r=$(lsql "SELECT detail FROM tunnel_test('pin_ec') WHERE step = 'ssh_handshake'"); echo "# tunnel_test: $r"
+check "tunnel_test names both too" grep -qF "host key ecdsa-sha2-nistp256 $NEWEC does not match the expected ecdsa-sha2-nistp256 $EC" <<<"$r"
+check "the RSA pin is not disturbed" wait_state pin_rs connected 20
+check "no client gets through the changed key" bash -c "! psql -X -h 127.0.0.1 -p 54332 -d 'dbname=postgres connect_timeout=5' -Atc 'SELECT 1' >/dev/null 2>&1"
+for t in pin_ed pin_ec pin_rs pin_ec_bare pin_two; do lsql "SELECT tunnel_drop('$t')" >/dev/null; done
+kill_pins
 
 lsql "CREATE SERVER priv FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '54321', dbname 'postgres');
       CREATE USER MAPPING FOR CURRENT_USER SERVER priv OPTIONS (user '$(id -un)');

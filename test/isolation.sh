@@ -37,6 +37,12 @@ lsql "CREATE EXTENSION tunnel_ssh;"
 lsql "SELECT tunnel_create('t', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => $FA)" \
   >> sshd/authorized_keys
 lsql "SELECT tunnel_forward_add('t', '$DARK', 5432, $FB)" >/dev/null
+# The dark target joins the key's permitopen list: the line is pasted again,
+# as the NOTICE of tunnel_forward_add asks, and a session that logged in
+# with the old line is started anew (sshd applies a line at login).
+repaste t sshd/authorized_keys
+lsql "SELECT tunnel_disable('t')" >/dev/null
+lsql "SELECT tunnel_enable('t')" >/dev/null
 check "setup: tunnel connected" wait_state t connected 15
 dark_is_dark() { timeout 2 bash -c "exec 3<>/dev/tcp/$DARK/5432" 2>/dev/null; test $? = 124; }
 check "setup: $DARK:5432 drops SYNs (a connect is still pending after 2 s)" dark_is_dark

@@ -84,6 +84,15 @@ sshd_penalises() {
   v=$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([0-9]*\.[0-9]*\).*/\1/p')
   [ -n "$v" ] && [ "$(printf '%s\n9.8\n' "$v" | sort -V | head -n 1)" = 9.8 ]
 }
+# Replace a tunnel's line in an authorized_keys file with the one
+# tunnel_public_key returns now, as a DBA does after the NOTICE that says
+# the line changed (sshd uses the first line that has the key).
+repaste() {  # tunnel file [psql function, default lsql]
+  local blob sql=${3:-lsql}
+  blob=$($sql "SELECT split_part(public_key, ' ', 2) FROM tunnel_ssh.tunnel WHERE name = '$1'")
+  { grep -vF -- "$blob" "$2"; $sql "SELECT tunnel_public_key('$1')"; } > "$2.new"
+  cat "$2.new" > "$2"; rm -f "$2.new"
+}
 # sshd's penalty lines in a log or stdin (LogLevel VERBOSE shows them):
 # penalties enforced ("activating", connections dropped), or all of them.
 penalty_lines() { grep -E 'activating .*penalty|drop connection .*penalty' "${1:--}" 2>/dev/null || true; }

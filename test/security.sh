@@ -330,6 +330,66 @@ check "hostile tunnels dropped" \
   test "$(lsql "SELECT count(*) FROM tunnel_status() WHERE name NOT IN ('ed', 'ec', 'rs', 'bad')")" = 0
 
 # ======================================================================
+# 6. Who can connect: the server's OS user through the socket, no one else
+# ======================================================================
+# Another OS user of this host, tunnel_other (made by security.root.sh),
+# tries to log in through the tunnels: its attempts run in a loop of its
+# own that takes "host port" requests in $dir/other.
+sockdir="$dir/local/tunnel_ssh"
+as_other() {  # host port -> tunnel_other's psql output and "exit N"
+  local n=$RANDOM$RANDOM
+  echo "$1 $2" > "$dir/other/tmp.$n" && mv "$dir/other/tmp.$n" "$dir/other/req.$n"
+  for _ in $(seq 1 150); do [ -e "$dir/other/res.$n" ] && break; sleep 0.1; done
+  cat "$dir/other/res.$n" 2>/dev/null || echo "no answer from tunnel_other's loop"
+}
+check "socket directory: owned by the server's user, mode 700" test "$(stat -c '%a %U' "$sockdir")" = "700 $me"
+check "each forward has its socket there" test -S "$sockdir/.s.PGSQL.24501" -a -S "$sockdir/.s.PGSQL.24504"
+check "the server's user connects through the socket" \
+  test "$(psql -X -h "$sockdir" -p 24501 -d postgres -Atc "SELECT count(*) FROM items" 2>&1)" = 1000
+r=$(as_other "$sockdir" 24501); echo "# tunnel_other through the socket: $(tr '\n' ' ' <<<"$r")"
+check "another OS user cannot use the socket (permission denied)" \
+  bash -c 'grep -q "Permission denied" <<<"$1" && ! grep -q "exit 0" <<<"$1"' _ "$r"
+r=$(as_other 127.0.0.1 24501); echo "# tunnel_other through 127.0.0.1:24501 (TCP on): $(tr '\n' ' ' <<<"$r")"
+check "with TCP on, another OS user reaches the private database's login (README says so)" \
+  grep -q 'role "tunnel_other" does not exist' <<<"$r"
+lsql "SELECT tunnel_server_create('ed_db', 'ed', 'postgres', local_port => 24501);
+      CREATE USER MAPPING FOR CURRENT_USER SERVER ed_db OPTIONS (user '$me');
+      CREATE FOREIGN TABLE ed_items (id int, v text) SERVER ed_db OPTIONS (table_name 'items');" >/dev/null
+check "tunnel_server_create points the server at the socket directory" \
+  test "$(lsql "SELECT array_to_string(srvoptions, ' ') FROM pg_foreign_server WHERE srvname = 'ed_db'")" = "host=$sockdir port=24501 dbname=postgres"
+check "postgres_fdw through the socket" test "$(lsql "SELECT count(*) FROM ed_items")" = 1000
+# TCP off: the sockets only.
+lsql "ALTER SYSTEM SET tunnel_ssh.listen_address = ''"; lsql "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 1 25); do port_open 24501 || break; sleep 0.2; done
+check "listen_address '': no TCP listener left" \
+  test -z "$(ss -Hltn '( sport >= :24500 and sport <= :24539 )')"
+check "status shows the socket directory as the local address" \
+  test "$(lsql "SELECT local_address FROM tunnel_status() WHERE name = 'ed'")" = "$sockdir"
+check "TCP off: the server's user still connects through the socket" \
+  test "$(psql -X -h "$sockdir" -p 24501 -d postgres -Atc "SELECT count(*) FROM items" 2>&1)" = 1000
+check "TCP off: postgres_fdw still works" test "$(lsql "SELECT count(*) FROM ed_items")" = 1000
+r=$(as_other "$sockdir" 24501); echo "# tunnel_other, TCP off, socket: $(tr '\n' ' ' <<<"$r")"
+check "TCP off: another OS user is refused at the socket" grep -q "Permission denied" <<<"$r"
+r=$(as_other 127.0.0.1 24501); echo "# tunnel_other, TCP off, 127.0.0.1:24501: $(tr '\n' ' ' <<<"$r")"
+check "TCP off: another OS user is refused at the port" grep -q "Connection refused" <<<"$r"
+check "ed still connected (the session was not touched)" test "$(state_of ed)" = connected
+# A non-loopback address is refused unless allowed (and not tried here:
+# servers of the tests listen on 127.0.0.1 only).
+lsql "ALTER SYSTEM SET tunnel_ssh.listen_address = '0.0.0.0'"; lsql "SELECT pg_reload_conf()" >/dev/null
+check "listen_address 0.0.0.0 without allow_remote_listen: bind_failed" wait_state ed bind_failed 10
+check "... saying why" grep -q 'is not a loopback address: set tunnel_ssh.allow_remote_listen' <<<"$(last_error ed)"
+check "... and nothing listens on 0.0.0.0" test -z "$(ss -Hltn '( sport >= :24500 and sport <= :24539 )' | grep -v '127.0.0.1:')"
+check "... while the socket still serves" \
+  test "$(psql -X -h "$sockdir" -p 24501 -d postgres -Atc "SELECT count(*) FROM items" 2>&1)" = 1000
+check "listen_address must be an address" grep -q "must be an IPv4 or IPv6 address" <<<"$(lsql "ALTER SYSTEM SET tunnel_ssh.listen_address = 'localhost'" 2>&1)"
+check "a socket directory too long for a socket path is refused" \
+  grep -q "107 bytes" <<<"$(lsql "ALTER SYSTEM SET tunnel_ssh.socket_directory = '/tmp/$(printf 'x%.0s' $(seq 1 95))'" 2>&1)"
+lsql "ALTER SYSTEM RESET tunnel_ssh.listen_address"; lsql "SELECT pg_reload_conf()" >/dev/null
+check "listen_address back to 127.0.0.1: connected, TCP again" wait_state ed connected 10
+for _ in $(seq 1 25); do port_open 24501 && break; sleep 0.2; done
+check "... the port answers again" port_open 24501
+
+# ======================================================================
 # 2. No private key anywhere (last: the log holds everything above)
 # ======================================================================
 logs=(local.log private.log sshd/log impostor/log)

@@ -18,7 +18,11 @@ lsql "SELECT tunnel_create('b1', '10.231.1.2', '10.231.2.2', 2222, ssh_port => 2
 # The second bastion, straight from here: there is no route to it.
 lsql "SELECT tunnel_create('b2_direct', '10.231.2.2', '127.0.0.1', 5432, ssh_port => 2222, ssh_user => '$me', local_port => 56502)" >> b2/authorized_keys
 # And through the first, as ssh -J does.
-lsql "SELECT tunnel_create('b2', '10.231.2.2', '127.0.0.1', 5432, ssh_port => 2222, ssh_user => '$me', local_port => 56503, via => 'b1')" >> b2/authorized_keys
+lsql "SELECT tunnel_create('b2', '10.231.2.2', '127.0.0.1', 5432, ssh_port => 2222, ssh_user => '$me', local_port => 56503, via => 'b1')" >> b2/authorized_keys 2>b2.err
+# b1's line permits b2's sshd already: it is b1's own target.
+check "b2 via b1: b1's line, which permits b2's sshd already, is unchanged (no NOTICE)" test ! -s b2.err
+check "b1's line permits exactly its target" \
+  grep -q '^restrict,port-forwarding,permitopen="10.231.2.2:2222",command=' <<<"$(lsql "SELECT tunnel_public_key('b1')")"
 
 check "first bastion: connected" wait_state b1 connected 15
 check "second bastion cannot be reached directly" wait_state b2_direct unreachable 15
@@ -41,12 +45,20 @@ check "tunnel_test: b2 is reached by the jump host" \
   grep -q 'jump host "b1" (10.231.1.2) connected to 10.231.2.2 port 2222' <<<"$(lsql "SELECT detail FROM tunnel_test('b2') WHERE step = 'tcp_connect'")"
 check "tunnel_test: b2's own host key is checked" \
   grep -q "matches" <<<"$(lsql "SELECT detail FROM tunnel_test('b2') WHERE step = 'ssh_handshake'")"
-lsql "SELECT tunnel_create('b2_bad', '10.231.2.2', '127.0.0.1', 5432, ssh_port => 2223, ssh_user => '$me', local_port => 56519, via => 'b1')" >/dev/null
+lsql "SELECT tunnel_create('b2_bad', '10.231.2.2', '127.0.0.1', 5432, ssh_port => 2223, ssh_user => '$me', local_port => 56519, via => 'b1')" >/dev/null 2>bad.err
+check "a jump tunnel to another bastion port: b1's new line in a NOTICE" \
+  grep -q 'HINT:  Replace the tunnel.s line in authorized_keys on the bastion with: restrict,port-forwarding,permitopen="10.231.2.2:2222",permitopen="10.231.2.2:2223",' bad.err
+bad=$(lsql "SELECT step || ': ' || detail FROM tunnel_test('b2_bad') WHERE NOT ok")
+echo "# tunnel_test('b2_bad') before b1's line is replaced: $bad"
+check "tunnel_test: b1's line does not permit b2_bad's bastion yet, and says which line to paste" \
+  grep -qF "tcp_connect: the authorized_keys line on the bastion does not permit 10.231.2.2:2223: replace it with tunnel_public_key('b1')" <<<"$bad"
+repaste b1 b1/authorized_keys
 bad=$(lsql "SELECT step || ': ' || detail FROM tunnel_test('b2_bad') WHERE NOT ok")
 echo "# tunnel_test('b2_bad'): $bad"
 check "tunnel_test: a bastion the jump host cannot reach fails at tcp_connect, as seen from the jump host" \
   grep -q '^tcp_connect: nothing listens on 10.231.2.2:2223 as seen from the bastion' <<<"$bad"
-lsql "SELECT tunnel_drop('b2_bad')" >/dev/null
+lsql "SELECT tunnel_drop('b2_bad')" >/dev/null 2>&1
+repaste b1 b1/authorized_keys
 
 lsql "CREATE SERVER b2db FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '56503', dbname 'postgres');
       CREATE USER MAPPING FOR CURRENT_USER SERVER b2db OPTIONS (user '$me');
@@ -94,15 +106,25 @@ done
 keys_before=$(wc -l < sshd/authorized_keys)
 lsql "SELECT tunnel_create('multi', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 56510)" >> sshd/authorized_keys
 wait_state multi connected 15 >/dev/null
-p2=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', 56534)")
-p3=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', 56535, local_port => 56512)")
+p2=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', 56534)" 2>/dev/null)
+p3=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', 56535, local_port => 56512)" 2>/dev/null)
 check "forward_add picks a port from the range" test "$p2" -ge 56500 -a "$p2" -le 56519
-check "one key pasted once" test "$(( $(wc -l < sshd/authorized_keys) - keys_before ))" = 1
+p4=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', $PPORT, local_port => 56513)" 2>fwd.err)
+check "a forward to a target the line already permits: no new line" test ! -s fwd.err
 sleep 1
-check "each forward reaches its own cluster" \
-  test "$(psql_via 56510 'SHOW port') $(psql_via "$p2" 'SHOW port') $(psql_via "$p3" 'SHOW port')" = "$PPORT 56534 56535"
+check "... and it works at once on the running session" test "$(psql_via 56513 'SHOW port')" = "$PPORT"
 check "adding forwards kept the session (one connect attempt)" \
   test "$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'multi'")" = 1
+check "new targets are refused until the line is replaced and the session logs in again" \
+  bash -c "! psql -X -h 127.0.0.1 -p $p2 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
+repaste multi sshd/authorized_keys
+check "one key, one line, replaced in place" test "$(( $(wc -l < sshd/authorized_keys) - keys_before ))" = 1
+lsql "SELECT tunnel_disable('multi')" >/dev/null; wait_state multi disabled 10 >/dev/null
+lsql "SELECT tunnel_enable('multi')" >/dev/null; wait_state multi connected 15 >/dev/null
+check "each forward reaches its own cluster" \
+  test "$(psql_via 56510 'SHOW port') $(psql_via "$p2" 'SHOW port') $(psql_via "$p3" 'SHOW port')" = "$PPORT 56534 56535"
+lsql "SELECT tunnel_forward_drop('multi', 56513)" >/dev/null
+attempts=$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'multi'")
 
 $B/pgbench -n -S -c 4 -j 2 -T 6 -h 127.0.0.1 -p 56510 postgres > pgb1.out 2>&1 &
 b1job=$!
@@ -117,7 +139,7 @@ echo "# pgbench during the drop: $(grep -h '^tps' pgb1.out pgb3.out | cut -c1-16
 check "the other forwards carried pgbench without a failure" \
   test "$(grep -h 'number of failed transactions: 0 ' pgb1.out pgb3.out | wc -l)" = 2
 check "and the session was never dropped" \
-  test "$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'multi'")" = 1
+  test "$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'multi'")" = "$attempts"
 
 for bad in "tunnel_forward_add('nosuch', '127.0.0.1')|does not exist" \
            "tunnel_forward_add('multi', '127.0.0.1', local_port => 56512)|already used" \
