@@ -27,7 +27,8 @@ teardown() {
 
 setup() {
   teardown
-  useradd -M -d /nonexistent -s /bin/bash "$other" || return 1
+  # Still there if a process of it outlived a run cut short: reused.
+  id "$other" >/dev/null 2>&1 || useradd -M -d /nonexistent -s /bin/bash "$other" || return 1
   mkdir -p "$dir/other" && chmod 1777 "$dir/other"
   cat > "$dir/other/loop.sh" <<'L'
 # As tunnel_other: for each request file req.N ("host port", written as
