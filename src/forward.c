@@ -391,6 +391,9 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return;
 	tunnel_session_release_open(f->session, f);
+	if (channel)
+		tunnel_session_open_took(f->session,
+								 (long) ((GetCurrentTimestamp() - f->open_since) / 1000));
 	f->open_since = 0;
 	if (rc != LIBSSH2_ERROR_TIMEOUT && !is_transport_error(rc))
 		tunnel_session_open_answered(f->session, f);

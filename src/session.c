@@ -97,8 +97,15 @@ typedef enum ProbePhase
 #define LANE_IDLE_MS		10000
 /* After a lane failed to connect, the next one waits this long. */
 #define LANE_RETRY_MS		5000
-/* An open in flight this long gets a new lane started beside it. */
+/*
+ * An open in flight this long, and LANE_WAIT_FACTOR times the usual time of
+ * the tunnel's opens, gets a new lane started beside it (at most
+ * LANE_WAIT_MAX_MS): on a busy machine every open takes longer, and lanes
+ * started then would only add logins to the load.
+ */
 #define LANE_WAIT_MS		200
+#define LANE_WAIT_FACTOR	8
+#define LANE_WAIT_MAX_MS	3000
 /* A host key that could not be written is tried again after this. */
 #define HOST_KEY_RETRY_MS	2000
 
@@ -164,6 +171,7 @@ struct TunnelSession
 	TimestampTz idle_since;		/* a lane's: no channel since, or 0 */
 	bool		authed_next;	/* authenticated with the rotation's key */
 	List	   *answers;		/* of TargetAnswer, on the tunnel's session */
+	double		open_ms;		/* moving average of successful opens' times */
 
 	/* a failure found inside a pass, acted on after it */
 	bool		fail_pending;
@@ -621,6 +629,15 @@ target_answered_at(TunnelSession *p, TunnelForward *f)
 }
 
 void
+tunnel_session_open_took(TunnelSession *s, long elapsed_ms)
+{
+	TunnelSession *p = pool_of(s);
+
+	p->open_ms = p->open_ms == 0 ? elapsed_ms :
+		p->open_ms + (elapsed_ms - p->open_ms) / 8;
+}
+
+void
 tunnel_session_open_answered(TunnelSession *s, TunnelForward *f)
 {
 	TunnelSession *p = pool_of(s);
@@ -722,6 +739,7 @@ dispatch_opens(TunnelSession *p)
 	dlist_mutable_iter iter;
 	bool		want_lane = false;
 	bool		connecting;
+	long		wait_ms;
 
 	if (p->phase != PHASE_READY || busy == NULL)
 		return;
@@ -749,11 +767,13 @@ dispatch_opens(TunnelSession *p)
 	if (!want_lane || connecting || p->nlanes >= tunnel_max_extra_sessions ||
 		now < p->lane_retry_at)
 		return;
+	wait_ms = Min(Max(LANE_WAIT_MS, LANE_WAIT_FACTOR * p->open_ms),
+				  LANE_WAIT_MAX_MS);
 	if (forward_open_since(busy) != 0 &&
-		now - forward_open_since(busy) < LANE_WAIT_MS * 1000L)
+		now - forward_open_since(busy) < (TimestampTz) wait_ms * 1000)
 	{
 		/* Most opens are answered in a round trip: give this one time. */
-		p->dispatch_at = forward_open_since(busy) + LANE_WAIT_MS * 1000L;
+		p->dispatch_at = forward_open_since(busy) + (TimestampTz) wait_ms * 1000;
 		return;
 	}
 	start_lane(p);

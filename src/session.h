@@ -98,6 +98,8 @@ extern void tunnel_session_sent(TunnelSession *s, const void *who,
 extern bool tunnel_session_open_allowed(TunnelSession *s, TunnelForward *f);
 /* The bastion answered an open of f (opened or refused): its target is up. */
 extern void tunnel_session_open_answered(TunnelSession *s, TunnelForward *f);
+/* A channel open succeeded after elapsed_ms: the tunnel's usual open time. */
+extern void tunnel_session_open_took(TunnelSession *s, long elapsed_ms);
 extern bool tunnel_session_claim_open(TunnelSession *s, const void *who);
 extern void tunnel_session_release_open(TunnelSession *s, const void *who);
 extern bool tunnel_session_holds_open(TunnelSession *s, const void *who);
