@@ -12,7 +12,10 @@ cd "$dir"
 NTUNNELS=${NTUNNELS:-200}
 NCLIENTS=${NCLIENTS:-500}
 BASE_PORT=21000             # local ports 21001..21200, outside the ephemeral range
-DURATION=${DURATION:-30}    # seconds each pgbench runs
+# Seconds each pgbench runs: long enough that all 500 clients overlap even
+# where starting 200 pgbench processes and 500 backends takes a minute (a
+# slow or busy machine: seen here, 80 s).
+DURATION=${DURATION:-120}
 RSS_LIMIT_KB=$((64 * 1024))
 now_ms() { date +%s%3N; }
 
@@ -179,16 +182,16 @@ echo "# worker pid $wpid, open-files limit $fd_limit, open files $fds3"
 accept_re='could not accept|no file descriptor left'
 over=40
 nhold=$(( fd_limit - fds3 + over ))
-echo "# beyond the limit: $nhold clients holding a connection 15 s (the worker has files for $(( fd_limit - fds3 )))"
+echo "# beyond the limit: $nhold clients holding a connection 60 s (the worker has files for $(( fd_limit - fds3 )))"
 log0=$(grep -cE "$accept_re" local.log)
 hold=()
 for i in $(seq 1 "$nhold"); do
-  timeout 120 psql -X -h 127.0.0.1 -p $(( BASE_PORT + 1 + i % NTUNNELS )) -d postgres -Atc "SELECT 'held' FROM pg_sleep(15)" \
+  timeout 120 psql -X -h 127.0.0.1 -p $(( BASE_PORT + 1 + i % NTUNNELS )) -d postgres -Atc "SELECT 'held' FROM pg_sleep(60)" \
     > "bench/hold$i.out" 2>&1 &
   hold+=($!)
 done
 full=0
-for _ in $(seq 1 100); do       # until the worker has no file left (bound: 20 s)
+for _ in $(seq 1 300); do       # until the worker has no file left (bound: 60 s)
   [ "$(ls /proc/$wpid/fd | wc -l)" -ge $(( fd_limit - 2 )) ] && { full=1; break; }
   sleep 0.2
 done
