@@ -144,6 +144,7 @@ struct TunnelSession
 	TimestampTz last_attempt;
 	TimestampTz lost_at;		/* when a ready session last failed, or 0 */
 	TimestampTz last_recv;		/* any byte from the bastion */
+	uint64		recv_calls;		/* reads from the socket that got bytes */
 	TimestampTz probe_started;
 	int			failures;		/* consecutive failed attempts */
 	bool		penalised;		/* the last failure was one sshd penalises */
@@ -280,6 +281,7 @@ LIBSSH2_RECV_FUNC(recv_and_note)
 
 	if (n > 0)
 	{
+		s->recv_calls++;
 		s->last_recv = GetCurrentTimestamp();
 
 		/*
@@ -1593,6 +1595,7 @@ pass(TunnelSession *s)
 {
 	dlist_mutable_iter iter;
 	bool		progress = false;
+	uint64		recv_calls;
 
 	s->writable = false;
 	if (s->readable)
@@ -1608,6 +1611,14 @@ pass(TunnelSession *s)
 	else if (s->send_owner != NULL)
 		run_forward(s, (TunnelForward *) s->send_owner, &progress);
 
+	/*
+	 * Any libssh2 call of a forward may read the socket (an open in flight,
+	 * a write looking for window adjusts, a read) and queue packets for a
+	 * forward that had its turn earlier in this pass.  The socket is then no
+	 * longer readable, so nothing would wake us for them but a timer: if
+	 * bytes arrived during the turns, every forward gets another.
+	 */
+	recv_calls = s->recv_calls;
 	dlist_foreach_modify(iter, &s->forwards)
 	{
 		if (s->fail_pending)
@@ -1620,7 +1631,7 @@ pass(TunnelSession *s)
 		fail(s, s->fail_state, s->fail_message);
 		return;
 	}
-	if (progress)
+	if (progress || s->recv_calls != recv_calls)
 		tunnel_session_mark_dirty(s);
 	if (s->primary == NULL)
 		dispatch_opens(s);

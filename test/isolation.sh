@@ -48,7 +48,7 @@ dark_is_dark() { timeout 2 bash -c "exec 3<>/dev/tcp/$DARK/5432" 2>/dev/null; te
 check "setup: $DARK:5432 drops SYNs (a connect is still pending after 2 s)" dark_is_dark
 
 # --- 1. a dark target beside a healthy one ---
-pgbench -n -S -c 1 -T 24 -P 1 -h 127.0.0.1 -p $FA postgres > pgbench1.out 2>&1 &
+pgbench -n -S -c 1 -T 24 -P 1 -l --log-prefix=pgbench1_log -h 127.0.0.1 -p $FA postgres > pgbench1.out 2>&1 &
 bench=$!
 sleep 2
 lat=()
@@ -111,10 +111,17 @@ grep '^progress' pgbench1.out | sed 's/^/# pgbench: /' | cut -c1-90
 grep 'tunnel' local.log | tail -n 12 | cut -c1-200 | sed 's/^/# log: /'
 stalls=$(awk '/^progress/ && $4 + 0 < 1 { n++ } END { print n + 0 }' pgbench1.out)
 secs_seen=$(grep -c '^progress' pgbench1.out)
+# pgbench's per-transaction log: the third field is the latency in us.
+worst=$(cat pgbench1_log.* 2>/dev/null | awk '$3 > m { m = $3 } END { printf "%d", m / 1000 }')
+txns=$(cat pgbench1_log.* 2>/dev/null | wc -l)
+echo "# pgbench: $txns transactions, slowest $worst ms, $stalls of $secs_seen seconds without one"
 check "1. pgbench on the healthy forward ran to the end" test $rc = 0
-# Before, the session was declared dead and pgbench's connection lost; a
-# busy machine may still freeze a second here or there.
-check "1. pgbench progressed (seconds without a transaction: $stalls of $secs_seen)" test "$stalls" -le 2 -a "$secs_seen" -ge 15
+# Before, the session was declared dead and pgbench's connection lost.
+# Then a reply that another client's pending open had pulled into libssh2's
+# queue waited for the next timer (the keepalive, 2 s): a busy machine may
+# freeze a transaction for a moment, never for a keepalive interval.
+check "1. no transaction on the healthy forward waited a keepalive interval (slowest $worst ms)" \
+  test "$txns" -gt 1000 -a "$worst" -lt $(( KA_INTERVAL * 1000 ))
 
 # A hung sshd is still found with opens pending: the probe needs no open.
 for i in 1 2; do
@@ -284,7 +291,11 @@ for n in 100 500; do
   perl stalled.pl $FA $n "$me" > stalled.out 2>&1 &
   stalled=$!
   all_stalled() { test "$(backends)" -ge $n; }
-  check "5. $n clients that stop reading: every COPY is stuck writing" wait_for 60 all_stalled
+  t0=$(now_ms)
+  # The time it takes is the machine's (500 backends start and fill their
+  # socket buffers); what is checked is that every client gets its channel.
+  check "5. $n clients that stop reading: every COPY is stuck writing" wait_for 240 all_stalled
+  echo "# $(backends) of $n COPYs stuck writing after $(since $t0) s"
   sleep 3
   held=$(rss_mb)
   echo "# worker RSS with $n stalled readers: $held MB ($(fwd $FA active_connections) connections; private max_connections $(pq 'SHOW max_connections'), backends stuck $(backends)); $(fwd $FA last_error); $(tail -1 stalled.out)"
