@@ -145,6 +145,7 @@ struct TunnelSession
 	TimestampTz lost_at;		/* when a ready session last failed, or 0 */
 	TimestampTz last_recv;		/* any byte from the bastion */
 	uint64		recv_calls;		/* reads from the socket that got bytes */
+	bool		sock_empty;		/* a read found it empty; not readable since */
 	TimestampTz probe_started;
 	int			failures;		/* consecutive failed attempts */
 	bool		penalised;		/* the last failure was one sshd penalises */
@@ -277,11 +278,22 @@ static
 LIBSSH2_RECV_FUNC(recv_and_note)
 {
 	TunnelSession *s = (TunnelSession *) *abstract;
-	ssize_t		n = recv(socket, buffer, length, flags);
+	ssize_t		n;
 
+	/*
+	 * libssh2 reads the socket before every write and read of a channel, to
+	 * drain window adjusts: mostly a recv() that only says EAGAIN.  Once a
+	 * read found the socket empty, the level-triggered wait set reports any
+	 * bytes that arrive after; until then there is nothing to read.
+	 */
+	if (s->sock_empty)
+		return -EAGAIN;
+	n = recv(socket, buffer, length, flags);
 	if (n > 0)
 	{
 		s->recv_calls++;
+		if ((size_t) n < length)
+			s->sock_empty = true;
 		s->last_recv = GetCurrentTimestamp();
 
 		/*
@@ -303,7 +315,11 @@ LIBSSH2_RECV_FUNC(recv_and_note)
 		}
 	}
 	else if (n < 0)
+	{
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			s->sock_empty = true;
 		return -errno;
+	}
 	return n;
 }
 
@@ -313,7 +329,10 @@ on_socket_event(void *arg, uint32 occurred)
 	TunnelSession *s = (TunnelSession *) arg;
 
 	if (occurred & WL_SOCKET_READABLE)
+	{
 		s->readable = true;
+		s->sock_empty = false;
+	}
 	if (occurred & WL_SOCKET_WRITEABLE)
 		s->writable = true;
 	tunnel_session_mark_dirty(s);
@@ -369,6 +388,8 @@ close_connection(TunnelSession *s, bool polite)
 			(void) libssh2_session_disconnect(s->ssh, "tunnel closed");
 		if (s->sock != PGINVALID_SOCKET)
 			(void) shutdown(s->sock, SHUT_RDWR);
+		/* Blocking, libssh2 waits for the socket itself: let it read. */
+		s->sock_empty = false;
 		libssh2_session_set_blocking(s->ssh, 1);
 		(void) libssh2_session_free(s->ssh);
 		s->ssh = NULL;
@@ -380,6 +401,7 @@ close_connection(TunnelSession *s, bool polite)
 		s->sock = PGINVALID_SOCKET;
 	}
 	s->readable = s->writable = false;
+	s->sock_empty = false;
 }
 
 /*

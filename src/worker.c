@@ -875,8 +875,15 @@ tunnel_worker_main(Datum main_arg)
 													POLL_INTERVAL_MS);
 		}
 
-		/* libssh2 first: what it does can change every timer. */
+		/*
+		 * libssh2 first: what it does can change every timer.  A session
+		 * that moved bytes gets another round at once (its clients may follow
+		 * now); asking the kernel first would mostly cost an epoll_wait that
+		 * finds nothing.  Two such rounds, then the others' events.
+		 */
 		tunnel_session_service_all();
+		for (int round = 0; round < 2 && tunnel_session_pending(); round++)
+			tunnel_session_service_all();
 		timeout = run_timers();
 		give_memory_back(now);
 		if (tunnel_session_pending())
