@@ -516,7 +516,7 @@ catalog_record_host_key(const char *tunnel, const char *fingerprint,
 						2, argtypes, values, &processed);
 }
 
-void
+bool
 catalog_learn_host_key_algorithm(const char *tunnel, const char *pins,
 								 const char *algorithm)
 {
@@ -525,11 +525,11 @@ catalog_learn_host_key_algorithm(const char *tunnel, const char *pins,
 	uint64		processed;
 
 	if (RecoveryInProgress() || !catalog_v12 || algorithm == NULL)
-		return;
+		return true;			/* nothing to write, or nowhere to */
 	values[0] = CStringGetTextDatum(tunnel);
 	values[1] = CStringGetTextDatum(pins);
 	values[2] = CStringGetTextDatum(algorithm);
-	(void) worker_write("UPDATE tunnel_ssh.tunnel SET host_key_algorithms = $3 "
+	return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_algorithms = $3 "
 						"WHERE name = $1 AND host_key_fingerprint = $2 "
 						"  AND host_key_algorithms IS NULL",
 						3, argtypes, values, &processed);

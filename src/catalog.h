@@ -101,9 +101,10 @@ extern bool catalog_record_host_key(const char *tunnel, const char *fingerprint,
 /*
  * A pin without algorithm matched: remember the algorithm it was negotiated
  * with, so that later sessions ask for that key first (unless the pins or
- * the learned algorithm changed meanwhile).
+ * the learned algorithm changed meanwhile).  False if the write must be
+ * tried again later (the row is locked).
  */
-extern void catalog_learn_host_key_algorithm(const char *tunnel,
+extern bool catalog_learn_host_key_algorithm(const char *tunnel,
 											 const char *pins,
 											 const char *algorithm);
 

@@ -131,6 +131,7 @@ struct TunnelSession
 	int			host_key_try;	/* family asked first for a bare pin */
 	bool		trying_next;	/* authenticating with the rotation's key */
 	bool		host_key_unsaved;	/* seen first, not yet in the catalog */
+	bool		algorithm_unsaved;	/* a bare pin's algorithm, learned */
 	char		host_key_algorithm[64]; /* it was negotiated with, or "" */
 	TimestampTz host_key_save_at;	/* next try to write it */
 
@@ -1319,10 +1320,15 @@ check_host_key(TunnelSession *s)
 	}
 	else if (s->def->host_key_algorithms == NULL &&
 			 s->def->host_key_fingerprint != NULL &&
-			 !hostkeys_typed(s->def->host_key_fingerprint))
-		catalog_learn_host_key_algorithm(s->def->name,
-										 s->def->host_key_fingerprint,
-										 algorithm);
+			 !hostkeys_typed(s->def->host_key_fingerprint) &&
+			 algorithm != NULL && s->primary == NULL)
+	{
+		/* Also written by the next tick (save_host_key). */
+		strlcpy(s->host_key_algorithm, algorithm,
+				sizeof(s->host_key_algorithm));
+		s->algorithm_unsaved = true;
+		s->host_key_save_at = 0;
+	}
 	pfree(seen);
 	return true;
 }
@@ -1839,10 +1845,22 @@ min_timeout(long a, long b)
 static long
 save_host_key(TunnelSession *s, TimestampTz now)
 {
-	if (!s->host_key_unsaved || s->key_check)
+	if ((!s->host_key_unsaved && !s->algorithm_unsaved) || s->key_check)
 		return -1;
 	if (now < s->host_key_save_at)
 		return ms_until(s->host_key_save_at, now);
+	if (s->algorithm_unsaved)
+	{
+		if (!catalog_learn_host_key_algorithm(s->def->name,
+											  s->def->host_key_fingerprint,
+											  s->host_key_algorithm))
+		{
+			s->host_key_save_at = TimestampTzPlusMilliseconds(now, HOST_KEY_RETRY_MS);
+			return HOST_KEY_RETRY_MS;
+		}
+		s->algorithm_unsaved = false;
+		return -1;
+	}
 	if (!catalog_record_host_key(s->def->name, s->host_key,
 								 s->host_key_algorithm[0] ?
 								 s->host_key_algorithm : NULL))
