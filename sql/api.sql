@@ -16,12 +16,17 @@ RESET client_min_messages;
 SELECT tunnel_public_key('t1', restricted => false)
   ~ '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1$' AS ed25519_line;
 SELECT regexp_replace(tunnel_public_key('t2'), ' AAAA[A-Za-z0-9+/]+=* ', ' <key> ') AS ipv6_target;
-SELECT name, ssh_host, ssh_port, ssh_user, remote_host, remote_port, local_port,
+-- Which port is picked depends on what else listens on this machine: only
+-- that it comes from tunnel_ssh.port_range is shown.
+SELECT name, ssh_host, ssh_port, ssh_user, remote_host, remote_port,
+       CASE WHEN name = 't1' THEN local_port::text
+            WHEN local_port BETWEEN 50000 AND 50999 THEN 'port_range' END AS local_port,
        key_type, key_fingerprint ~ '^SHA256:[A-Za-z0-9+/]{43}$' AS fp_ok,
        public_key = tunnel_public_key(name, false) AS same_line,
        tunnel_public_key(name) LIKE '%' || public_key AS restricted_ends_with_key,
        host_key_pinned
   FROM tunnel_ssh.tunnels ORDER BY name;
+SELECT count(DISTINCT local_port) AS distinct_local_ports FROM tunnel_ssh.tunnels;
 
 -- A change of targets says that the line changed, and gives the new one.
 \set VERBOSITY terse
