@@ -50,7 +50,7 @@ forwarder() {  # path workload
   esac
 }
 extra_pids=()
-trap 'for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null; done; cleanup' EXIT
+# lib.sh's cleanup stops extra_pids too.
 
 # --- the private database ---
 say "loading data (${OUT_MB} MB to copy out)"
@@ -165,6 +165,22 @@ w_copy_in() {
   t1=$(now_ns)
   echo "mb_per_s $(awk -v b="$bytes" -v t=$(( t1 - t0 )) 'BEGIN {printf "%.1f", b / t * 1000}')"
 }
+# Syscalls of the forwarder per pgbench -S -c1 transaction (strace -c
+# attached for the run: it slows the forwarder, the counts stay true).
+w_syscalls_c1() {
+  local fpid out n
+  fpid=$(forwarder "$path" select_c1)
+  [ -n "$fpid" ] || return 0
+  strace -c -f -q -p "$fpid" -o strace_c.out & local st=$!
+  sleep 0.5
+  out=$($B/pgbench -n -c 1 -S -T "$SECS" -h 127.0.0.1 -p "$1" postgres 2>&1) || { echo "$out" >&2; kill $st; return 1; }
+  kill -INT $st; wait $st 2>/dev/null || true
+  n=$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out")
+  # % time, seconds, usecs/call, calls, [errors,] syscall
+  # calls that are not per transaction (accept, epoll_ctl ...) are left out.
+  awk -v n="$n" '$1 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ && $4 / n >= 0.05 {
+      printf "%s %.2f\n", ($NF == "total" ? "syscalls_per_txn" : "per_txn_" $NF), $4 / n }' strace_c.out
+}
 w_copy_out_rtt20() { w_copy_out "${WAN_PORT[$path]}"; }
 local_ms() {  # sql: wall time of one statement on the local server
   local t0 t1
@@ -175,7 +191,7 @@ local_ms() {  # sql: wall time of one statement on the local server
 w_fdw_scan_1m() { echo "ms $(local_ms "SELECT count(*) FROM r_$path.scan1m WHERE random() >= 0")"; }
 w_fdw_join()    { echo "ms $(local_ms "SELECT b.bid, count(*) FROM r_$path.pgbench_accounts a JOIN r_$path.pgbench_branches b ON a.bid = b.bid GROUP BY b.bid")"; }
 
-WORKLOADS=${BENCH_WORKLOADS-select_c1 select_c16 churn_c8 churn_tls_c8 copy_out copy_in copy_out_rtt20 fdw_scan_1m fdw_join}
+WORKLOADS=${BENCH_WORKLOADS-select_c1 select_c16 churn_c8 churn_tls_c8 copy_out copy_in copy_out_rtt20 fdw_scan_1m fdw_join syscalls_c1}
 say "$ROUNDS rounds of: $WORKLOADS (pgbench $SECS s each)"
 for round in $(seq 1 "$ROUNDS"); do
   for w in $WORKLOADS; do
@@ -184,7 +200,9 @@ for round in $(seq 1 "$ROUNDS"); do
       c0=$(cpu_ms "$fpid")
       lines=$("w_$w" "${PORT[$path]}") || { say "$w via $path failed"; exit 1; }
       c1=$(cpu_ms "$fpid")
-      while read -r metric value; do record "$round" "$w" "$path" "$metric" "$value"; done <<<"$lines"
+      while read -r metric value; do
+        [ -n "$metric" ] && record "$round" "$w" "$path" "$metric" "$value"
+      done <<<"$lines"
       [ -n "$fpid" ] && record "$round" "$w" "$path" forwarder_cpu_ms $(( c1 - c0 ))
     done
   done

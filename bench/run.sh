@@ -16,7 +16,7 @@ if [ -n "${BENCH_PLATFORM:-}" ] && [ -z "${TUNNEL_SSH_PLATFORM:-}" ]; then
 fi
 
 . test/prepare.sh
-prepare_machine openssl
+prepare_machine openssl strace
 
 work=$(mktemp -d /tmp/tunnel_ssh_bench.XXXXXX)
 trap 'rm -rf "$work"; restore_machine' EXIT

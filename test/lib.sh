@@ -5,6 +5,10 @@
 # and SPORT (so suites can run side by side) and LOCAL_CONF (extra settings
 # for the local server) first.
 B=$(${PG_CONFIG:-pg_config} --bindir)
+# The machine-wide lock of run-tests.sh and platform.sh (fds 9 and 8) is
+# the root shell's to hold: a server started here must not inherit it, or
+# one left running would block every later run.
+exec 8>&- 9>&-
 # TAP: every check prints "ok N - what" or "not ok N - what".
 pass=0 fail=0
 ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
@@ -31,7 +35,7 @@ kill_sshd()  {
   # By its config, not only its pid file, which a just-started sshd may not
   # have written yet.
   for pid in $(pgrep -f "sshd -f $dir/sshd/sshd_config"); do
-    kill $(proc_tree "$pid") 2>/dev/null
+    kill $(proc_tree "$pid") 2>/dev/null || true
   done
   rm -f "$dir/sshd/sshd.pid"
   sleep 0.5
@@ -39,17 +43,20 @@ kill_sshd()  {
 # What a suite starts beyond these servers: pids in extra_pids, and a
 # second sshd under $dir/sshd2; cleanup stops them too.
 extra_pids=()
+# Safe under set -e: a process that already ended must not cut it short.
 cleanup() {
   local p
-  for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in $(pgrep -f "sshd -f $dir/sshd2/sshd_config"); do
-    kill $(proc_tree "$p") 2>/dev/null
+    kill $(proc_tree "$p") 2>/dev/null || true
   done
   kill_sshd
   # Under valgrind a fast shutdown, so every process reports its leaks.
-  [ -n "${TUNNEL_SSH_POSTGRES:-}" ] && $B/pg_ctl -D "$dir/local" stop -m fast -t 120 >/dev/null 2>&1
-  $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1
-  $B/pg_ctl -D "$dir/private" stop -m immediate >/dev/null 2>&1
+  if [ -n "${TUNNEL_SSH_POSTGRES:-}" ]; then
+    $B/pg_ctl -D "$dir/local" stop -m fast -t 120 >/dev/null 2>&1 || true
+  fi
+  $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1 || true
+  $B/pg_ctl -D "$dir/private" stop -m immediate >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
