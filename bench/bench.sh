@@ -17,6 +17,10 @@ cd "$dir"
 LPORT=59432 PPORT=59433 SPORT=59222
 LOCAL_CONF="tunnel_ssh.port_range = '59100-59399'
 max_connections = 200"
+# BENCH_CIPHER: the worker's tunnel_ssh.ciphers (ssh -L follows what it
+# negotiates); default: the module's own preference.
+[ -n "${BENCH_CIPHER:-}" ] && LOCAL_CONF="$LOCAL_CONF
+tunnel_ssh.ciphers = '$BENCH_CIPHER'"
 . "$dir/lib.sh"
 
 ROUNDS=${BENCH_ROUNDS:-5} SECS=${BENCH_SECONDS:-5}

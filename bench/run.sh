@@ -6,7 +6,8 @@
 # runs it in that release's chroot instead (test/platform.sh).
 #   BENCH_ROUNDS=5 BENCH_SECONDS=5 (defaults); BENCH_QUICK=1 for a short run;
 #   BENCH_WORKLOADS="copy_out copy_in" for some workloads only ("" for the
-#   scale part alone).
+#   scale part alone); BENCH_CIPHER=chacha20-poly1305@openssh.com for the
+#   worker's tunnel_ssh.ciphers (ssh -L uses what it negotiates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -27,7 +28,7 @@ cp test/lib.sh bench/bench.sh "$work/"
 chown -R "$user" "$work"
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%d-%H%M%S)-$(. /etc/os-release; echo "${VERSION_CODENAME:-$ID}")
-su "$user" -c "BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} ${BENCH_WORKLOADS+BENCH_WORKLOADS='$BENCH_WORKLOADS'} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
+su "$user" -c "BENCH_CIPHER='${BENCH_CIPHER:-}' BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} ${BENCH_WORKLOADS+BENCH_WORKLOADS='$BENCH_WORKLOADS'} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
 cp "$work/results.csv" "bench/results/$stamp.csv"
 cp "$work/summary.md" "bench/results/$stamp.md"
 echo "results: bench/results/$stamp.csv (every sample), bench/results/$stamp.md (summary)"
