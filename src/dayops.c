@@ -110,13 +110,13 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	TunnelLines via_before = {0};
 
 	if (ssh_host)
-		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "invalid ssh_host \"%s\"", ssh_host);
+		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
 	if (!PG_ARGISNULL(2))
 		tunnel_arg_port(fcinfo, 2, "ssh_port");
 	if (ssh_user)
-		tunnel_check_arg(validate_user(ssh_user, &reason), &reason, "invalid ssh_user \"%s\"", ssh_user);
+		tunnel_check_arg(validate_user(ssh_user, &reason), &reason, "ssh_user", ssh_user);
 	if (remote_host)
-		tunnel_check_arg(validate_host(remote_host, &reason), &reason, "invalid remote_host \"%s\"", remote_host);
+		tunnel_check_arg(validate_host(remote_host, &reason), &reason, "remote_host", remote_host);
 	if (!PG_ARGISNULL(5))
 		tunnel_arg_port(fcinfo, 5, "remote_port");
 	if (!PG_ARGISNULL(6))
@@ -261,7 +261,8 @@ tunnel_host_key_reset(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	ereport(WARNING,
-			(errmsg("host key of tunnel \"%s\" forgotten", name),
+			(errcode(ERRCODE_WARNING),
+			 errmsg("host key of tunnel \"%s\" forgotten", name),
 			 errdetail("The next connection to %s port %d will trust and record whatever host key the bastion presents (it was %s).",
 					   cur.ssh_host, cur.ssh_port,
 					   cur.host_key_fingerprint ? cur.host_key_fingerprint : "not recorded yet"),

@@ -42,7 +42,8 @@ tunnel_check_setup(PG_FUNCTION_ARGS)
 						 tunnel_database, db)));
 	if (!tunnel_preloaded)
 		ereport(WARNING,
-				(errmsg("tunnel_ssh is not loaded through shared_preload_libraries"),
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tunnel_ssh is not loaded through shared_preload_libraries"),
 				 errdetail("No tunnel will run until the server is restarted with it."),
 				 errhint("Add tunnel_ssh to shared_preload_libraries in postgresql.conf and restart the server.")));
 	PG_RETURN_VOID();
@@ -83,12 +84,12 @@ tunnel_create(PG_FUNCTION_ARGS)
 	TEXTOID, TEXTOID, BOOLOID};
 	Datum		values[11];
 
-	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "invalid tunnel name \"%s\"", name);
-	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "invalid ssh_host \"%s\"", ssh_host);
-	tunnel_check_arg(validate_host(remote_host, &reason), &reason, "invalid remote_host \"%s\"", remote_host);
+	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "tunnel name", name);
+	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
+	tunnel_check_arg(validate_host(remote_host, &reason), &reason, "remote_host", remote_host);
 	tunnel_arg_port(fcinfo, 3, "remote_port");
 	tunnel_arg_port(fcinfo, 4, "ssh_port");
-	tunnel_check_arg(validate_user(ssh_user, &reason), &reason, "invalid ssh_user \"%s\"", ssh_user);
+	tunnel_check_arg(validate_user(ssh_user, &reason), &reason, "ssh_user", ssh_user);
 	if (!keys_type_from_name(key_name, &key_type))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -274,11 +274,11 @@ keys_generate(TunnelKeyType type, const char *comment, TunnelKey *key)
 
 	pkey = generate(type);
 	if (pkey == NULL)
-		failed = "could not generate a key pair";
+		failed = "generating the key pair";
 	else if (!write_private_pem(pkey, pem))
-		failed = "could not encode the private key";
+		failed = "encoding the private key";
 	else if (!describe(pkey, &pub))
-		failed = "could not encode the public key";
+		failed = "encoding the public key";
 	EVP_PKEY_free(pkey);
 
 	if (failed)
@@ -292,8 +292,11 @@ keys_generate(TunnelKeyType type, const char *comment, TunnelKey *key)
 		pfree(pem);
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
-				 errmsg("%s", failed),
-				 code != 0 ? errdetail("OpenSSL reported %s.", detail) : 0));
+				 errmsg("could not create the tunnel's key pair"),
+				 code != 0 ?
+				 errdetail_internal("Step failed: %s. OpenSSL reported %s.",
+									failed, detail) :
+				 errdetail_internal("Step failed: %s.", failed)));
 	}
 
 	key->private_pem = pem;

@@ -529,7 +529,8 @@ tunnel_keystream_install(void)
 		openssl_ctr[k] = NULL;
 	}
 	ereport(WARNING,
-			(errmsg("tunnel_ssh: AES-CTR is computed one block at a time"),
+			(errcode(ERRCODE_WARNING),
+			 errmsg("tunnel_ssh: AES-CTR is computed one block at a time"),
 			 errdetail("The bulk keystream is not used: %s.", why)));
 	return false;
 }

@@ -931,10 +931,31 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 					 errhint("OpenSSH 9.8 and later refuse an address for a while after failed logins (PerSourcePenalties); "
 							 "add this server's address to PerSourcePenaltyExemptList in the bastion's sshd_config. "
 							 "The next attempt is in %ld s.", delay_ms / 1000)));
-		else
-			ereport(state == TUNNEL_STATE_HOST_KEY_MISMATCH ? WARNING : LOG,
+		else if (state == TUNNEL_STATE_HOST_KEY_MISMATCH)
+			ereport(WARNING,
 					(errcode(state_errcode(state)),
-					 errmsg("tunnel \"%s\": %s", s->def->name, message)));
+					 errmsg("host key of bastion %s port %d does not match the pins of tunnel \"%s\"",
+							s->def->ssh_host, s->def->ssh_port, s->def->name),
+					 errdetail_internal("%s", message),
+					 errhint("If the bastion's host key was changed on purpose, run tunnel_host_key_reset() or pin the new key with tunnel_alter().")));
+		else if (state == TUNNEL_STATE_AUTH_FAILED)
+			ereport(LOG,
+					(errcode(state_errcode(state)),
+					 errmsg("tunnel \"%s\": authentication on bastion %s port %d failed",
+							s->def->name, s->def->ssh_host, s->def->ssh_port),
+					 errdetail_internal("%s", message)));
+		else if (s->phase == PHASE_READY)
+			ereport(LOG,
+					(errcode(state_errcode(state)),
+					 errmsg("tunnel \"%s\": connection to bastion %s port %d lost",
+							s->def->name, s->def->ssh_host, s->def->ssh_port),
+					 errdetail_internal("%s", message)));
+		else
+			ereport(LOG,
+					(errcode(state_errcode(state)),
+					 errmsg("tunnel \"%s\": could not connect to bastion %s port %d",
+							s->def->name, s->def->ssh_host, s->def->ssh_port),
+					 errdetail_internal("%s", message)));
 		strlcpy(s->last_logged, message, sizeof(s->last_logged));
 	}
 

@@ -38,13 +38,13 @@ tunnel_arg_text(FunctionCallInfo fcinfo, int argno, const char *what)
 }
 
 void
-tunnel_check_arg(bool ok, const char *const *reason, const char *fmt, const char *value)
+tunnel_check_arg(bool ok, const char *const *reason, const char *what, const char *value)
 {
 	/* reason is read only here, after the validator has set it */
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg(fmt, value),
+				 errmsg("invalid %s \"%s\"", what, value),
 				 errdetail("%s", *reason)));
 }
 
@@ -72,7 +72,7 @@ tunnel_check_host_key_pins(const char *text)
 
 	tunnel_check_arg(validate_host_key_pins(text, pins, VALIDATE_PINS_MAXLEN,
 											&reason),
-					 &reason, "invalid host_key_fingerprint \"%s\"", text);
+					 &reason, "host_key_fingerprint", text);
 	return pins;
 }
 

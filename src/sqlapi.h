@@ -16,9 +16,12 @@
 extern char *tunnel_arg_text(FunctionCallInfo fcinfo, int argno,
 							 const char *what);
 
-/* Raise the validator's reason as errdetail unless ok. */
+/*
+ * Unless ok, raise "invalid <what> "<value>"" with the validator's reason as
+ * errdetail.
+ */
 extern void tunnel_check_arg(bool ok, const char *const *reason,
-							 const char *fmt, const char *value);
+							 const char *what, const char *value);
 
 /* A port argument: not NULL, 1..65535. */
 extern void tunnel_arg_port(FunctionCallInfo fcinfo, int argno,

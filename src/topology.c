@@ -86,7 +86,7 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 	TunnelLines before;
 
 	tunnel_check_arg(validate_host(remote_host, &reason), &reason,
-					 "invalid remote_host \"%s\"", remote_host);
+					 "remote_host", remote_host);
 	tunnel_arg_port(fcinfo, 2, "remote_port");
 	if (!PG_ARGISNULL(3))
 		tunnel_check_local_port(PG_GETARG_INT32(3));

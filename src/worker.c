@@ -371,7 +371,8 @@ sync_forwards(WorkerTunnel *t)
 													 fd->local_port);
 			if (wf->slot == NULL)
 				ereport(WARNING,
-						(errmsg("forward %d of tunnel \"%s\" has no status slot",
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("forward %d of tunnel \"%s\" has no status slot",
 								fd->local_port, t->def->name),
 						 errhint("Raise tunnel_ssh.max_forwards.")));
 		}
@@ -430,7 +431,8 @@ apply(WorkerTunnel *t)
 			snprintf(text, sizeof(text), "invalid definition: %s", reason);
 			tunnel_status_set_state(t->slot, TUNNEL_STATE_INVALID, text);
 			ereport(WARNING,
-					(errmsg("tunnel \"%s\" has an invalid definition and is not started",
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("tunnel \"%s\" has an invalid definition and is not started",
 							t->def->name),
 					 errdetail("%s", reason)));
 		}
@@ -502,7 +504,8 @@ tunnel_start(const TunnelDef *def)
 	t->slot = tunnel_status_acquire(def->name);
 	if (t->slot == NULL)
 		ereport(WARNING,
-				(errmsg("tunnel \"%s\" has no status slot", def->name),
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("tunnel \"%s\" has no status slot", def->name),
 				 errhint("Raise tunnel_ssh.max_tunnels.")));
 	set_def(t, def);
 	apply(t);
@@ -798,6 +801,30 @@ give_memory_back(TimestampTz now)
 #endif
 }
 
+/*
+ * SIGTERM (server shutdown, or pg_terminate_backend): every tunnel says
+ * goodbye to its bastion (SSH_MSG_DISCONNECT, so sshd logs a clean
+ * disconnect, not a dropped connection) and its clients are closed.  Exit
+ * code 1, as after die(): the postmaster starts the worker again unless it
+ * is shutting down.
+ */
+static void
+shut_down(void)
+{
+	ListCell   *lc;
+
+	ereport(LOG,
+			(errmsg("tunnel_ssh worker shutting down"),
+			 errdetail_plural("%d tunnel closes its SSH session.",
+							  "%d tunnels close their SSH sessions.",
+							  list_length(tunnels), list_length(tunnels))));
+	foreach(lc, tunnels)
+		tunnel_stop(lfirst(lc));
+	list_free(tunnels);
+	tunnels = NIL;
+	proc_exit(1);
+}
+
 static void
 worker_exit(int code, Datum arg)
 {
@@ -812,7 +839,7 @@ tunnel_worker_main(Datum main_arg)
 	bool		first = true;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(tunnel_database, NULL, 0);
 	pgstat_report_appname("tunnel_ssh worker");
@@ -843,6 +870,8 @@ tunnel_worker_main(Datum main_arg)
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			shut_down();
 
 		if (ConfigReloadPending)
 		{

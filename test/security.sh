@@ -236,8 +236,9 @@ check "ec refuses the impostor too" wait_state ec host_key_mismatch 20
 check "rs refuses the impostor too" wait_state rs host_key_mismatch 20
 check "the recorded host key was not overwritten" \
   test "$(lsql "SELECT count(*) FROM tunnel_ssh.tunnel WHERE host_key_fingerprint = '$real_fp'")" = 3
+# The WARNING names the bastion and the tunnel, its DETAIL both keys.
 check "mismatch logged as WARNING with both fingerprints" \
-  bash -c "grep 'WARNING:.*host key of' local.log | grep -F '$real_fp' | grep -qF '$fake_fp'"
+  bash -c "grep -A1 'WARNING:.*host key of' local.log | grep '^DETAIL:\|DETAIL:  ' | grep -F '$real_fp' | grep -qF '$fake_fp'"
 if sshd_penalises; then
   penalties=$(penalty_lines impostor/log)
   [ -n "$penalties" ] && echo "$penalties" | sed 's/^/# impostor: /'
