@@ -22,6 +22,7 @@ max_connections = 200"
 [ -n "${BENCH_CIPHER:-}" ] && LOCAL_CONF="$LOCAL_CONF
 tunnel_ssh.ciphers = '$BENCH_CIPHER'"
 . "$dir/lib.sh"
+harness_start
 
 ROUNDS=${BENCH_ROUNDS:-5} SECS=${BENCH_SECONDS:-5}
 OUT_MB=540 IN_MB=210 SCALE_TUNNELS=100 SCALE_CONNS=5

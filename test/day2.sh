@@ -8,6 +8,7 @@ dir=${1:?work directory}
 cd "$dir"
 LOCAL_CONF="tunnel_ssh.connect_timeout = 3"
 . "$(dirname "$0")/lib.sh"
+harness_start
 me=$(id -un)
 SPORT2=$((SPORT + 1)) SPORT3=$((SPORT + 2)) SILENT=$((SPORT + 3)) FREE=$((SPORT + 4))
 SPORT4=$((SPORT + 5))

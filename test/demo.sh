@@ -5,6 +5,7 @@ set -euo pipefail
 dir=${1:?work directory}
 cd "$dir"
 . "$(dirname "$0")/lib.sh"
+harness_start
 say() { printf '\n== %s\n' "$*"; }
 
 psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -c \

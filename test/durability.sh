@@ -16,6 +16,7 @@ UPORT=58436   # upgrade cluster
 RANGE="tunnel_ssh.port_range = '58400-58419'"
 LOCAL_CONF=$RANGE
 . "$(dirname "$0")/lib.sh"
+harness_start
 me=$(id -un)
 extra_clusters="restored restored2 standby upg"
 trap 'cleanup; for c in $extra_clusters; do $B/pg_ctl -D "$dir/$c" stop -m immediate >/dev/null 2>&1; done' EXIT

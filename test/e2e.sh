@@ -11,6 +11,7 @@ cd "$dir"
 LOCAL_CONF="log_min_messages = debug1
 tunnel_ssh.bulk_keystream = on"
 . "$(dirname "$0")/lib.sh"
+harness_start
 # A stock bastion has Ed25519, ECDSA and RSA host keys: the one recorded
 # must be the one "ssh" shows (ssh-ed25519), host_key.pub here.
 kill_sshd

@@ -17,6 +17,7 @@ LOCAL_CONF="tunnel_ssh.port_range = '57400-57419'
 tunnel_ssh.keepalive_count = $KA_COUNT
 tunnel_ssh.connect_timeout = $CONNECT_TIMEOUT"
 . "$(dirname "$0")/lib.sh"
+harness_start
 me=$(id -un)
 suite_t0=$(date +%s)
 

@@ -22,6 +22,7 @@ tunnel_ssh.keepalive_count = $KA_COUNT
 tunnel_ssh.connect_timeout = $CONNECT_TIMEOUT
 max_prepared_transactions = 4"
 . "$(dirname "$0")/lib.sh"
+harness_start
 me=$(id -un)
 suite_t0=$(date +%s)
 

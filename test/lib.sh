@@ -1,14 +1,11 @@
-# Shared by e2e.sh and demo.sh: a throwaway private database, a local server
+# The harness of every suite, the demo and the benchmark: helpers, and
+# harness_start, which makes a throwaway private database, a local server
 # with tunnel_ssh preloaded and a real sshd bastion, all on 127.0.0.1 under
 # $dir, run as the calling (unprivileged) user; cleanup stops them all.
-# The caller sets dir and cd's there before sourcing; it may set LPORT, PPORT
-# and SPORT (so suites can run side by side) and LOCAL_CONF (extra settings
-# for the local server) first.
+# Sourcing it defines and starts nothing.  The caller sets dir and cd's
+# there first; it may set LPORT, PPORT and SPORT and LOCAL_CONF (extra
+# settings for the local server) before harness_start.
 B=$(${PG_CONFIG:-pg_config} --bindir)
-# The machine-wide lock of run-tests.sh and platform.sh (fds 9 and 8) is
-# the root shell's to hold: a server started here must not inherit it, or
-# one left running would block every later run.
-exec 8>&- 9>&-
 # TAP: every check prints "ok N - what" or "not ok N - what".
 pass=0 fail=0
 ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
@@ -58,7 +55,6 @@ cleanup() {
   $B/pg_ctl -D "$dir/local" stop -m immediate >/dev/null 2>&1 || true
   $B/pg_ctl -D "$dir/private" stop -m immediate >/dev/null 2>&1 || true
 }
-trap cleanup EXIT
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }   # ms -> "1.2"
@@ -106,6 +102,14 @@ penalty_lines() { grep -E 'activating .*penalty|drop connection .*penalty' "${1:
 penalty_all() { grep -E 'penalty' "${1:--}" 2>/dev/null || true; }
 
 # --- set up: private database, local server, bastion ---
+# Sourcing this file only defines; a suite calls harness_start, which starts
+# the servers under $dir and arranges for cleanup to stop them at exit.
+harness_start() {
+# The machine-wide lock of run-tests.sh and platform.sh (fds 9 and 8) is
+# the root shell's to hold: a server started here must not inherit it, or
+# one left running would block every later run.
+exec 8>&- 9>&-
+trap cleanup EXIT
 $B/initdb -D private -A trust >/dev/null
 $B/initdb -D local -A trust >/dev/null
 cat >> private/postgresql.conf <<C
@@ -145,3 +149,4 @@ LogLevel VERBOSE
 MaxStartups 200
 C
 start_sshd
+}

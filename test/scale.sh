@@ -8,6 +8,7 @@ set -uo pipefail
 dir=${1:?work directory}
 cd "$dir"
 . "$(dirname "$0")/lib.sh"
+harness_start
 
 NTUNNELS=${NTUNNELS:-200}
 NCLIENTS=${NCLIENTS:-500}

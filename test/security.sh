@@ -15,6 +15,7 @@ LOCAL_CONF="tunnel_ssh.port_range = '24500-24539'
 log_min_messages = debug5
 log_statement = 'all'"
 . "$(dirname "$0")/lib.sh"
+harness_start
 me=$(id -un)
 t_start=$(date +%s)
 pwned=/tmp/tunnel_ssh_pwned.$$

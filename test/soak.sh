@@ -11,6 +11,7 @@ set -uo pipefail
 dir=${1:?work directory}
 cd "$dir"
 . "$(dirname "$0")/lib.sh"
+harness_start
 
 SOAK_MINUTES=${SOAK_MINUTES:-10}
 TPORT=21500

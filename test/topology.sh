@@ -8,6 +8,7 @@ cd "$dir"
 LPORT=56532 PPORT=56533 SPORT=56522
 LOCAL_CONF="tunnel_ssh.port_range = '56500-56519'"
 . "$(dirname "$0")/lib.sh"
+harness_start
 me=$(id -un)
 
 lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw; CREATE EXTENSION dblink;"
