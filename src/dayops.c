@@ -47,16 +47,14 @@ lock_tunnel(const char *name, CurrentTunnel *cur)
 	TupleDesc	desc;
 	bool		isnull;
 
-	SPI_execute_with_args("SELECT ssh_host, ssh_port, ssh_user, key_type, key_fingerprint, "
+	tunnel_spi_check(SPI_execute_with_args("SELECT ssh_host, ssh_port, ssh_user, key_type, key_fingerprint, "
 						  "       host_key_fingerprint, next_key_fingerprint, "
 						  "       (SELECT count(*) FROM tunnel_ssh.forward f "
 						  "         WHERE f.tunnel = t.name)::int, via "
 						  "FROM tunnel_ssh.tunnel t WHERE name = $1 FOR UPDATE",
-						  1, argtypes, values, NULL, false, 1);
+						  1, argtypes, values, NULL, false, 1));
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" does not exist", name)));
+		tunnel_not_found(name);
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	cur->ssh_host = tunnel_spi_value(tuple, desc, 1, false);
@@ -126,8 +124,7 @@ tunnel_alter(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	/* As tunnel_create: two changes cannot take the same port. */
-	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
-				false, 0);
+	tunnel_lock_ports();
 	lock_tunnel(name, &cur);
 	via = cur.via;
 	/* Its targets are in its line; its bastion is in its jump tunnel's. */

@@ -104,8 +104,7 @@ tunnel_create(PG_FUNCTION_ARGS)
 	caller_cxt = CurrentMemoryContext;
 	SPI_connect();
 	/* Serialize creators, so two cannot pick the same free port. */
-	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
-				false, 0);
+	tunnel_lock_ports();
 	if (tunnel_exists(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -199,9 +198,7 @@ tunnel_public_key(PG_FUNCTION_ARGS)
 	SPI_connect();
 	line = tunnel_authorized_line(name, restricted, false);
 	if (line == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" does not exist", name)));
+		tunnel_not_found(name);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(line));
 }
@@ -221,22 +218,22 @@ tunnel_drop(PG_FUNCTION_ARGS)
 
 	/* Tunnels that jump through this one would be left without a way in. */
 	SPI_connect();
-	SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute "
+	tunnel_spi_check(SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute "
 				"WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
-				"  AND attname = 'via' AND NOT attisdropped", true, 0);
+				"  AND attname = 'via' AND NOT attisdropped", true, 0));
 	if (SPI_processed > 0)
 	{
 		/* The jump tunnel's line no longer needs to permit this bastion. */
-		SPI_execute_with_args("SELECT via FROM tunnel_ssh.tunnel WHERE name = $1",
-							  1, argtypes, values, NULL, true, 1);
+		tunnel_spi_check(SPI_execute_with_args("SELECT via FROM tunnel_ssh.tunnel WHERE name = $1",
+							  1, argtypes, values, NULL, true, 1));
 		if (SPI_processed > 0)
 			via = tunnel_spi_value(SPI_tuptable->vals[0],
 								   SPI_tuptable->tupdesc, 1, false);
 		if (via)
 			tunnel_lines_before(via, &via_before);
 
-		SPI_execute_with_args("SELECT name FROM tunnel_ssh.tunnel WHERE via = $1 "
-							  "ORDER BY name", 1, argtypes, values, NULL, true, 1);
+		tunnel_spi_check(SPI_execute_with_args("SELECT name FROM tunnel_ssh.tunnel WHERE via = $1 "
+							  "ORDER BY name", 1, argtypes, values, NULL, true, 1));
 		if (SPI_processed > 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),

@@ -352,7 +352,7 @@ read_definition(Probe *p, bool missing_ok)
 	bool		isnull;
 
 	SPI_connect();
-	SPI_execute_with_args("SELECT t.ssh_host, t.ssh_port, t.ssh_user, t.public_key, "
+	tunnel_spi_check(SPI_execute_with_args("SELECT t.ssh_host, t.ssh_port, t.ssh_user, t.public_key, "
 						  "       t.key_fingerprint, s.private_key, t.next_public_key, "
 						  "       t.next_key_fingerprint, s.next_private_key, "
 						  "       t.host_key_fingerprint, t.via, "
@@ -360,16 +360,14 @@ read_definition(Probe *p, bool missing_ok)
 						  "FROM tunnel_ssh.tunnel t "
 						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 						  "WHERE t.name = $1",
-						  1, argtypes, values, NULL, true, 1);
+						  1, argtypes, values, NULL, true, 1));
 	if (SPI_processed == 0 && missing_ok)
 	{
 		SPI_finish();
 		return false;
 	}
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" does not exist", p->name)));
+		tunnel_not_found(p->name);
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	p->ssh_host = tunnel_spi_value(tuple, desc, 1, false);
@@ -389,9 +387,9 @@ read_definition(Probe *p, bool missing_ok)
 	if (p->next_public_key)
 		p->next_public_key = tunnel_authorized_line(p->name, true, true);
 
-	SPI_execute_with_args("SELECT remote_host, remote_port FROM tunnel_ssh.forward "
+	tunnel_spi_check(SPI_execute_with_args("SELECT remote_host, remote_port FROM tunnel_ssh.forward "
 						  "WHERE tunnel = $1 ORDER BY local_port",
-						  1, argtypes, values, NULL, true, 0);
+						  1, argtypes, values, NULL, true, 0));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);

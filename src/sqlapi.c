@@ -108,8 +108,8 @@ tunnel_port_holder(int port)
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(port)};
 
-	SPI_execute_with_args("SELECT tunnel FROM tunnel_ssh.forward WHERE local_port = $1",
-						  1, argtypes, values, NULL, true, 1);
+	tunnel_spi_check(SPI_execute_with_args("SELECT tunnel FROM tunnel_ssh.forward WHERE local_port = $1",
+						  1, argtypes, values, NULL, true, 1));
 	return SPI_processed > 0 ? SPI_getvalue(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 1) : NULL;
 }
@@ -141,6 +141,13 @@ port_bindable(int port)
 	return ok;
 }
 
+void
+tunnel_lock_ports(void)
+{
+	tunnel_spi_check(SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
+								 false, 0));
+}
+
 int
 tunnel_pick_port(void)
 {
@@ -170,18 +177,24 @@ tunnel_exists(const char *name)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
-	SPI_execute_with_args("SELECT 1 FROM tunnel_ssh.tunnel WHERE name = $1",
-						  1, argtypes, values, NULL, true, 1);
+	tunnel_spi_check(SPI_execute_with_args("SELECT 1 FROM tunnel_ssh.tunnel WHERE name = $1",
+						  1, argtypes, values, NULL, true, 1));
 	return SPI_processed > 0;
+}
+
+void
+tunnel_not_found(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("tunnel \"%s\" does not exist", name)));
 }
 
 void
 tunnel_require(const char *name)
 {
 	if (!tunnel_exists(name))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" does not exist", name)));
+		tunnel_not_found(name);
 }
 
 char *
@@ -193,17 +206,24 @@ tunnel_for_existing(FunctionCallInfo fcinfo, const char *sql, bool read_only)
 	char	   *result = NULL;
 
 	SPI_connect();
-	SPI_execute_with_args(sql, 1, argtypes, values, NULL, read_only, 0);
+	tunnel_spi_check(SPI_execute_with_args(sql, 1, argtypes, values, NULL, read_only, 0));
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("tunnel \"%s\" does not exist", name)));
+		tunnel_not_found(name);
 	if (SPI_tuptable)
 		result = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (result)
 		result = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, result);
 	SPI_finish();
 	return result;
+}
+
+int
+tunnel_spi_check(int rc)
+{
+	if (rc < 0)
+		elog(ERROR, "tunnel_ssh: SPI could not run a statement: %s",
+			 SPI_result_code_string(rc));
+	return rc;
 }
 
 void
@@ -252,10 +272,10 @@ tunnel_has_column(const char *attname)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(attname)};
 
-	SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_attribute "
+	tunnel_spi_check(SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_attribute "
 						  "WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
 						  "  AND attname = $1 AND NOT attisdropped",
-						  1, argtypes, values, NULL, false, 1);
+						  1, argtypes, values, NULL, false, 1));
 	return SPI_processed > 0;
 }
 
@@ -304,10 +324,10 @@ tunnel_authorized_line(const char *name, bool restricted, bool next)
 	char	   *key;
 	char	   *result;
 
-	SPI_execute_with_args(next ?
+	tunnel_spi_check(SPI_execute_with_args(next ?
 						  "SELECT next_public_key FROM tunnel_ssh.tunnel WHERE name = $1" :
 						  "SELECT public_key FROM tunnel_ssh.tunnel WHERE name = $1",
-						  1, argtypes, values, NULL, false, 1);
+						  1, argtypes, values, NULL, false, 1));
 	if (SPI_processed == 0)
 		return NULL;
 	key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

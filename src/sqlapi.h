@@ -50,10 +50,20 @@ extern char *tunnel_port_holder(int port);
 extern char *tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno,
 							  bool secret);
 
+/*
+ * Take the lock that serializes every change of local ports (tunnel_create,
+ * tunnel_alter, tunnel_forward_add and _drop), so that two cannot take the
+ * same port.  Needs SPI.
+ */
+extern void tunnel_lock_ports(void);
+
 /* A free port from tunnel_ssh.port_range, or an error.  Needs SPI. */
 extern int	tunnel_pick_port(void);
 
 extern bool tunnel_exists(const char *name);
+
+/* The error for a tunnel name that names no tunnel. */
+extern void tunnel_not_found(const char *name);
 
 /* An error unless the tunnel exists.  Needs SPI. */
 extern void tunnel_require(const char *name);
@@ -88,6 +98,12 @@ typedef struct TunnelLines
 extern void tunnel_lines_before(const char *name, TunnelLines *before);
 extern void tunnel_notice_changed_lines(const char *name,
 										const TunnelLines *before);
+
+/*
+ * A statement's SPI result code, passed on; a negative one (SPI could not
+ * run it) is an internal error.
+ */
+extern int	tunnel_spi_check(int rc);
 
 /* Run a catalog write; an SPI failure is an internal error. */
 extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,

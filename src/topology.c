@@ -58,10 +58,10 @@ server_on_port(int port)
 	Oid			types[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(port)};
 
-	SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
+	tunnel_spi_check(SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
 						  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
 						  "WHERE s.local_port = $1 ORDER BY 1",
-						  1, types, values, NULL, true, 1);
+						  1, types, values, NULL, true, 1));
 	return SPI_processed > 0 ?
 		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 }
@@ -93,8 +93,7 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	/* Serialize with tunnel_create, so two cannot pick the same port. */
-	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
-				false, 0);
+	tunnel_lock_ports();
 	tunnel_require(tunnel);
 	tunnel_lines_before(tunnel, &before);
 	if (PG_ARGISNULL(3))
@@ -138,8 +137,7 @@ tunnel_forward_drop(PG_FUNCTION_ARGS)
 	local_port = PG_GETARG_INT32(1);
 
 	SPI_connect();
-	SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",
-				false, 0);
+	tunnel_lock_ports();
 	tunnel_require(tunnel);
 	require_forward(tunnel, local_port);
 	if (count_rows("SELECT 1 FROM tunnel_ssh.forward WHERE tunnel = $1 AND local_port <> $2",
@@ -240,9 +238,9 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(3))
 	{
 		values[0] = CStringGetTextDatum(tunnel);
-		SPI_execute_with_args("SELECT local_port FROM tunnel_ssh.forward "
+		tunnel_spi_check(SPI_execute_with_args("SELECT local_port FROM tunnel_ssh.forward "
 							  "WHERE tunnel = $1 ORDER BY local_port",
-							  1, types, values, NULL, true, 0);
+							  1, types, values, NULL, true, 0));
 		if (SPI_processed != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -313,8 +311,8 @@ tunnel_server_follow_port(PG_FUNCTION_ARGS)
 	types[0] = TEXTOID;
 	values[0] = CStringGetTextDatum(server);
 	SPI_connect();
-	SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_foreign_server WHERE srvname = $1",
-						  1, types, values, NULL, true, 1);
+	tunnel_spi_check(SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_foreign_server WHERE srvname = $1",
+						  1, types, values, NULL, true, 1));
 	if (SPI_processed > 0)
 	{
 		sql = psprintf("ALTER SERVER %s OPTIONS (SET port '%d')",
@@ -339,15 +337,15 @@ tunnel_drop_servers(const char *tunnel, bool cascade)
 	List	   *servers = NIL;
 	ListCell   *lc;
 
-	SPI_execute("SELECT 1 FROM pg_catalog.pg_class c "
+	tunnel_spi_check(SPI_execute("SELECT 1 FROM pg_catalog.pg_class c "
 				"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-				"WHERE n.nspname = 'tunnel_ssh' AND c.relname = 'server'", true, 1);
+				"WHERE n.nspname = 'tunnel_ssh' AND c.relname = 'server'", true, 1));
 	if (SPI_processed == 0)
 		return;					/* a 1.0 catalog */
-	SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
+	tunnel_spi_check(SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
 						  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
 						  "WHERE s.tunnel = $1 ORDER BY 1",
-						  1, types, values, NULL, true, 0);
+						  1, types, values, NULL, true, 0));
 	for (uint64 i = 0; i < SPI_processed; i++)
 		servers = lappend(servers, SPI_getvalue(SPI_tuptable->vals[i],
 												SPI_tuptable->tupdesc, 1));
