@@ -138,15 +138,7 @@ tunnel_alter(PG_FUNCTION_ARGS)
 				 errdetail("remote_host, remote_port and local_port of tunnel_alter apply to a tunnel with one forward."),
 				 errhint("Use tunnel_forward_add and tunnel_forward_drop to change the forwards one by one.")));
 	if (!PG_ARGISNULL(6))
-	{
-		char	   *holder = tunnel_port_holder(PG_GETARG_INT32(6));
-
-		if (holder && strcmp(holder, name) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("local port %d is already used by tunnel \"%s\"",
-							PG_GETARG_INT32(6), holder)));
-	}
+		tunnel_require_port_free(PG_GETARG_INT32(6), name);
 
 	/*
 	 * Another bastion has another host key: unless one is given, the next

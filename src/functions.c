@@ -77,7 +77,6 @@ tunnel_create(PG_FUNCTION_ARGS)
 	MemoryContext caller_cxt;
 	MemoryContext old_cxt;
 	int			local_port;
-	char	   *holder;
 	char	   *comment;
 	char	   *line;
 	Oid			types[11] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
@@ -122,12 +121,7 @@ tunnel_create(PG_FUNCTION_ARGS)
 	else
 	{
 		local_port = PG_GETARG_INT32(6);
-		holder = tunnel_port_holder(local_port);
-		if (holder)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("local port %d is already used by tunnel \"%s\"",
-							local_port, holder)));
+		tunnel_require_port_free(local_port, NULL);
 	}
 
 	if (key_type == TUNNEL_KEY_RSA)

@@ -142,6 +142,18 @@ port_bindable(int port)
 }
 
 void
+tunnel_require_port_free(int port, const char *except)
+{
+	char	   *holder = tunnel_port_holder(port);
+
+	if (holder && (except == NULL || strcmp(holder, except) != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("local port %d is already used by tunnel \"%s\"",
+						port, holder)));
+}
+
+void
 tunnel_lock_ports(void)
 {
 	tunnel_spi_check(SPI_execute("LOCK TABLE tunnel_ssh.forward IN SHARE ROW EXCLUSIVE MODE",

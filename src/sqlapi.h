@@ -57,6 +57,12 @@ extern char *tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno,
  */
 extern void tunnel_lock_ports(void);
 
+/*
+ * An error if a forward of another tunnel than except (which may be NULL)
+ * has local port port.  Needs SPI.
+ */
+extern void tunnel_require_port_free(int port, const char *except);
+
 /* A free port from tunnel_ssh.port_range, or an error.  Needs SPI. */
 extern int	tunnel_pick_port(void);
 

@@ -80,7 +80,6 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 	char	   *remote_host = tunnel_arg_text(fcinfo, 1, "remote_host");
 	const char *reason;
 	int			local_port;
-	char	   *holder;
 	Oid			types[4] = {TEXTOID, INT4OID, TEXTOID, INT4OID};
 	Datum		values[4];
 	TunnelLines before;
@@ -101,12 +100,7 @@ tunnel_forward_add(PG_FUNCTION_ARGS)
 	else
 	{
 		local_port = PG_GETARG_INT32(3);
-		holder = tunnel_port_holder(local_port);
-		if (holder)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("local port %d is already used by tunnel \"%s\"",
-							local_port, holder)));
+		tunnel_require_port_free(local_port, NULL);
 	}
 
 	values[0] = CStringGetTextDatum(tunnel);
