@@ -220,19 +220,22 @@ to_regclass_exists(const char *name)
 /* Does the catalog last read have version 1.2's host_key_algorithms? */
 static bool catalog_v12 = false;
 
-/* Has tunnel_ssh.tunnel this column (in the catalog version installed)? */
-static bool
-has_column(const char *attname)
+bool
+catalog_has_column(const char *attname)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(attname)};
 	int			ret;
 
+	/* Not read-only: an ALTER EXTENSION earlier in this transaction counts. */
 	ret = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_attribute "
 								"WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
 								"  AND attname = $1 AND NOT attisdropped",
-								1, argtypes, values, NULL, true, 0);
-	return ret == SPI_OK_SELECT && SPI_processed > 0;
+								1, argtypes, values, NULL, false, 1);
+	if (ret < 0)
+		elog(ERROR, "tunnel_ssh: SPI could not run a statement: %s",
+			 SPI_result_code_string(ret));
+	return SPI_processed > 0;
 }
 
 /*
@@ -245,7 +248,7 @@ read_v11(List *defs, MemoryContext result_cxt)
 	ListCell   *lc;
 	int			ret;
 
-	if (!has_column("next_key_fingerprint"))
+	if (!catalog_has_column("next_key_fingerprint"))
 		return;
 	ret = SPI_execute("SELECT t.name, t.via, t.next_key_fingerprint, "
 					  "       t.rotation_started, s.next_private_key "
@@ -306,7 +309,7 @@ catalog_load(bool *installed)
 	{
 		defs = read_definitions(result_cxt);
 		read_v11(defs, result_cxt);
-		catalog_v12 = has_column("host_key_algorithms");
+		catalog_v12 = catalog_has_column("host_key_algorithms");
 	}
 
 	SPI_finish();

@@ -60,6 +60,12 @@ typedef struct TunnelDef
 	"ELSE '" TUNNEL_LEGACY_HOST_KEY_ALGORITHMS "' END"
 
 /*
+ * Has tunnel_ssh.tunnel this column in the catalog version installed (the
+ * one probe of the schema version)?  Needs SPI.
+ */
+extern bool catalog_has_column(const char *attname);
+
+/*
  * Read every tunnel in its own transaction.  Returns a List of TunnelDef
  * allocated in the current memory context, or NIL if the extension is not
  * installed (*installed tells which).

@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
+#include "catalog.h"
 #include "keys.h"
 #include "sqlapi.h"
 #include "topology.h"
@@ -212,10 +213,7 @@ tunnel_drop(PG_FUNCTION_ARGS)
 
 	/* Tunnels that jump through this one would be left without a way in. */
 	SPI_connect();
-	tunnel_spi_check(SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute "
-				"WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
-				"  AND attname = 'via' AND NOT attisdropped", true, 0));
-	if (SPI_processed > 0)
+	if (catalog_has_column("via"))
 	{
 		/* The jump tunnel's line no longer needs to permit this bastion. */
 		tunnel_spi_check(SPI_execute_with_args("SELECT via FROM tunnel_ssh.tunnel WHERE name = $1",

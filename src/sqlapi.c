@@ -22,6 +22,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
+#include "catalog.h"
 #include "keys.h"
 #include "sqlapi.h"
 #include "tunnel_ssh.h"
@@ -277,27 +278,13 @@ tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno, bool secret)
  * function wrote before (a read-only SPI query keeps the caller's snapshot).
  */
 
-/* Has tunnel_ssh.tunnel this column?  Needs SPI. */
-static bool
-tunnel_has_column(const char *attname)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(attname)};
-
-	tunnel_spi_check(SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_attribute "
-						  "WHERE attrelid = 'tunnel_ssh.tunnel'::pg_catalog.regclass "
-						  "  AND attname = $1 AND NOT attisdropped",
-						  1, argtypes, values, NULL, false, 1));
-	return SPI_processed > 0;
-}
-
 /* Append permitopen="host:port" for each target of the tunnel; how many. */
 static uint64
 append_permitopen(StringInfo line, const char *name)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
-	bool		has_via = tunnel_has_column("via");
+	bool		has_via = catalog_has_column("via");
 	int			ret;
 
 	ret = SPI_execute_with_args(has_via ?
@@ -371,7 +358,7 @@ void
 tunnel_lines_before(const char *name, TunnelLines *before)
 {
 	before->current = tunnel_authorized_line(name, true, false);
-	before->next = tunnel_has_column("next_public_key") ?
+	before->next = catalog_has_column("next_public_key") ?
 		tunnel_authorized_line(name, true, true) : NULL;
 }
 
