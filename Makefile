@@ -3,8 +3,8 @@ MODULE_big = tunnel_ssh
 OBJS = \
 	src/tunnel_ssh.o \
 	src/catalog.o \
+	src/channel.o \
 	src/dayops.o \
-	src/forward.o \
 	src/functions.o \
 	src/hostkeys.o \
 	src/keys.o \

@@ -39,7 +39,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "forward.h"
+#include "channel.h"
 #include "hostkeys.h"
 #include "keys.h"
 #include "methods.h"
@@ -336,7 +336,7 @@ open_error_text(Probe *p, const char *host, int port)
 				 "the authorized_keys line on the bastion does not permit %s:%d: replace it with tunnel_public_key('%s') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)",
 				 host, port, p->name);
 	else
-		forward_open_error_text(p->detail, sizeof(p->detail), host, port, msg);
+		channel_open_error_text(p->detail, sizeof(p->detail), host, port, msg);
 }
 
 /* ---------- reading the definition ---------- */

@@ -2,7 +2,7 @@
  *
  * session.c
  *	  One tunnel's SSH session: connect, handshake, host key, authentication,
- *	  liveness, backoff; and the service pass that drives its forwards.
+ *	  liveness, backoff; and the service pass that drives its channels.
  *
  * Everything is non-blocking.  The phases RESOLVING .. AUTH each have a
  * deadline (tunnel_ssh.connect_timeout), so a bastion that hangs costs only
@@ -12,8 +12,8 @@
  *
  * - A packet that could not be sent whole stays inside the session, and only
  *   the call that started it may finish it (any other send gets
- *   LIBSSH2_ERROR_BAD_USE).  So the session records which forward holds the
- *   stalled send and lets no other forward send until it has resumed.  Some
+ *   LIBSSH2_ERROR_BAD_USE).  So the session records which channel holds the
+ *   stalled send and lets no other channel send until it has resumed.  Some
  *   of those packets live on libssh2's stack (channel EOF), so the resumed
  *   call must also be made at the same stack depth: all libssh2 calls are
  *   made from tunnel_session_service_all(), called from one place in the
@@ -21,15 +21,15 @@
  *
  * - Any read or write on one channel may pull packets for other channels off
  *   the socket into libssh2's queue, after which the socket is no longer
- *   readable.  So each pass gives every forward of the session a turn.
+ *   readable.  So each pass gives every channel of the session a turn.
  *
  * - Replies to libssh2's own keepalive requests are queued and never freed
  *   (one packet per keepalive, for the life of the session), and a channel
- *   open is no probe either: its answer may take minutes when the bastion
+ *   open is no keepalive either: its answer may take minutes when the bastion
  *   cannot reach the target.  So right after authentication each session
  *   opens one "session" channel and keeps it; when the bastion has been
  *   silent for keepalive_interval, an "env" request on it (answered at once
- *   by sshd, success or failure, and consumed by libssh2) is the probe.  It
+ *   by sshd, success or failure, and consumed by libssh2) is the keepalive.  It
  *   needs no open slot.  Any bytes from the bastion count as life.
  *
  * - An open waits for the target's connect on the bastion.  So a tunnel
@@ -53,7 +53,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "forward.h"
+#include "channel.h"
 #include "hostkeys.h"
 #include "keys.h"
 #include "methods.h"
@@ -82,14 +82,14 @@ typedef enum SessionPhase
 	PHASE_DONE					/* a key check that has its answer */
 } SessionPhase;
 
-typedef enum ProbePhase
+typedef enum KeepalivePhase
 {
-	PROBE_NONE,					/* no probe channel */
-	PROBE_OPENING,
-	PROBE_IDLE,					/* the channel is open */
-	PROBE_ASKING,				/* a request on it awaits its answer */
-	PROBE_CLOSING				/* the bastion closed it: free it */
-} ProbePhase;
+	KEEPALIVE_NONE,			/* no keepalive channel */
+	KEEPALIVE_OPENING,
+	KEEPALIVE_IDLE,			/* the channel is open */
+	KEEPALIVE_ASKING,		/* a request on it awaits its answer */
+	KEEPALIVE_CLOSING		/* the bastion closed it: free it */
+} KeepalivePhase;
 
 /* A pending open to a target older than this keeps others to it waiting. */
 #define SLOW_OPEN_MS		1000
@@ -147,19 +147,19 @@ struct TunnelSession
 	TimestampTz last_recv;		/* any byte from the bastion */
 	uint64		recv_calls;		/* reads from the socket that got bytes */
 	bool		sock_empty;		/* a read found it empty; not readable since */
-	TimestampTz probe_started;
+	TimestampTz keepalive_started;
 	int			failures;		/* consecutive failed attempts */
 	bool		penalised;		/* the last failure was one sshd penalises */
 
-	ProbePhase probe_phase;
-	LIBSSH2_CHANNEL *probe;
+	KeepalivePhase keepalive_phase;
+	LIBSSH2_CHANNEL *keepalive;
 
 	/* libssh2 arbitration (see file header) */
 	const void *send_owner;
 	SessionOp	owner_op;
 	const void *opener;
 
-	dlist_head	forwards;
+	dlist_head	channels;
 	bool		dirty;
 	dlist_node	dirty_node;
 
@@ -371,13 +371,13 @@ close_connection(TunnelSession *s, bool polite)
 {
 	dlist_mutable_iter iter;
 
-	dlist_foreach_modify(iter, &s->forwards)
+	dlist_foreach_modify(iter, &s->channels)
 	{
 		dlist_delete(iter.cur);
-		forward_destroy(forward_from_node(iter.cur));
+		channel_destroy(channel_from_node(iter.cur));
 	}
-	s->probe = NULL;
-	s->probe_phase = PROBE_NONE;
+	s->keepalive = NULL;
+	s->keepalive_phase = KEEPALIVE_NONE;
 	s->send_owner = NULL;
 	s->owner_op = SESSION_OP_NONE;
 	s->opener = NULL;
@@ -456,9 +456,9 @@ hold_waiting_clients(TunnelSession *s, TimestampTz now, dlist_head *held)
 
 	if (!holding_clients(s, now))
 		return;
-	dlist_foreach_modify(iter, &s->forwards)
+	dlist_foreach_modify(iter, &s->channels)
 	{
-		if (forward_waits_for_session(forward_from_node(iter.cur)))
+		if (channel_waits_for_session(channel_from_node(iter.cur)))
 		{
 			dlist_delete(iter.cur);
 			dlist_push_tail(held, iter.cur);
@@ -541,19 +541,19 @@ return_waiting_clients(TunnelSession *s)
 	TunnelSession *p = s->primary;
 	dlist_mutable_iter iter;
 
-	dlist_foreach_modify(iter, &s->forwards)
+	dlist_foreach_modify(iter, &s->channels)
 	{
-		TunnelForward *f = forward_from_node(iter.cur);
+		TunnelChannel *f = channel_from_node(iter.cur);
 
-		if (!forward_waits_for_session(f))
+		if (!channel_waits_for_session(f))
 			continue;
 		if (s->opener == f)
 			s->opener = NULL;
 		if (s->send_owner == f)
 			s->send_owner = NULL;
 		dlist_delete(iter.cur);
-		forward_set_session(f, p);
-		dlist_push_tail(&p->forwards, iter.cur);
+		channel_set_session(f, p);
+		dlist_push_tail(&p->channels, iter.cur);
 	}
 	tunnel_session_mark_dirty(p);
 }
@@ -621,25 +621,25 @@ start_lane(TunnelSession *p)
 					p->def->ssh_port)));
 }
 
-/* The forward holding s's open slot, or NULL (free, or the probe's). */
-static TunnelForward *
-opening_forward(TunnelSession *s)
+/* The channel holding s's open slot, or NULL (free, or the keepalive's). */
+static TunnelChannel *
+opening_channel(TunnelSession *s)
 {
 	if (s->opener == NULL || s->opener == s)
 		return NULL;
-	return (TunnelForward *) unconstify(void *, s->opener);
+	return (TunnelChannel *) unconstify(void *, s->opener);
 }
 
 static bool
-answer_for(TargetAnswer *a, TunnelForward *f)
+answer_for(TargetAnswer *a, TunnelChannel *f)
 {
-	return a->port == forward_remote_port(f) &&
-		strcmp(a->host, forward_remote_host(f)) == 0;
+	return a->port == channel_remote_port(f) &&
+		strcmp(a->host, channel_remote_host(f)) == 0;
 }
 
 /* When the bastion last answered an open to f's target (0: never). */
 static TimestampTz
-target_answered_at(TunnelSession *p, TunnelForward *f)
+target_answered_at(TunnelSession *p, TunnelChannel *f)
 {
 	ListCell   *lc;
 
@@ -663,7 +663,7 @@ tunnel_session_open_took(TunnelSession *s, long elapsed_ms)
 }
 
 void
-tunnel_session_open_answered(TunnelSession *s, TunnelForward *f)
+tunnel_session_open_answered(TunnelSession *s, TunnelChannel *f)
 {
 	TunnelSession *p = pool_of(s);
 	MemoryContext old;
@@ -681,8 +681,8 @@ tunnel_session_open_answered(TunnelSession *s, TunnelForward *f)
 	}
 	old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
 	a = palloc(sizeof(TargetAnswer));
-	a->host = pstrdup(forward_remote_host(f));
-	a->port = forward_remote_port(f);
+	a->host = pstrdup(channel_remote_host(f));
+	a->port = channel_remote_port(f);
 	a->at = GetCurrentTimestamp();
 	p->answers = lappend(p->answers, a);
 	MemoryContextSwitchTo(old);
@@ -697,19 +697,19 @@ tunnel_session_open_answered(TunnelSession *s, TunnelForward *f)
  * keeps the lanes.
  */
 static bool
-slow_open_on(TunnelSession *lane, TunnelForward *f, TimestampTz now,
+slow_open_on(TunnelSession *lane, TunnelChannel *f, TimestampTz now,
 			 TimestampTz answered)
 {
-	TunnelForward *o = opening_forward(lane);
+	TunnelChannel *o = opening_channel(lane);
 
-	return o != NULL && o != f && forward_same_target(o, f) &&
-		forward_open_since(o) != 0 &&
-		now - forward_open_since(o) >= SLOW_OPEN_MS * 1000L &&
-		answered < forward_open_since(o);
+	return o != NULL && o != f && channel_same_target(o, f) &&
+		channel_open_since(o) != 0 &&
+		now - channel_open_since(o) >= SLOW_OPEN_MS * 1000L &&
+		answered < channel_open_since(o);
 }
 
 static bool
-target_is_slow(TunnelSession *p, TunnelForward *f, TimestampTz now)
+target_is_slow(TunnelSession *p, TunnelChannel *f, TimestampTz now)
 {
 	TimestampTz answered = target_answered_at(p, f);
 	dlist_iter	iter;
@@ -725,7 +725,7 @@ target_is_slow(TunnelSession *p, TunnelForward *f, TimestampTz now)
 }
 
 bool
-tunnel_session_open_allowed(TunnelSession *s, TunnelForward *f)
+tunnel_session_open_allowed(TunnelSession *s, TunnelChannel *f)
 {
 	return !target_is_slow(pool_of(s), f, GetCurrentTimestamp());
 }
@@ -760,7 +760,7 @@ static void
 dispatch_opens(TunnelSession *p)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	TunnelForward *busy = opening_forward(p);
+	TunnelChannel *busy = opening_channel(p);
 	dlist_mutable_iter iter;
 	bool		want_lane = false;
 	bool		connecting;
@@ -768,12 +768,12 @@ dispatch_opens(TunnelSession *p)
 
 	if (p->phase != PHASE_READY || busy == NULL)
 		return;
-	dlist_foreach_modify(iter, &p->forwards)
+	dlist_foreach_modify(iter, &p->channels)
 	{
-		TunnelForward *f = forward_from_node(iter.cur);
+		TunnelChannel *f = channel_from_node(iter.cur);
 		TunnelSession *lane;
 
-		if (f == busy || forward_waiting_since(f) == 0 ||
+		if (f == busy || channel_waiting_since(f) == 0 ||
 			target_is_slow(p, f, now))
 			continue;
 		lane = free_lane(p, &connecting);
@@ -783,8 +783,8 @@ dispatch_opens(TunnelSession *p)
 			break;
 		}
 		dlist_delete(iter.cur);
-		forward_set_session(f, lane);
-		dlist_push_tail(&lane->forwards, iter.cur);
+		channel_set_session(f, lane);
+		dlist_push_tail(&lane->channels, iter.cur);
 		(void) tunnel_session_claim_open(lane, f);
 		lane->idle_since = 0;
 		tunnel_session_mark_dirty(lane);
@@ -794,11 +794,11 @@ dispatch_opens(TunnelSession *p)
 		return;
 	wait_ms = Min(Max(LANE_WAIT_MS, LANE_WAIT_FACTOR * p->open_ms),
 				  LANE_WAIT_MAX_MS);
-	if (forward_open_since(busy) != 0 &&
-		now - forward_open_since(busy) < (TimestampTz) wait_ms * 1000)
+	if (channel_open_since(busy) != 0 &&
+		now - channel_open_since(busy) < (TimestampTz) wait_ms * 1000)
 	{
 		/* Most opens are answered in a round trip: give this one time. */
-		p->dispatch_at = forward_open_since(busy) + (TimestampTz) wait_ms * 1000;
+		p->dispatch_at = channel_open_since(busy) + (TimestampTz) wait_ms * 1000;
 		return;
 	}
 	start_lane(p);
@@ -831,8 +831,8 @@ tick_lanes(TunnelSession *p, TimestampTz now)
 			drop_lane(lane);
 			continue;
 		}
-		if (lane->phase == PHASE_READY && dlist_is_empty(&lane->forwards) &&
-			opening_forward(lane) == NULL)
+		if (lane->phase == PHASE_READY && dlist_is_empty(&lane->channels) &&
+			opening_channel(lane) == NULL)
 		{
 			if (lane->idle_since == 0)
 				lane->idle_since = now;
@@ -867,17 +867,17 @@ expire_waiting(TunnelSession *s, TimestampTz now)
 	long		timeout = -1;
 	dlist_iter	iter;
 
-	dlist_foreach(iter, &s->forwards)
+	dlist_foreach(iter, &s->channels)
 	{
-		TunnelForward *f = forward_from_node(iter.cur);
-		TimestampTz since = forward_waiting_since(f);
+		TunnelChannel *f = channel_from_node(iter.cur);
+		TimestampTz since = channel_waiting_since(f);
 		long		t;
 
 		if (since == 0)
 			continue;
 		if (now - since >= limit)
 		{
-			forward_give_up(f, ready);
+			channel_give_up(f, ready);
 			continue;
 		}
 		t = ms_until(since + limit, now);
@@ -987,7 +987,7 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 		dlist_foreach_modify(iter, &held)
 		{
 			dlist_delete(iter.cur);
-			dlist_push_tail(&s->forwards, iter.cur);
+			dlist_push_tail(&s->channels, iter.cur);
 		}
 		s->retry_at = Min(s->retry_at, next_retry_for_clients(s, now));
 	}
@@ -1463,8 +1463,8 @@ step_auth(TunnelSession *s)
 	{
 		s->phase = PHASE_READY;
 		s->last_recv = GetCurrentTimestamp();
-		s->probe_started = s->last_recv;
-		s->probe_phase = PROBE_OPENING;
+		s->keepalive_started = s->last_recv;
+		s->keepalive_phase = KEEPALIVE_OPENING;
 		s->primary->failures_of_lanes = 0;
 		return;
 	}
@@ -1489,9 +1489,9 @@ step_auth(TunnelSession *s)
 		s->authed_next = next;
 		s->penalised = false;
 		s->last_recv = GetCurrentTimestamp();
-		s->probe_started = s->last_recv;
-		/* The probe's channel first: it may later wait behind no open. */
-		s->probe_phase = PROBE_OPENING;
+		s->keepalive_started = s->last_recv;
+		/* The keepalive channel first: it may later wait behind no open. */
+		s->keepalive_phase = KEEPALIVE_OPENING;
 		s->last_logged[0] = '\0';
 		set_state(s, TUNNEL_STATE_CONNECTED, "");
 		return;
@@ -1523,9 +1523,9 @@ step_auth(TunnelSession *s)
 /* ---------- the connected session ---------- */
 
 /*
- * Pull whatever the bastion sent into libssh2's queues, through the probe's
+ * Pull whatever the bastion sent into libssh2's queues, through the keepalive
  * channel or any channel that can still receive; with none, opening the
- * probe's channel does the reading.
+ * channel does the reading.
  */
 static void
 drain(TunnelSession *s)
@@ -1533,9 +1533,9 @@ drain(TunnelSession *s)
 	dlist_iter	iter;
 	int			rc;
 
-	if (s->probe_phase == PROBE_IDLE || s->probe_phase == PROBE_ASKING)
+	if (s->keepalive_phase == KEEPALIVE_IDLE || s->keepalive_phase == KEEPALIVE_ASKING)
 	{
-		rc = libssh2_channel_wait_eof(s->probe);
+		rc = libssh2_channel_wait_eof(s->keepalive);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
 		if (rc != 0)
@@ -1544,11 +1544,11 @@ drain(TunnelSession *s)
 			return;
 		}
 		/* The bastion closed it: free it, open another when due. */
-		s->probe_phase = PROBE_CLOSING;
+		s->keepalive_phase = KEEPALIVE_CLOSING;
 	}
-	dlist_foreach(iter, &s->forwards)
+	dlist_foreach(iter, &s->channels)
 	{
-		LIBSSH2_CHANNEL *ch = forward_live_channel(forward_from_node(iter.cur));
+		LIBSSH2_CHANNEL *ch = channel_ssh_channel(channel_from_node(iter.cur));
 
 		if (ch == NULL)
 			continue;
@@ -1559,27 +1559,27 @@ drain(TunnelSession *s)
 			tunnel_session_fail(s, ssh_error(s));
 		return;
 	}
-	if (s->probe_phase == PROBE_NONE && s->opener == NULL)
-		s->probe_phase = PROBE_OPENING;
+	if (s->keepalive_phase == KEEPALIVE_NONE && s->opener == NULL)
+		s->keepalive_phase = KEEPALIVE_OPENING;
 }
 
 /*
- * The probe: open its channel (once per session, or again after sshd
+ * The keepalive: open its channel (once per session, or again after sshd
  * refused or closed it), ask on it when the bastion has been silent, free
  * it when the bastion closed it.
  */
 static void
-step_probe(TunnelSession *s)
+step_keepalive(TunnelSession *s)
 {
 	int			rc;
 
-	if (s->probe_phase == PROBE_OPENING)
+	if (s->keepalive_phase == KEEPALIVE_OPENING)
 	{
 		if (!tunnel_session_claim_open(s, s) || !tunnel_session_may_send(s, s))
 			return;
-		s->probe = libssh2_channel_open_ex(s->ssh, "session", 7, 1024, 1024,
+		s->keepalive = libssh2_channel_open_ex(s->ssh, "session", 7, 1024, 1024,
 										   NULL, 0);
-		rc = s->probe ? 0 : libssh2_session_last_errno(s->ssh);
+		rc = s->keepalive ? 0 : libssh2_session_last_errno(s->ssh);
 		tunnel_session_sent(s, s, SESSION_OP_OPEN, rc);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
@@ -1590,13 +1590,13 @@ step_probe(TunnelSession *s)
 			tunnel_session_fail(s, ssh_error(s));
 			return;
 		}
-		s->probe_phase = s->probe ? PROBE_IDLE : PROBE_NONE;
+		s->keepalive_phase = s->keepalive ? KEEPALIVE_IDLE : KEEPALIVE_NONE;
 	}
-	if (s->probe_phase == PROBE_ASKING)
+	if (s->keepalive_phase == KEEPALIVE_ASKING)
 	{
 		if (!tunnel_session_may_send(s, s))
 			return;
-		rc = libssh2_channel_setenv(s->probe, "TUNNEL_SSH_KEEPALIVE", "1");
+		rc = libssh2_channel_setenv(s->keepalive, "TUNNEL_SSH_KEEPALIVE", "1");
 		tunnel_session_sent(s, s, SESSION_OP_REQUEST, rc);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
@@ -1611,32 +1611,32 @@ step_probe(TunnelSession *s)
 			tunnel_session_fail(s, ssh_error(s));
 			return;
 		}
-		s->probe_phase = PROBE_IDLE;
+		s->keepalive_phase = KEEPALIVE_IDLE;
 	}
-	if (s->probe_phase == PROBE_CLOSING)
+	if (s->keepalive_phase == KEEPALIVE_CLOSING)
 	{
 		if (!tunnel_session_may_send(s, s))
 			return;
-		rc = libssh2_channel_free(s->probe);
+		rc = libssh2_channel_free(s->keepalive);
 		tunnel_session_sent(s, s, SESSION_OP_CLOSE, rc);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
-		s->probe = NULL;
-		s->probe_phase = PROBE_NONE;
+		s->keepalive = NULL;
+		s->keepalive_phase = KEEPALIVE_NONE;
 	}
 }
 
 static void
-run_forward(TunnelSession *s, TunnelForward *f, bool *progress)
+run_channel(TunnelSession *s, TunnelChannel *f, bool *progress)
 {
-	if (forward_pump(f, progress))
+	if (channel_pump(f, progress))
 		return;
 	if (s->send_owner == f)
 		s->send_owner = NULL;
 	if (s->opener == f)
 		s->opener = NULL;
-	dlist_delete(forward_node(f));
-	forward_destroy(f);
+	dlist_delete(channel_node(f));
+	channel_destroy(f);
 }
 
 static void
@@ -1655,24 +1655,24 @@ pass(TunnelSession *s)
 
 	/* The holder of a stalled send goes first, so the others can follow. */
 	if (s->send_owner == s ||
-		(s->probe_phase != PROBE_NONE && s->probe_phase != PROBE_IDLE))
-		step_probe(s);
+		(s->keepalive_phase != KEEPALIVE_NONE && s->keepalive_phase != KEEPALIVE_IDLE))
+		step_keepalive(s);
 	else if (s->send_owner != NULL)
-		run_forward(s, (TunnelForward *) s->send_owner, &progress);
+		run_channel(s, (TunnelChannel *) s->send_owner, &progress);
 
 	/*
-	 * Any libssh2 call of a forward may read the socket (an open in flight,
+	 * Any libssh2 call of a channel may read the socket (an open in flight,
 	 * a write looking for window adjusts, a read) and queue packets for a
-	 * forward that had its turn earlier in this pass.  The socket is then no
+	 * channel that had its turn earlier in this pass.  The socket is then no
 	 * longer readable, so nothing would wake us for them but a timer: if
-	 * bytes arrived during the turns, every forward gets another.
+	 * bytes arrived during the turns, every channel gets another.
 	 */
 	recv_calls = s->recv_calls;
-	dlist_foreach_modify(iter, &s->forwards)
+	dlist_foreach_modify(iter, &s->channels)
 	{
 		if (s->fail_pending)
 			break;
-		run_forward(s, forward_from_node(iter.cur), &progress);
+		run_channel(s, channel_from_node(iter.cur), &progress);
 	}
 
 	if (s->fail_pending)
@@ -1832,15 +1832,15 @@ tick_connection(TunnelSession *s, TimestampTz now)
 				return 0;
 			}
 			if (silent_ms >= interval_ms &&
-				(s->probe_phase == PROBE_IDLE || s->probe_phase == PROBE_NONE) &&
-				now - s->probe_started >= interval_ms * 1000L)
+				(s->keepalive_phase == KEEPALIVE_IDLE || s->keepalive_phase == KEEPALIVE_NONE) &&
+				now - s->keepalive_started >= interval_ms * 1000L)
 			{
-				s->probe_started = now;
-				s->probe_phase = s->probe_phase == PROBE_IDLE ?
-					PROBE_ASKING : PROBE_OPENING;
+				s->keepalive_started = now;
+				s->keepalive_phase = s->keepalive_phase == KEEPALIVE_IDLE ?
+					KEEPALIVE_ASKING : KEEPALIVE_OPENING;
 				tunnel_session_mark_dirty(s);
 			}
-			/* Next: the probe that falls due, or the end of our patience. */
+			/* Next: the keepalive that falls due, or the end of our patience. */
 			if (silent_ms < interval_ms)
 				return interval_ms - silent_ms;
 			return Min(1000, interval_ms * tunnel_keepalive_count - silent_ms);
@@ -1911,7 +1911,7 @@ tunnel_session_tick(TunnelSession *s, TimestampTz now)
 	return timeout;
 }
 
-/* ---------- lifecycle and the forwards' interface ---------- */
+/* ---------- lifecycle and the channels' interface ---------- */
 
 TunnelSession *
 tunnel_session_create(const TunnelDef *def, TunnelStatusSlot *slot)
@@ -1922,7 +1922,7 @@ tunnel_session_create(const TunnelDef *def, TunnelStatusSlot *slot)
 	s->slot = slot;
 	s->phase = PHASE_IDLE;
 	s->sock = PGINVALID_SOCKET;
-	dlist_init(&s->forwards);
+	dlist_init(&s->channels);
 	dlist_init(&s->lanes);
 	/* A single bare fingerprint also serves as trust on first use. */
 	if (def->host_key_fingerprint &&
@@ -1990,11 +1990,11 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 						  const char *remote_host, int remote_port,
 						  TunnelForwardSlot *forward_slot)
 {
-	TunnelForward *f = forward_create(s, fd, remote_host, remote_port, s->slot,
+	TunnelChannel *f = channel_create(s, fd, remote_host, remote_port, s->slot,
 									  forward_slot);
 	TimestampTz now = GetCurrentTimestamp();
 
-	dlist_push_tail(&s->forwards, forward_node(f));
+	dlist_push_tail(&s->channels, channel_node(f));
 
 	/*
 	 * Someone needs the tunnel now: don't make them wait out a long backoff,
@@ -2016,8 +2016,8 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 			s->retry_at = Min(s->retry_at, soonest);
 		if (s->retry_at > now && !hold)
 		{
-			dlist_delete(forward_node(f));
-			forward_destroy(f);
+			dlist_delete(channel_node(f));
+			channel_destroy(f);
 			return;
 		}
 	}

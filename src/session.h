@@ -19,7 +19,7 @@
 #include "status.h"
 
 typedef struct TunnelSession TunnelSession;
-typedef struct TunnelForward TunnelForward;
+typedef struct TunnelChannel TunnelChannel;
 
 /* What a forward was doing when the session's send stalled. */
 typedef enum SessionOp
@@ -95,9 +95,9 @@ extern void tunnel_session_sent(TunnelSession *s, const void *who,
  * One channel open at a time per session.  A forward asks first whether it
  * may open at all: not while an open to its target has long been pending.
  */
-extern bool tunnel_session_open_allowed(TunnelSession *s, TunnelForward *f);
+extern bool tunnel_session_open_allowed(TunnelSession *s, TunnelChannel *f);
 /* The bastion answered an open of f (opened or refused): its target is up. */
-extern void tunnel_session_open_answered(TunnelSession *s, TunnelForward *f);
+extern void tunnel_session_open_answered(TunnelSession *s, TunnelChannel *f);
 /* A channel open succeeded after elapsed_ms: the tunnel's usual open time. */
 extern void tunnel_session_open_took(TunnelSession *s, long elapsed_ms);
 extern bool tunnel_session_claim_open(TunnelSession *s, const void *who);

@@ -35,7 +35,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "forward.h"
+#include "channel.h"
 #include "keys.h"
 #if LIBSSH2_VERSION_NUM < 0x010b00
 #include "keystream.h"
@@ -787,7 +787,7 @@ give_memory_back(TimestampTz now)
 #ifdef __GLIBC__
 	static int	peak = 0;
 	static TimestampTz last_trim = 0;
-	int			open = forward_channels_open();
+	int			open = channel_count_open();
 
 	if (open > peak)
 		peak = open;

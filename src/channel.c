@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * forward.c
+ * channel.c
  *	  One client connection carried over one direct-tcpip channel.
  *
  * Each direction has one bounded buffer: when it is full we stop reading
@@ -26,7 +26,7 @@
 #include "port/pg_bswap.h"
 #include "utils/timestamp.h"
 
-#include "forward.h"
+#include "channel.h"
 #include "tunnel_ssh.h"
 #include "watch.h"
 
@@ -65,29 +65,29 @@
 static uint64 windows_committed = 0;
 static int	channels_open = 0;
 
-typedef enum ForwardPhase
+typedef enum ChannelPhase
 {
-	FORWARD_WAITING,			/* for the session, or for our channel open */
-	FORWARD_OPEN,
-	FORWARD_CLOSING				/* client gone; channel close in progress */
-} ForwardPhase;
+	CHANNEL_WAITING,			/* for the session, or for our channel open */
+	CHANNEL_OPEN,
+	CHANNEL_CLOSING				/* client gone; channel close in progress */
+} ChannelPhase;
 
-typedef struct ForwardBuffer
+typedef struct ChannelBuffer
 {
 	char	   *data;
 	int			start;
 	int			end;
 	int			size;
-} ForwardBuffer;
+} ChannelBuffer;
 
-struct TunnelForward
+struct TunnelChannel
 {
 	dlist_node	node;
 	TunnelSession *session;
 	TunnelCounters *tunnel_counters;
 	TunnelCounters *forward_counters;
 	TunnelForwardSlot *forward_slot;
-	ForwardPhase phase;
+	ChannelPhase phase;
 
 	pgsocket	client;			/* PGINVALID_SOCKET once closed */
 	Watch		watch;
@@ -108,8 +108,8 @@ struct TunnelForward
 	bool		read_idle;		/* last channel read found nothing */
 	uint32		window;			/* opened with, and kept at, this window */
 
-	ForwardBuffer up;			/* client -> channel */
-	ForwardBuffer down;			/* channel -> client */
+	ChannelBuffer up;			/* client -> channel */
+	ChannelBuffer down;			/* channel -> client */
 	uint64		moved_out;		/* bytes since the last status update */
 	uint64		moved_in;
 };
@@ -117,7 +117,7 @@ struct TunnelForward
 static void
 on_client_event(void *arg, uint32 occurred)
 {
-	TunnelForward *f = (TunnelForward *) arg;
+	TunnelChannel *f = (TunnelChannel *) arg;
 
 	if (occurred & WL_SOCKET_READABLE)
 		f->client_readable = true;
@@ -145,7 +145,7 @@ put_string(StringInfo buf, const char *str)
  * client's own address, which the bastion logs.
  */
 static void
-build_open_message(TunnelForward *f)
+build_open_message(TunnelChannel *f)
 {
 	StringInfoData buf;
 	struct sockaddr_storage addr;
@@ -170,7 +170,7 @@ build_open_message(TunnelForward *f)
  * (RFC 4254 reason codes, as libssh2 words them).
  */
 void
-forward_open_error_text(char *buf, size_t len, const char *host, int port,
+channel_open_error_text(char *buf, size_t len, const char *host, int port,
 						const char *ssh_message)
 {
 	if (ssh_message && strstr(ssh_message, "connect failed"))
@@ -186,18 +186,18 @@ forward_open_error_text(char *buf, size_t len, const char *host, int port,
 				 host, port, ssh_message ? ssh_message : "unknown error");
 }
 
-TunnelForward *
-forward_create(TunnelSession *session, pgsocket client,
+TunnelChannel *
+channel_create(TunnelSession *session, pgsocket client,
 			   const char *remote_host, int remote_port,
 			   TunnelStatusSlot *slot, TunnelForwardSlot *forward_slot)
 {
-	TunnelForward *f = palloc0(sizeof(TunnelForward));
+	TunnelChannel *f = palloc0(sizeof(TunnelChannel));
 
 	f->session = session;
 	f->tunnel_counters = tunnel_status_counters(slot);
 	f->forward_slot = forward_slot;
 	f->forward_counters = tunnel_status_forward_counters(forward_slot);
-	f->phase = FORWARD_WAITING;
+	f->phase = CHANNEL_WAITING;
 	f->created = GetCurrentTimestamp();
 	f->client = client;
 	f->remote_host = pstrdup(remote_host);
@@ -215,14 +215,14 @@ forward_create(TunnelSession *session, pgsocket client,
 }
 
 static inline int
-buffered(const ForwardBuffer *b)
+buffered(const ChannelBuffer *b)
 {
 	return b->end - b->start;
 }
 
 /* Room at the tail, compacting first if that makes room. */
 static inline int
-room(ForwardBuffer *b)
+room(ChannelBuffer *b)
 {
 	if (b->start == b->end)
 		b->start = b->end = 0;
@@ -236,7 +236,7 @@ room(ForwardBuffer *b)
 }
 
 static void
-close_client(TunnelForward *f)
+close_client(TunnelChannel *f)
 {
 	if (f->client == PGINVALID_SOCKET)
 		return;
@@ -252,13 +252,13 @@ close_client(TunnelForward *f)
  * included.
  */
 static void
-abandon(TunnelForward *f)
+abandon(TunnelChannel *f)
 {
 	close_client(f);
 	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_WRITE)
 		f->up.start = f->up.end = 0;
 	f->down.start = f->down.end = 0;
-	f->phase = FORWARD_CLOSING;
+	f->phase = CHANNEL_CLOSING;
 }
 
 static bool
@@ -276,7 +276,7 @@ is_transport_error(int rc)
 
 /* A libssh2 call failed for good: the channel, or the whole session. */
 static void
-channel_failed(TunnelForward *f, int rc)
+channel_failed(TunnelChannel *f, int rc)
 {
 	if (is_transport_error(rc))
 		tunnel_session_fail(f->session,
@@ -285,7 +285,7 @@ channel_failed(TunnelForward *f, int rc)
 }
 
 static void
-read_client(TunnelForward *f)
+read_client(TunnelChannel *f)
 {
 	while (f->client_readable && !f->client_eof && room(&f->up) > 0)
 	{
@@ -316,7 +316,7 @@ read_client(TunnelForward *f)
 }
 
 static void
-write_client(TunnelForward *f, bool *progress)
+write_client(TunnelChannel *f, bool *progress)
 {
 	while (buffered(&f->down) > 0)
 	{
@@ -357,7 +357,7 @@ window_for_new_channel(void)
 
 /* The channel is gone: its window leaves the budget. */
 static void
-channel_gone(TunnelForward *f)
+channel_gone(TunnelChannel *f)
 {
 	f->channel = NULL;
 	windows_committed -= f->window;
@@ -365,7 +365,7 @@ channel_gone(TunnelForward *f)
 }
 
 static void
-step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
+step_open(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
 {
 	LIBSSH2_CHANNEL *channel;
 	int			rc;
@@ -400,7 +400,7 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 	if (channel)
 	{
 		f->channel = channel;
-		f->phase = FORWARD_OPEN;
+		f->phase = CHANNEL_OPEN;
 		windows_committed += f->window;
 		channels_open++;
 		*progress = true;
@@ -429,7 +429,7 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 		char		text[TUNNEL_ERROR_MAXLEN];
 
 		libssh2_session_last_error(ssh, &msg, NULL, 0);
-		forward_open_error_text(text, sizeof(text), f->remote_host,
+		channel_open_error_text(text, sizeof(text), f->remote_host,
 								f->remote_port, msg);
 		tunnel_status_forward_error(f->forward_slot, text);
 		tunnel_session_report_forward_error(f->session, text);
@@ -438,7 +438,7 @@ step_open(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 }
 
 static void
-step_up(TunnelForward *f, bool *progress)
+step_up(TunnelChannel *f, bool *progress)
 {
 	while (buffered(&f->up) > 0 && tunnel_session_may_send(f->session, f))
 	{
@@ -453,7 +453,7 @@ step_up(TunnelForward *f, bool *progress)
 			f->moved_out += rc;
 			*progress = true;
 			/* Only the half-sent write was owed: the rest is dropped. */
-			if (f->phase == FORWARD_CLOSING)
+			if (f->phase == CHANNEL_CLOSING)
 			{
 				f->up.start = f->up.end = 0;
 				return;
@@ -471,14 +471,14 @@ step_up(TunnelForward *f, bool *progress)
 }
 
 static void
-step_eof(TunnelForward *f)
+step_eof(TunnelChannel *f)
 {
 	int			rc;
 
 	/* An EOF libssh2 has half sent is finished whatever happened since. */
 	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_EOF &&
 		(!f->client_eof || f->eof_sent || buffered(&f->up) > 0 ||
-		 f->phase != FORWARD_OPEN))
+		 f->phase != CHANNEL_OPEN))
 		return;
 	if (!tunnel_session_may_send(f->session, f))
 		return;
@@ -496,7 +496,7 @@ step_eof(TunnelForward *f)
  * nothing to read, or the bastion may wait for window for ever.
  */
 static bool
-window_adjust_due(TunnelForward *f)
+window_adjust_due(TunnelChannel *f)
 {
 	unsigned long initial;
 	unsigned long window = libssh2_channel_window_read_ex(f->channel, NULL,
@@ -506,7 +506,7 @@ window_adjust_due(TunnelForward *f)
 }
 
 static void
-step_down(TunnelForward *f, bool *progress)
+step_down(TunnelChannel *f, bool *progress)
 {
 	SessionOp	owned = tunnel_session_owned_op(f->session, f);
 
@@ -575,7 +575,7 @@ step_down(TunnelForward *f, bool *progress)
 
 /* Returns true once the channel is gone. */
 static bool
-step_close(TunnelForward *f)
+step_close(TunnelChannel *f)
 {
 	SessionOp	owned = tunnel_session_owned_op(f->session, f);
 	int			rc;
@@ -595,7 +595,7 @@ step_close(TunnelForward *f)
 }
 
 static void
-set_interest(TunnelForward *f)
+set_interest(TunnelChannel *f)
 {
 	uint32		wanted = 0;
 
@@ -610,7 +610,7 @@ set_interest(TunnelForward *f)
 
 /* Resume the call that holds the session's stalled send, if ours. */
 static void
-resume_owned(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
+resume_owned(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
 {
 	switch (tunnel_session_owned_op(f->session, f))
 	{
@@ -634,22 +634,22 @@ resume_owned(TunnelForward *f, LIBSSH2_SESSION *ssh, bool *progress)
 			step_close(f);
 			break;
 		case SESSION_OP_REQUEST:
-			break;				/* the session's probe, never ours */
+			break;				/* the session's keepalive, never ours */
 	}
 }
 
 bool
-forward_pump(TunnelForward *f, bool *progress)
+channel_pump(TunnelChannel *f, bool *progress)
 {
 	LIBSSH2_SESSION *ssh = tunnel_session_ssh(f->session);
 
 	if (ssh != NULL)
 		resume_owned(f, ssh, progress);
 
-	if (f->phase != FORWARD_CLOSING)
+	if (f->phase != CHANNEL_CLOSING)
 		read_client(f);
 
-	if (f->phase == FORWARD_WAITING)
+	if (f->phase == CHANNEL_WAITING)
 	{
 		/*
 		 * A client that left before its channel was asked for is done; one
@@ -666,18 +666,18 @@ forward_pump(TunnelForward *f, bool *progress)
 	}
 
 	/* The open of a client that left has completed: close it again. */
-	if (f->phase == FORWARD_OPEN && f->client == PGINVALID_SOCKET)
+	if (f->phase == CHANNEL_OPEN && f->client == PGINVALID_SOCKET)
 		abandon(f);
 
-	if (f->phase == FORWARD_OPEN)
+	if (f->phase == CHANNEL_OPEN)
 	{
 		step_up(f, progress);
 		step_eof(f);
 		step_down(f, progress);
-		if (f->phase == FORWARD_OPEN)
+		if (f->phase == CHANNEL_OPEN)
 			write_client(f, progress);
 		/* Both directions done: nothing more will cross this channel. */
-		if (f->phase == FORWARD_OPEN && f->client_eof && f->remote_eof &&
+		if (f->phase == CHANNEL_OPEN && f->client_eof && f->remote_eof &&
 			buffered(&f->down) == 0)
 			abandon(f);
 	}
@@ -689,7 +689,7 @@ forward_pump(TunnelForward *f, bool *progress)
 		f->moved_in = f->moved_out = 0;
 	}
 
-	if (f->phase == FORWARD_CLOSING)
+	if (f->phase == CHANNEL_CLOSING)
 		return !step_close(f);
 
 	set_interest(f);
@@ -697,7 +697,7 @@ forward_pump(TunnelForward *f, bool *progress)
 }
 
 void
-forward_destroy(TunnelForward *f)
+channel_destroy(TunnelChannel *f)
 {
 	/* A channel still here belongs to a session being freed with it. */
 	if (f->channel)
@@ -713,47 +713,47 @@ forward_destroy(TunnelForward *f)
 }
 
 void
-forward_set_session(TunnelForward *f, TunnelSession *session)
+channel_set_session(TunnelChannel *f, TunnelSession *session)
 {
 	f->session = session;
 	f->open_since = 0;
 }
 
 TimestampTz
-forward_waiting_since(TunnelForward *f)
+channel_waiting_since(TunnelChannel *f)
 {
-	if (f->phase != FORWARD_WAITING || f->client == PGINVALID_SOCKET)
+	if (f->phase != CHANNEL_WAITING || f->client == PGINVALID_SOCKET)
 		return 0;
 	return f->created;
 }
 
 TimestampTz
-forward_open_since(TunnelForward *f)
+channel_open_since(TunnelChannel *f)
 {
 	return f->open_since;
 }
 
 const char *
-forward_remote_host(TunnelForward *f)
+channel_remote_host(TunnelChannel *f)
 {
 	return f->remote_host;
 }
 
 int
-forward_remote_port(TunnelForward *f)
+channel_remote_port(TunnelChannel *f)
 {
 	return f->remote_port;
 }
 
 bool
-forward_same_target(TunnelForward *a, TunnelForward *b)
+channel_same_target(TunnelChannel *a, TunnelChannel *b)
 {
 	return a->remote_port == b->remote_port &&
 		strcmp(a->remote_host, b->remote_host) == 0;
 }
 
 void
-forward_give_up(TunnelForward *f, bool session_ready)
+channel_give_up(TunnelChannel *f, bool session_ready)
 {
 	char		text[TUNNEL_ERROR_MAXLEN];
 
@@ -771,34 +771,34 @@ forward_give_up(TunnelForward *f, bool session_ready)
 }
 
 bool
-forward_waits_for_session(TunnelForward *f)
+channel_waits_for_session(TunnelChannel *f)
 {
-	return f->phase == FORWARD_WAITING && f->client != PGINVALID_SOCKET &&
+	return f->phase == CHANNEL_WAITING && f->client != PGINVALID_SOCKET &&
 		!f->client_eof;
 }
 
 LIBSSH2_CHANNEL *
-forward_live_channel(TunnelForward *f)
+channel_ssh_channel(TunnelChannel *f)
 {
-	if (f->phase == FORWARD_OPEN && !f->remote_eof)
+	if (f->phase == CHANNEL_OPEN && !f->remote_eof)
 		return f->channel;
 	return NULL;
 }
 
 int
-forward_channels_open(void)
+channel_count_open(void)
 {
 	return channels_open;
 }
 
 dlist_node *
-forward_node(TunnelForward *f)
+channel_node(TunnelChannel *f)
 {
 	return &f->node;
 }
 
-TunnelForward *
-forward_from_node(dlist_node *node)
+TunnelChannel *
+channel_from_node(dlist_node *node)
 {
-	return dlist_container(TunnelForward, node, node);
+	return dlist_container(TunnelChannel, node, node);
 }
