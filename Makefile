@@ -2,19 +2,19 @@
 MODULE_big = tunnel_ssh
 OBJS = \
 	src/tunnel_ssh.o \
+	src/api.o \
+	src/api_forward.o \
+	src/api_keys.o \
+	src/api_test.o \
+	src/api_tunnel.o \
 	src/catalog.o \
 	src/channel.o \
-	src/dayops.o \
-	src/functions.o \
 	src/hostkeys.o \
 	src/keys.o \
 	src/listener.o \
 	src/methods.o \
-	src/probe.o \
 	src/session.o \
-	src/sqlapi.o \
 	src/status.o \
-	src/topology.o \
 	src/validate.o \
 	src/watch.o \
 	src/worker.o

@@ -68,7 +68,7 @@ extern void tunnel_session_service_all(void);
 /* Does some session want another turn at once? */
 extern bool tunnel_session_pending(void);
 
-/* For forward.c: the libssh2 handle, NULL unless authenticated. */
+/* For channel.c: the libssh2 handle, NULL unless authenticated. */
 extern LIBSSH2_SESSION *tunnel_session_ssh(TunnelSession *s);
 
 /* libssh2's last error on ssh, in a DBA's words for the socket errors. */

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
- * sqlapi.c
- *	  What the SQL-callable functions share: argument checks that raise the
+ * api.c
+ *	  What the SQL-callable functions (api_*.c) share: argument checks that raise the
  *	  documented errors, local port allocation, and catalog access via SPI.
  *
  * All of these run inside SPI_connect()/SPI_finish() of the caller, except
@@ -24,9 +24,45 @@
 
 #include "catalog.h"
 #include "keys.h"
-#include "sqlapi.h"
+#include "api.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
+
+void
+tunnel_lock_row(const char *name, TunnelRow *cur)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+
+	tunnel_spi_check(SPI_execute_with_args("SELECT ssh_host, ssh_port, ssh_user, key_type, key_fingerprint, "
+						  "       host_key_fingerprint, next_key_fingerprint, "
+						  "       (SELECT count(*) FROM tunnel_ssh.forward f "
+						  "         WHERE f.tunnel = t.name)::int, via "
+						  "FROM tunnel_ssh.tunnel t WHERE name = $1 FOR UPDATE",
+						  1, argtypes, values, NULL, false, 1));
+	if (SPI_processed == 0)
+		tunnel_not_found(name);
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	cur->ssh_host = tunnel_spi_value(tuple, desc, 1, false);
+	cur->ssh_port = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
+	cur->ssh_user = tunnel_spi_value(tuple, desc, 3, false);
+	cur->key_type = tunnel_spi_value(tuple, desc, 4, false);
+	cur->key_fingerprint = tunnel_spi_value(tuple, desc, 5, false);
+	cur->host_key_fingerprint = tunnel_spi_value(tuple, desc, 6, false);
+	cur->next_key_fingerprint = tunnel_spi_value(tuple, desc, 7, false);
+	cur->nforwards = DatumGetInt32(SPI_getbinval(tuple, desc, 8, &isnull));
+	cur->via = tunnel_spi_value(tuple, desc, 9, false);
+}
+
+char *
+tunnel_arg_optional_text(FunctionCallInfo fcinfo, int argno)
+{
+	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
 
 char *
 tunnel_arg_text(FunctionCallInfo fcinfo, int argno, const char *what)

@@ -1,16 +1,39 @@
 /*-------------------------------------------------------------------------
  *
- * sqlapi.h
- *	  Helpers shared by the SQL-callable functions.
+ * api.h
+ *	  Helpers shared by the SQL-callable functions (api_*.c).
  *
  *-------------------------------------------------------------------------
  */
-#ifndef TUNNEL_SQLAPI_H
-#define TUNNEL_SQLAPI_H
+#ifndef TUNNEL_API_H
+#define TUNNEL_API_H
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
 #include "fmgr.h"
+
+/* A tunnel's row, locked against concurrent changes (tunnel_lock_row). */
+typedef struct TunnelRow
+{
+	char	   *ssh_host;
+	int			ssh_port;
+	char	   *ssh_user;
+	char	   *key_type;
+	char	   *key_fingerprint;
+	char	   *host_key_fingerprint;
+	char	   *next_key_fingerprint;
+	char	   *via;			/* jump tunnel, or NULL */
+	int			nforwards;
+} TunnelRow;
+
+/*
+ * Lock the tunnel's row (FOR UPDATE) and read it into row, or raise "does
+ * not exist".  Needs SPI.
+ */
+extern void tunnel_lock_row(const char *name, TunnelRow *row);
+
+/* An optional text argument: NULL, or its value. */
+extern char *tunnel_arg_optional_text(FunctionCallInfo fcinfo, int argno);
 
 /* A text argument that must not be NULL ("what" names it in the error). */
 extern char *tunnel_arg_text(FunctionCallInfo fcinfo, int argno,
@@ -115,4 +138,4 @@ extern int	tunnel_spi_check(int rc);
 extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,
 						   Datum *values, const char *nulls);
 
-#endif							/* TUNNEL_SQLAPI_H */
+#endif							/* TUNNEL_API_H */

@@ -1,16 +1,18 @@
 /*-------------------------------------------------------------------------
  *
- * functions.c
- *	  SQL-callable API: validation, key generation and catalog writes.
+ * api_tunnel.c
+ *	  SQL API of a tunnel as a whole: tunnel_create, tunnel_alter,
+ *	  tunnel_enable/disable, tunnel_drop, tunnel_public_key and
+ *	  tunnel_check_setup.
  *
  * Everything is checked before anything is written, so a bad argument
  * changes nothing.  Writes happen in the caller's transaction; the worker
- * learns of them at commit (catalog.c).
+ * learns of them at commit (catalog.c) and disturbs only what changed
+ * (worker.c, catalog_session_differs).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
 
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -19,12 +21,18 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
+#include "api.h"
+#include "api_forward.h"
 #include "catalog.h"
 #include "keys.h"
-#include "sqlapi.h"
-#include "topology.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
+
+static Datum
+opt_datum(char *s)
+{
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
 
 PG_FUNCTION_INFO_V1(tunnel_check_setup);
 
@@ -247,5 +255,156 @@ tunnel_drop(PG_FUNCTION_ARGS)
 		tunnel_notice_changed_lines(via, &via_before);
 		SPI_finish();
 	}
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(tunnel_alter);
+
+/*
+ * tunnel_alter(name, ssh_host, ssh_port, ssh_user, remote_host, remote_port,
+ *				local_port, host_key_fingerprint): NULL keeps a value.
+ */
+Datum
+tunnel_alter(PG_FUNCTION_ARGS)
+{
+	char	   *name = tunnel_arg_text(fcinfo, 0, "tunnel name");
+	char	   *ssh_host = tunnel_arg_optional_text(fcinfo, 1);
+	char	   *ssh_user = tunnel_arg_optional_text(fcinfo, 3);
+	char	   *remote_host = tunnel_arg_optional_text(fcinfo, 4);
+	char	   *fingerprint = tunnel_arg_optional_text(fcinfo, 7);
+	bool		target_given = remote_host || !PG_ARGISNULL(5) || !PG_ARGISNULL(6);
+	bool		new_bastion;
+	bool		forget_host_key;
+	const char *reason;
+	TunnelRow cur;
+	Oid			types[8] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, BOOLOID,
+	BOOLOID};
+	Datum		values[8];
+	char		nulls[8];
+	char	   *via;
+	TunnelLines before;
+	TunnelLines via_before = {0};
+
+	if (ssh_host)
+		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
+	if (!PG_ARGISNULL(2))
+		tunnel_arg_port(fcinfo, 2, "ssh_port");
+	if (ssh_user)
+		tunnel_check_arg(validate_user(ssh_user, &reason), &reason, "ssh_user", ssh_user);
+	if (remote_host)
+		tunnel_check_arg(validate_host(remote_host, &reason), &reason, "remote_host", remote_host);
+	if (!PG_ARGISNULL(5))
+		tunnel_arg_port(fcinfo, 5, "remote_port");
+	if (!PG_ARGISNULL(6))
+		tunnel_check_local_port(PG_GETARG_INT32(6));
+	if (fingerprint)
+		fingerprint = tunnel_check_host_key_pins(fingerprint);
+
+	SPI_connect();
+	/* As tunnel_create: two changes cannot take the same port. */
+	tunnel_lock_ports();
+	tunnel_lock_row(name, &cur);
+	via = cur.via;
+	/* Its targets are in its line; its bastion is in its jump tunnel's. */
+	tunnel_lines_before(name, &before);
+	if (via)
+		tunnel_lines_before(via, &via_before);
+	if (target_given && cur.nforwards != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tunnel \"%s\" has %d forwards", name, cur.nforwards),
+				 errdetail("remote_host, remote_port and local_port of tunnel_alter apply to a tunnel with one forward."),
+				 errhint("Use tunnel_forward_add and tunnel_forward_drop to change the forwards one by one.")));
+	if (!PG_ARGISNULL(6))
+		tunnel_require_port_free(PG_GETARG_INT32(6), name);
+
+	/*
+	 * Another bastion has another host key: unless one is given, the next
+	 * connection records it anew rather than failing on the old one.
+	 */
+	new_bastion = (ssh_host && strcmp(ssh_host, cur.ssh_host) != 0) ||
+		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != cur.ssh_port);
+	forget_host_key = new_bastion && fingerprint == NULL &&
+		cur.host_key_fingerprint != NULL;
+	if (forget_host_key)
+		ereport(NOTICE,
+				(errmsg("the host key of the new bastion will be recorded on the first connection"),
+				 errhint("Pass host_key_fingerprint to pin it instead.")));
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = opt_datum(ssh_host);
+	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : Int32GetDatum(PG_GETARG_INT32(2));
+	values[3] = opt_datum(ssh_user);
+	values[4] = opt_datum(fingerprint);
+	values[5] = BoolGetDatum(forget_host_key);
+	values[6] = BoolGetDatum(fingerprint != NULL);
+	memcpy(nulls, "       ", 8);
+	nulls[1] = ssh_host ? ' ' : 'n';
+	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+	nulls[3] = ssh_user ? ' ' : 'n';
+	nulls[4] = fingerprint ? ' ' : 'n';
+	tunnel_spi_run("UPDATE tunnel_ssh.tunnel SET "
+				   "  ssh_host = coalesce($2, ssh_host), "
+				   "  ssh_port = coalesce($3, ssh_port), "
+				   "  ssh_user = coalesce($4, ssh_user), "
+				   "  host_key_fingerprint = CASE WHEN $7 THEN $5 "
+				   "    WHEN $6 THEN NULL ELSE host_key_fingerprint END, "
+				   "  host_key_pinned = CASE WHEN $7 THEN true "
+				   "    WHEN $6 THEN false ELSE host_key_pinned END "
+				   "WHERE name = $1",
+				   7, types, values, nulls);
+
+	if (target_given)
+	{
+		/* Foreign servers follow a new local port (tunnel_ssh.server). */
+		types[1] = TEXTOID;
+		types[2] = INT4OID;
+		types[3] = INT4OID;
+		values[1] = opt_datum(remote_host);
+		values[2] = PG_ARGISNULL(5) ? (Datum) 0 : Int32GetDatum(PG_GETARG_INT32(5));
+		values[3] = PG_ARGISNULL(6) ? (Datum) 0 : Int32GetDatum(PG_GETARG_INT32(6));
+		nulls[1] = remote_host ? ' ' : 'n';
+		nulls[2] = PG_ARGISNULL(5) ? 'n' : ' ';
+		nulls[3] = PG_ARGISNULL(6) ? 'n' : ' ';
+		tunnel_spi_run("UPDATE tunnel_ssh.forward SET "
+					   "  remote_host = coalesce($2, remote_host), "
+					   "  remote_port = coalesce($3, remote_port), "
+					   "  local_port = coalesce($4, local_port) "
+					   "WHERE tunnel = $1",
+					   4, types, values, nulls);
+	}
+	tunnel_notice_changed_lines(name, &before);
+	if (via)
+		tunnel_notice_changed_lines(via, &via_before);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+static void
+set_enabled(FunctionCallInfo fcinfo, bool enabled)
+{
+	(void) tunnel_for_existing(fcinfo,
+							   enabled ?
+							   "UPDATE tunnel_ssh.tunnel SET enabled = true WHERE name = $1 RETURNING name" :
+							   "UPDATE tunnel_ssh.tunnel SET enabled = false WHERE name = $1 RETURNING name",
+							   false);
+}
+
+PG_FUNCTION_INFO_V1(tunnel_disable);
+
+/* Close the port and the session; keep the definition and the keys. */
+Datum
+tunnel_disable(PG_FUNCTION_ARGS)
+{
+	set_enabled(fcinfo, false);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(tunnel_enable);
+
+Datum
+tunnel_enable(PG_FUNCTION_ARGS)
+{
+	set_enabled(fcinfo, true);
 	PG_RETURN_VOID();
 }

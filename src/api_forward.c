@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * topology.c
- *	  Several forwards behind one tunnel, and foreign servers made for them.
+ * api_forward.c
+ *	  SQL API of forwards and the foreign servers made for them:
+ *	  tunnel_forward_add/drop, tunnel_server_create, tunnel_server_follow_port.
  *
  * A tunnel is a bastion, an account and a key; each forward is a target
  * behind it with a local port, carried by the same SSH session.  The
@@ -23,8 +24,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
-#include "sqlapi.h"
-#include "topology.h"
+#include "api.h"
+#include "api_forward.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
 

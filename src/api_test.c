@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * probe.c
+ * api_test.c
  *	  tunnel_test(name): walk the path of a tunnel step by step from the
  *	  calling backend and say, at the first step that fails, what to fix.
  *
@@ -44,7 +44,7 @@
 #include "keys.h"
 #include "methods.h"
 #include "session.h"
-#include "sqlapi.h"
+#include "api.h"
 #include "tunnel_ssh.h"
 
 #define PROBE_TIMED_OUT		(-1000)		/* not a libssh2 error code */

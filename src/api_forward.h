@@ -1,12 +1,12 @@
 /*-------------------------------------------------------------------------
  *
- * topology.h
+ * api_forward.h
  *	  Forwards and foreign servers of a tunnel.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef TUNNEL_TOPOLOGY_H
-#define TUNNEL_TOPOLOGY_H
+#ifndef TUNNEL_API_FORWARD_H
+#define TUNNEL_API_FORWARD_H
 
 /*
  * Within SPI: refuse to drop a tunnel that foreign servers made by
@@ -14,4 +14,4 @@
  */
 extern void tunnel_drop_servers(const char *tunnel, bool cascade);
 
-#endif							/* TUNNEL_TOPOLOGY_H */
+#endif							/* TUNNEL_API_FORWARD_H */
