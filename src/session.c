@@ -147,6 +147,7 @@ struct TunnelSession
 	TimestampTz last_recv;		/* any byte from the bastion */
 	uint64		recv_calls;		/* reads from the socket that got bytes */
 	bool		sock_empty;		/* a read found it empty; not readable since */
+	int			leftover_passes;	/* in a row, see pass() */
 	TimestampTz keepalive_started;
 	int			failures;		/* consecutive failed attempts */
 	bool		penalised;		/* the last failure was one sshd penalises */
@@ -1525,10 +1526,11 @@ step_auth(TunnelSession *s)
 /*
  * Pull whatever the bastion sent into libssh2's queues, through the keepalive
  * channel or any channel that can still receive; with none, opening the
- * channel does the reading.
+ * keepalive channel does the reading (when the bastion sent something:
+ * open_keepalive).
  */
 static void
-drain(TunnelSession *s)
+drain(TunnelSession *s, bool open_keepalive)
 {
 	dlist_iter	iter;
 	int			rc;
@@ -1559,7 +1561,8 @@ drain(TunnelSession *s)
 			tunnel_session_fail(s, ssh_error(s));
 		return;
 	}
-	if (s->keepalive_phase == KEEPALIVE_NONE && s->opener == NULL)
+	if (open_keepalive && s->keepalive_phase == KEEPALIVE_NONE &&
+		s->opener == NULL)
 		s->keepalive_phase = KEEPALIVE_OPENING;
 }
 
@@ -1645,12 +1648,21 @@ pass(TunnelSession *s)
 	dlist_mutable_iter iter;
 	bool		progress = false;
 	uint64		recv_calls;
+	bool		leftover;
 
+	/*
+	 * First everything the socket and libssh2's buffer hold goes into the
+	 * channels' queues: a call that waits for one packet (an open, the
+	 * keepalive's request) returns as soon as it has it and leaves what came
+	 * with it in libssh2's buffer, where no channel's poll sees it and no
+	 * socket event announces it.  (Not while another's send is stalled and
+	 * the socket has nothing new: a read may have to send, see the header.)
+	 */
 	s->writable = false;
-	if (s->readable)
+	if (s->readable || s->send_owner == NULL)
 	{
+		drain(s, s->readable);
 		s->readable = false;
-		drain(s);
 	}
 
 	/* The holder of a stalled send goes first, so the others can follow. */
@@ -1680,7 +1692,16 @@ pass(TunnelSession *s)
 		fail(s, s->fail_state, s->fail_message);
 		return;
 	}
-	if (progress || s->recv_calls != recv_calls)
+	/*
+	 * And if the last read of the turns stopped at a packet it waited for
+	 * rather than at an empty socket, more may be buffered behind it: one
+	 * more pass drains it.  Bounded, in case no call of the next pass reads.
+	 */
+	leftover = s->send_owner == NULL &&
+		!(libssh2_session_block_directions(s->ssh) & LIBSSH2_SESSION_BLOCK_INBOUND);
+	s->leftover_passes = leftover ? s->leftover_passes + 1 : 0;
+	if (progress || s->recv_calls != recv_calls ||
+		(leftover && s->leftover_passes <= 2))
 		tunnel_session_mark_dirty(s);
 	if (s->primary == NULL)
 		dispatch_opens(s);
