@@ -19,9 +19,10 @@
  * The provider is loaded in the worker only, and libssh2's implicit fetch
  * of "AES-128-CTR" (and 192, 256) finds it through a default property
  * preference ("?provider=..."), which leaves every other algorithm as it
- * was.  It is not loaded with a libssh2 that crypts whole packets (1.11 and
- * later), under a FIPS configuration, or if it does not produce exactly what
- * OpenSSL's AES-CTR produces when checked at start.
+ * was.  It is not built or loaded with libssh2 1.11 and later (which
+ * negotiates AES-GCM, and where the DBA is not asked to choose a replaced
+ * cipher), under a FIPS configuration, or if it does not produce exactly
+ * what OpenSSL's AES-CTR produces when checked at start.
  *
  * The provider's functions (contexts, init, update, params) run inside
  * OpenSSL, called from libssh2: they must not ereport or palloc.  Only
@@ -486,7 +487,7 @@ tunnel_keystream_install(void)
 	OSSL_PROVIDER *prov = NULL;
 	const char *why = NULL;
 
-	/* 1.11 crypts whole packets: OpenSSL's AES-CTR is then fast as it is. */
+	/* Only for 1.10 (see the file header), whatever library is loaded. */
 	if (libssh2_version(0x010b00) != NULL)
 		return false;
 	/* A FIPS configuration keeps its validated implementations. */
