@@ -239,8 +239,10 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 		if (SPI_processed != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("tunnel \"%s\" has %d forwards", tunnel,
-							(int) SPI_processed),
+					 errmsg_plural("tunnel \"%s\" has %d forward",
+								   "tunnel \"%s\" has %d forwards",
+								   (int) SPI_processed,
+								   tunnel, (int) SPI_processed),
 					 errhint("Pass local_port to say which forward the server is for.")));
 		local_port = atoi(SPI_getvalue(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1));

@@ -312,7 +312,9 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	if (target_given && cur.nforwards != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("tunnel \"%s\" has %d forwards", name, cur.nforwards),
+				 errmsg_plural("tunnel \"%s\" has %d forward",
+							   "tunnel \"%s\" has %d forwards",
+							   cur.nforwards, name, cur.nforwards),
 				 errdetail("remote_host, remote_port and local_port of tunnel_alter apply to a tunnel with one forward."),
 				 errhint("Use tunnel_forward_add and tunnel_forward_drop to change the forwards one by one.")));
 	if (!PG_ARGISNULL(6))
