@@ -32,7 +32,8 @@ CREATE TRIGGER host_key_changed
 	BEFORE UPDATE OF host_key_fingerprint ON tunnel_ssh.tunnel
 	FOR EACH ROW EXECUTE FUNCTION tunnel_ssh.host_key_changed();
 
--- Status: the methods each session negotiated.
+-- Status: the methods each session negotiated, and the extra sessions
+-- (lanes) a tunnel has open while opens wait on its own.
 DROP VIEW tunnel_ssh.status;
 DROP FUNCTION @extschema@.tunnel_status();
 CREATE FUNCTION @extschema@.tunnel_status(
@@ -55,7 +56,8 @@ CREATE FUNCTION @extschema@.tunnel_status(
 	OUT kex text,
 	OUT host_key_algorithm text,
 	OUT cipher text,
-	OUT mac text)
+	OUT mac text,
+	OUT extra_sessions int)
 RETURNS SETOF record
 	LANGUAGE C STRICT VOLATILE
 	AS 'MODULE_PATHNAME', 'tunnel_status';

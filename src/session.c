@@ -563,6 +563,8 @@ static void
 drop_lane(TunnelSession *lane)
 {
 	lane->primary->nlanes--;
+	tunnel_status_set_extra_sessions(lane->primary->slot,
+									 lane->primary->nlanes);
 	dlist_delete(&lane->lane_node);
 	tunnel_session_destroy(lane);
 }
@@ -616,6 +618,7 @@ start_lane(TunnelSession *p)
 	lane->authed_next = p->authed_next;
 	dlist_push_tail(&p->lanes, &lane->lane_node);
 	p->nlanes++;
+	tunnel_status_set_extra_sessions(p->slot, p->nlanes);
 	ereport(DEBUG1,
 			(errmsg("tunnel \"%s\": opening extra session %d to %s port %d",
 					p->def->name, p->nlanes, p->def->ssh_host,

@@ -54,6 +54,7 @@ struct TunnelStatusSlot
 	char		via[TUNNEL_NAME_MAXLEN + 1];
 	char		last_error[TUNNEL_ERROR_MAXLEN];
 	TunnelMethods methods;		/* of the session, empty when none */
+	int			extra_sessions; /* lanes open or opening (session.c) */
 
 	pg_atomic_uint64 attempts;
 	TunnelCounters counters;
@@ -239,6 +240,7 @@ tunnel_status_acquire(const char *name)
 		slot->via[0] = '\0';
 		slot->last_error[0] = '\0';
 		memset(&slot->methods, 0, sizeof(slot->methods));
+		slot->extra_sessions = 0;
 		SpinLockRelease(&slot->mutex);
 		pg_atomic_write_u64(&slot->attempts, 0);
 		reset_counters(&slot->counters);
@@ -438,6 +440,16 @@ tunnel_status_set_methods(TunnelStatusSlot *slot, const TunnelMethods *methods)
 }
 
 void
+tunnel_status_set_extra_sessions(TunnelStatusSlot *slot, int n)
+{
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->extra_sessions = n;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
 tunnel_status_set_key(TunnelStatusSlot *slot, const char *fingerprint)
 {
 	if (slot == NULL)
@@ -540,8 +552,8 @@ tunnel_status(PG_FUNCTION_ARGS)
 	{
 		TunnelStatusSlot *slot = &shared->slots[i];
 		TunnelStatusSlot copy;
-		Datum		values[20];
-		bool		nulls[20] = {0};
+		Datum		values[21];
+		bool		nulls[21] = {0};
 
 		if (!slot->in_use)
 			continue;
@@ -570,6 +582,7 @@ tunnel_status(PG_FUNCTION_ARGS)
 		values[17] = text_or_null(copy.methods.host_key, &nulls[17]);
 		values[18] = text_or_null(copy.methods.cipher, &nulls[18]);
 		values[19] = text_or_null(copy.methods.mac, &nulls[19]);
+		values[20] = Int32GetDatum(copy.extra_sessions);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

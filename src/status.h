@@ -52,6 +52,8 @@ extern void tunnel_status_set_host_key(TunnelStatusSlot *slot,
 struct TunnelMethods;
 extern void tunnel_status_set_methods(TunnelStatusSlot *slot,
 									  const struct TunnelMethods *methods);
+/* How many extra sessions (lanes) the tunnel has open or opening. */
+extern void tunnel_status_set_extra_sessions(TunnelStatusSlot *slot, int n);
 extern void tunnel_status_set_key(TunnelStatusSlot *slot,
 								  const char *fingerprint);
 extern void tunnel_status_set_definition(TunnelStatusSlot *slot,

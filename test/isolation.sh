@@ -76,13 +76,14 @@ for i in $(seq 1 20); do
   psql_via $FA "SELECT 1" >/dev/null || lat+=(99999)
   lat+=($(( $(now_ms) - q0 )))
   sleep 0.2
-  [ $i = 12 ] && cw=$(close_wait $FB)
+  [ $i = 12 ] && cw=$(close_wait $FB) && lanes=$(lsql "SELECT extra_sessions FROM tunnel_status() WHERE name = 't'")
 done
 max=$(printf '%s\n' "${lat[@]}" | sort -n | tail -1)
 avg=$(printf '%s\n' "${lat[@]}" | awk '{ s += $1 } END { printf "%.0f", s / NR }')
 echo "# 20 new connections to the healthy forward while 3-4 opens to $DARK were pending: avg $avg ms, worst $max ms"
 check "1. new connections to the healthy forward are served (worst < 2 s)" test "$max" -lt 2000
 check "1. a client that gave up left the queue at once (no CLOSE-WAIT socket)" test "$cw" = 0
+check "1. tunnel_status shows the extra sessions that served them ($lanes)" test "$lanes" -ge 1
 wait_done() { for i in 1 2 3 4; do [ -s dark$i.res ] || return 1; done; }
 wait_for $(( CONNECT_TIMEOUT + 10 )) wait_done
 answered=0
@@ -140,6 +141,8 @@ check "1. within keepalive_interval x keepalive_count + 4 s" test $detect -lt $(
 kill -CONT $sessions; kill $sessions 2>/dev/null
 check "1. reconnected" wait_state t connected 20
 check "1. queries work again" wait_for 10 query_ok $FA
+check "1. the lanes went with the lost session (extra_sessions 0)" \
+  test "$(lsql "SELECT extra_sessions FROM tunnel_status() WHERE name = 't'")" = 0
 
 # --- 2. two COPY TO and two COPY FROM with pgbench beside, byte-exact ---
 pq "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 4) AS v FROM generate_series(1, 150000) g"
