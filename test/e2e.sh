@@ -360,6 +360,16 @@ lsql "SELECT tunnel_drop('main')" >/dev/null
 sleep 1
 check "tunnel_drop closes the port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54321) 2>/dev/null"
 
+# --- a clean shutdown says goodbye to the bastion ---
+lsql "SELECT tunnel_create('bye', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', local_port => 54323)" >> sshd/authorized_keys
+check "tunnel bye connected" wait_state bye connected 15
+before=$(grep -c 'Received disconnect.*tunnel closed' sshd/log)
+$B/pg_ctl -D local stop -m fast -w >/dev/null
+bye() { [ "$(grep -c 'Received disconnect.*tunnel closed' sshd/log)" -gt "$before" ]; }
+check "server stopped (SIGTERM to the worker): sshd logs the tunnel's disconnect message" wait_for 5 bye
+grep -m1 "tunnel_ssh worker shutting down" -A1 local.log | sed 's/^/# log: /'
+check "the worker logged its shutdown" grep -q "tunnel_ssh worker shutting down" local.log
+
 echo "# worker log lines with key material: $(grep -c 'PRIVATE KEY' local.log)"
 check "no private key in the server log" test "$(grep -c 'PRIVATE KEY' local.log)" = 0
 echo "1..$((pass+fail))"
