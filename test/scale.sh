@@ -185,12 +185,35 @@ over=40
 nhold=$(( fd_limit - fds3 + over ))
 echo "# beyond the limit: $nhold clients holding a connection 60 s (the worker has files for $(( fd_limit - fds3 )))"
 log0=$(grep -cE "$accept_re" local.log)
-hold=()
-for i in $(seq 1 "$nhold"); do
-  timeout 120 psql -X -h 127.0.0.1 -p $(( BASE_PORT + 1 + i % NTUNNELS )) -d postgres -Atc "SELECT 'held' FROM pg_sleep(60)" \
-    > "bench/hold$i.out" 2>&1 &
-  hold+=($!)
-done
+# One process holds them all: starting hundreds of psql processes took
+# longer than the 60 s they hold on a loaded machine, so the limit was never
+# reached.  Each client logs in (trust), asks for SELECT 'held' after 60 s
+# and counts as served when that row and the ReadyForQuery after it arrive.
+cat > hold.pl <<'PERL'
+use strict; use IO::Socket::INET; use IO::Select;
+my ($n, $base, $ntunnels, $user, $secs) = @ARGV;
+my (%buf, %done); my $sel = IO::Select->new;
+for my $i (1 .. $n) {
+  my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $base + 1 + $i % $ntunnels)
+    or do { print STDERR "connect $i: $!\n"; next };
+  my $params = "user\0$user\0database\0postgres\0\0";
+  my $q = "SELECT 'held' FROM pg_sleep(60)\0";
+  syswrite $c, pack('NN', 8 + length($params), 196608) . $params . 'Q' . pack('N', 4 + length($q)) . $q;
+  $sel->add($c); $buf{$c} = '';
+}
+my $end = time + $secs;
+while ($sel->count && time < $end) {
+  for my $c ($sel->can_read(1)) {
+    my $r = sysread($c, my $chunk, 65536);
+    if (!$r) { $sel->remove($c); close $c; next; }
+    $buf{$c} .= $chunk;
+    if ($buf{$c} =~ /\0\0\0\x04held.*Z\0\0\0\x05I/s) { $done{$c} = 1; $sel->remove($c); close $c; }
+  }
+}
+printf "served %d of %d\n", scalar(keys %done), $n;
+PERL
+perl hold.pl "$nhold" "$BASE_PORT" "$NTUNNELS" "$(id -un)" 150 > bench/hold.out 2>&1 &
+holder=$!
 full=0
 for _ in $(seq 1 300); do       # until the worker has no file left (bound: 60 s)
   [ "$(ls /proc/$wpid/fd | wc -l)" -ge $(( fd_limit - 2 )) ] && { full=1; break; }
@@ -201,11 +224,10 @@ sleep 2
 c1=$(awk '{print $14 + $15}' /proc/$wpid/stat); l1=$(grep -cE "$accept_re" local.log)
 tick=$(getconf CLK_TCK)
 echo "# at the limit (reached: $full): open files $(ls /proc/$wpid/fd | wc -l)/$fd_limit, worker CPU $(( (c1 - c0) * 100 / tick / 2 ))% of a core over 2 s, $(( l1 - l0 )) accept-error lines in those 2 s"
-hold_failed=0 hold_timeout=0
-for p in "${hold[@]}"; do wait "$p"; rc=$?; [ $rc = 124 ] && hold_timeout=$((hold_timeout+1)); [ $rc = 0 ] || hold_failed=$((hold_failed+1)); done
-hold_ok=$(cat bench/hold*.out | grep -c '^held$')
+wait $holder
+hold_ok=$(awk '/^served/ {print $2}' bench/hold.out)
 accept_lines=$(( $(grep -cE "$accept_re" local.log) - log0 ))
-echo "# beyond the limit: $hold_ok of $nhold clients served, $hold_failed failed ($hold_timeout timed out); accept-error lines in the log: $accept_lines"
+echo "# beyond the limit: $(grep -v '^served' bench/hold.out | head -3 | tr '\n' ' ')$hold_ok of $nhold clients served within 150 s; accept-error lines in the log: $accept_lines"
 grep -E "$accept_re" local.log | sed 's/^[^]]*\] //' | sort | uniq -c | head -3 | sed 's/^/#   /'
 ls -l local.log | awk '{print "# server log size: " $5 " bytes"}'
 # Keep the disk: a flood of those lines can reach hundreds of MB.
