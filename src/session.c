@@ -384,14 +384,14 @@ close_connection(TunnelSession *s, bool polite)
 	s->opener = NULL;
 	tunnel_status_set_methods(s->slot, NULL);
 
+	/* Blocking, libssh2 waits for the socket itself: let it read. */
+	s->sock_empty = false;
 	if (s->ssh)
 	{
 		if (polite && s->phase == PHASE_READY)
 			(void) libssh2_session_disconnect(s->ssh, "tunnel closed");
 		if (s->sock != PGINVALID_SOCKET)
 			(void) shutdown(s->sock, SHUT_RDWR);
-		/* Blocking, libssh2 waits for the socket itself: let it read. */
-		s->sock_empty = false;
 		libssh2_session_set_blocking(s->ssh, 1);
 		(void) libssh2_session_free(s->ssh);
 		s->ssh = NULL;
@@ -403,7 +403,6 @@ close_connection(TunnelSession *s, bool polite)
 		s->sock = PGINVALID_SOCKET;
 	}
 	s->readable = s->writable = false;
-	s->sock_empty = false;
 }
 
 /*
