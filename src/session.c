@@ -98,10 +98,13 @@ typedef enum KeepalivePhase
 /* After a lane failed to connect, the next one waits this long. */
 #define LANE_RETRY_MS		5000
 /*
- * An open in flight this long, and LANE_WAIT_FACTOR times the usual time of
- * the tunnel's opens, gets a new lane started beside it (at most
- * LANE_WAIT_MAX_MS): on a busy machine every open takes longer, and lanes
- * started then would only add logins to the load.
+ * An open in flight this long, or a client waiting this long behind the
+ * opens, and LANE_WAIT_FACTOR times the usual time of the tunnel's opens,
+ * gets a new lane started beside it (at most LANE_WAIT_MAX_MS): on a busy
+ * machine every open takes longer, and lanes started for one slow open would
+ * only add logins to the load.  A burst of clients is another matter: one
+ * session answers its opens one after the other, so the last of 500 would
+ * wait for 499 round trips through a busy bastion.
  */
 #define LANE_WAIT_MS		200
 #define LANE_WAIT_FACTOR	8
@@ -768,6 +771,7 @@ dispatch_opens(TunnelSession *p)
 	bool		want_lane = false;
 	bool		connecting;
 	long		wait_ms;
+	TimestampTz since = now;
 
 	if (p->phase != PHASE_READY || busy == NULL)
 		return;
@@ -782,7 +786,9 @@ dispatch_opens(TunnelSession *p)
 		lane = free_lane(p, &connecting);
 		if (lane == NULL)
 		{
+			/* The first one left waiting is the longest waiting. */
 			want_lane = true;
+			since = channel_waiting_since(f);
 			break;
 		}
 		dlist_delete(iter.cur);
@@ -797,12 +803,15 @@ dispatch_opens(TunnelSession *p)
 		return;
 	wait_ms = Min(Max(LANE_WAIT_MS, LANE_WAIT_FACTOR * p->open_ms),
 				  LANE_WAIT_MAX_MS);
-	if (channel_open_since(busy) != 0 &&
-		now - channel_open_since(busy) < (TimestampTz) wait_ms * 1000)
+	if (channel_open_since(busy) != 0)
 	{
-		/* Most opens are answered in a round trip: give this one time. */
-		p->dispatch_at = channel_open_since(busy) + (TimestampTz) wait_ms * 1000;
-		return;
+		since = Min(since, channel_open_since(busy));
+		if (now - since < (TimestampTz) wait_ms * 1000)
+		{
+			/* Most opens are answered in a round trip: give them time. */
+			p->dispatch_at = since + (TimestampTz) wait_ms * 1000;
+			return;
+		}
 	}
 	start_lane(p);
 }
