@@ -56,12 +56,21 @@ cleanup() {
 trap cleanup EXIT
 [ $# -gt 0 ] || set -- regress $SUITES
 
+# Every suite runs in a network namespace of its own, with only a loopback:
+# the ports it picks are free whatever listens on this machine, nothing it
+# starts can reach another address, and its set-up (routes, veth pairs)
+# leaves the machine's own network untouched.
+in_own_network() {
+  unshare --net bash -c "ip link set lo up || exit 1
+$1"
+}
+
 regress() {
   # SQL behaviour, in a temporary instance with the module preloaded.
   mkdir -p "$work/regress"
   cp -r "$repo/Makefile" "$repo/tunnel_ssh.control" "$repo/sql" "$repo/expected" "$repo/test" "$work/regress/"
   chown -R "$user" "$work/regress"
-  if ! su "$user" -c "cd $work/regress && make -s installcheck NO_PGXS_BUILD=1 REGRESS_OPTS='--inputdir=. --outputdir=results --temp-instance=$work/regress/tmp --temp-config=test/regress.conf --port=55499 --dbname=contrib_regression'"; then
+  if ! in_own_network "su $user -c \"cd $work/regress && make -s installcheck NO_PGXS_BUILD=1 REGRESS_OPTS='--inputdir=. --outputdir=results --temp-instance=$work/regress/tmp --temp-config=test/regress.conf --port=55499 --dbname=contrib_regression'\""; then
     cat "$work/regress/results/regression.diffs" 2>/dev/null || true
     return 1
   fi
@@ -79,20 +88,18 @@ for suite in "$@"; do
   mkdir -p "$work/$suite"
   chown "$user" "$work/$suite"
   cp "$repo/test/lib.sh" "$repo/test/$suite.sh" "$work/$suite/"
+  setup=: teardown=:
   if [ -f "$repo/test/$suite.root.sh" ]; then
     root_teardown="$repo/test/$suite.root.sh teardown $work/$suite $user"
-    if ! bash "$repo/test/$suite.root.sh" setup "$work/$suite" "$user"; then
-      failed+=("$suite")
-      bash $root_teardown || true
-      root_teardown=
-      continue
-    fi
+    setup="bash $repo/test/$suite.root.sh setup $work/$suite $user"
+    teardown="bash $root_teardown"
   fi
-  su "$user" -c "bash $work/$suite/$suite.sh $work/$suite" || failed+=("$suite")
-  if [ -n "$root_teardown" ]; then
-    bash $root_teardown || true
-    root_teardown=
-  fi
+  in_own_network "if ! $setup; then $teardown; exit 1; fi
+rc=0
+su $user -c 'bash $work/$suite/$suite.sh $work/$suite' || rc=1
+$teardown || true
+exit \$rc" || failed+=("$suite")
+  root_teardown=
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED suites: ${failed[*]}"
