@@ -110,6 +110,9 @@ harness_start() {
 # one left running would block every later run.
 exec 8>&- 9>&-
 trap cleanup EXIT
+# A run cut short (CI's timeout, ^C) stops them too: an untrapped signal
+# would end the shell without its EXIT trap.
+trap 'exit 143' TERM INT HUP
 $B/initdb -D private -A trust >/dev/null
 $B/initdb -D local -A trust >/dev/null
 cat >> private/postgresql.conf <<C

@@ -54,6 +54,9 @@ cleanup() {
   restore_machine
 }
 trap cleanup EXIT
+# Cut short, it cleans up once the running suite has stopped its servers
+# (bash runs the trap when its foreground child ends), not under it.
+trap 'exit 143' TERM INT HUP
 [ $# -gt 0 ] || set -- regress $SUITES
 
 # Every suite runs in a network namespace of its own, with only a loopback:
@@ -61,7 +64,8 @@ trap cleanup EXIT
 # starts can reach another address, and its set-up (routes, veth pairs)
 # leaves the machine's own network untouched.
 in_own_network() {
-  unshare --net bash -c "ip link set lo up || exit 1
+  unshare --net bash -c "trap : TERM INT HUP
+ip link set lo up || exit 1
 $1"
 }
 
