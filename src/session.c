@@ -103,8 +103,9 @@ typedef enum KeepalivePhase
  * gets a new lane started beside it (at most LANE_WAIT_MAX_MS): on a busy
  * machine every open takes longer, and lanes started for one slow open would
  * only add logins to the load.  A burst of clients is another matter: one
- * session answers its opens one after the other, so the last of 500 would
- * wait for 499 round trips through a busy bastion.
+ * session answers its opens one after the other, so over a long round trip
+ * the last of 100 waits 100 round trips.  (Where the CPU is what limits,
+ * lanes do not help: they share it.)
  */
 #define LANE_WAIT_MS		200
 #define LANE_WAIT_FACTOR	8
