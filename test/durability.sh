@@ -318,6 +318,4 @@ check "tunnel_create with via works after the update" grep -q "tunnel_ssh:u2$" <
 $B/pg_ctl -D upg stop -m fast -w >/dev/null
 
 echo "# suite time: $SECONDS s"
-echo "1..$((pass+fail))"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+suite_end

@@ -324,6 +324,4 @@ for n in 100 500; do
 done
 
 echo "# suite ran $(( $(date +%s) - suite_t0 )) s"
-echo "1..$((pass+fail))"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+suite_end

@@ -113,6 +113,9 @@ trap cleanup EXIT
 # A run cut short (CI's timeout, ^C) stops them too: an untrapped signal
 # would end the shell without its EXIT trap.
 trap 'exit 143' TERM INT HUP
+# A server process that crashes leaves a core in its data directory (where
+# the kernel's core_pattern is the default), for suite_end's backtrace.
+ulimit -c unlimited 2>/dev/null || true
 $B/initdb -D private -A trust >/dev/null
 $B/initdb -D local -A trust >/dev/null
 cat >> private/postgresql.conf <<C
@@ -152,4 +155,26 @@ LogLevel VERBOSE
 MaxStartups 200
 C
 start_sshd
+}
+
+# The end of every suite: no server process of the local server may have
+# died of a signal other than the SIGKILLs the faults suite sends itself.  A
+# crash the postmaster recovered from can leave every later check green,
+# so this check says what crashed, what the log said just before, and the
+# backtrace of any core; then the TAP plan and the summary.
+suite_end() {
+  local crashes core
+  crashes=$(grep -E 'terminated by signal' local.log 2>/dev/null | grep -v 'by signal 9:' || true)
+  if ! check "no server process crashed" test -z "$crashes"; then
+    printf '%s\n' "$crashes" | head -5 | sed 's/^/# /'
+    grep -B 30 -m 1 -E 'terminated by signal [^9]' local.log | sed 's/^/#   log: /'
+    for core in local/core*; do
+      [ -f "$core" ] && command -v gdb >/dev/null || continue
+      echo "# backtrace of $core:"
+      gdb -batch -q -ex 'bt 30' "$B/postgres" "$core" 2>&1 | grep -E '^#' | sed 's/^/#   /'
+    done
+  fi
+  echo "1..$((pass+fail))"
+  echo "$pass passed, $fail failed"
+  [ "$fail" -eq 0 ]
 }

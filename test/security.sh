@@ -417,6 +417,4 @@ if sshd_penalises; then
   check "the whole suite drew no penalty from the bastion's sshd (OpenSSH 9.8+)" test -z "$penalties"
 fi
 echo "# whole suite: $(( $(date +%s) - t_start )) s"
-echo "1..$((pass+fail))"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+suite_end

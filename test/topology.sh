@@ -178,6 +178,4 @@ lsql "SELECT tunnel_drop('multi', cascade => true)" >/dev/null 2>&1
 check "cascade drops the server too" \
   test "$(lsql "SELECT count(*) FROM pg_foreign_server WHERE srvname = 'multi_db'")" = 0
 
-echo "1..$((pass+fail))"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+suite_end
