@@ -4,6 +4,7 @@
 #   bash test/platform.sh trixie             regress and every suite there
 #   bash test/platform.sh forky e2e day2     only these
 #   bash test/platform.sh trixie --bench     the benchmark (bench/run.sh)
+#   bash test/platform.sh trixie --valgrind day2   suites under valgrind
 # trixie is Debian 13 (PostgreSQL 17, libssh2 1.11, OpenSSH 10.0), forky is
 # Debian testing (PostgreSQL 18, OpenSSH 10.6).  Inside, test/run-tests.sh
 # runs as it does on Debian 12: it installs that release's packages itself.
@@ -98,10 +99,14 @@ tar -C "$repo" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' 
 
 # --bench: the benchmark instead of test suites (bench/run.sh); its results
 # file comes back to this tree's bench/results.
+# --valgrind: the suites under valgrind (test/valgrind.sh).
 command=test/run-tests.sh
 if [ "${1:-}" = --bench ]; then
   shift
   command=bench/run.sh
+elif [ "${1:-}" = --valgrind ]; then
+  shift
+  command=test/valgrind.sh
 fi
 mapfile -t bench_env < <(env | grep -E '^BENCH_[A-Z_]+=' | grep -v '^BENCH_PLATFORM=' || true)
 echo "== $release: bash $command $*"
