@@ -153,9 +153,18 @@ build_open_message(TunnelChannel *f)
 	char		host[NI_MAXHOST] = "127.0.0.1";
 	char		port[NI_MAXSERV] = "0";
 
-	if (getpeername(f->client, (struct sockaddr *) &addr, &len) == 0)
-		(void) getnameinfo((struct sockaddr *) &addr, len, host, sizeof(host),
-						   port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	/*
+	 * A client on the Unix socket has no address (getnameinfo would read an
+	 * unset sun_path): it is sent as 127.0.0.1 port 0.
+	 */
+	if (getpeername(f->client, (struct sockaddr *) &addr, &len) == 0 &&
+		(addr.ss_family == AF_INET || addr.ss_family == AF_INET6) &&
+		getnameinfo((struct sockaddr *) &addr, len, host, sizeof(host),
+					port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+	{
+		strlcpy(host, "127.0.0.1", sizeof(host));
+		strlcpy(port, "0", sizeof(port));
+	}
 	initStringInfo(&buf);
 	put_string(&buf, f->remote_host);
 	put_uint32(&buf, (uint32) f->remote_port);
