@@ -1333,6 +1333,7 @@ check_host_key(TunnelSession *s)
 				 bare ? hostkeys_family_name(s->host_key_try) : "",
 				 bare ? " key" : "", hostkeys_rsa_note(expected, type));
 		fail(s, TUNNEL_STATE_HOST_KEY_MISMATCH, text);
+		pfree(shown);
 		pfree(seen);
 		return false;
 	}
@@ -1340,6 +1341,7 @@ check_host_key(TunnelSession *s)
 	{
 		/* A lane trusts only what its tunnel's session checked. */
 		fail(s, TUNNEL_STATE_UNREACHABLE, "bastion host key not known yet");
+		pfree(shown);
 		pfree(seen);
 		return false;
 	}
@@ -1363,6 +1365,7 @@ check_host_key(TunnelSession *s)
 		s->algorithm_unsaved = true;
 		s->host_key_save_at = 0;
 	}
+	pfree(shown);
 	pfree(seen);
 	return true;
 }
