@@ -315,6 +315,8 @@ catalog_load(bool *installed)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* The commit leaves TopMemoryContext current; the caller's comes back. */
+	MemoryContextSwitchTo(result_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return defs;
 }
@@ -545,6 +547,7 @@ catalog_servers_follow_host(const char *host)
 	Datum		values[1];
 	List	   *stale = NIL;
 	ListCell   *lc;
+	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	if (RecoveryInProgress())
 		return;
@@ -577,4 +580,5 @@ catalog_servers_follow_host(const char *host)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller_cxt);
 }

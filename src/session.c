@@ -2026,9 +2026,14 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 						  const char *remote_host, int remote_port,
 						  TunnelForwardSlot *forward_slot)
 {
-	TunnelChannel *f = channel_create(s, fd, remote_host, remote_port, s->slot,
-									  forward_slot);
 	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext old;
+	TunnelChannel *f;
+
+	/* The connection outlives the worker's round: it lives with s. */
+	old = MemoryContextSwitchTo(GetMemoryChunkContext(s));
+	f = channel_create(s, fd, remote_host, remote_port, s->slot, forward_slot);
+	MemoryContextSwitchTo(old);
 
 	dlist_push_tail(&s->channels, channel_node(f));
 

@@ -94,6 +94,7 @@ struct WorkerTunnel
 };
 
 static MemoryContext worker_cxt;
+static MemoryContext round_cxt;	/* emptied after every round of the loop */
 static List *tunnels = NIL;
 /* The listen settings the listeners were made with (listen_settings()). */
 static char *bound_address = NULL;
@@ -857,6 +858,16 @@ tunnel_worker_main(Datum main_arg)
 	keep_freed_heap();
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "tunnel_ssh worker",
 									   ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * Each round of the loop runs in a context of its own, emptied when the
+	 * round ends: what a round builds for itself (error texts, method lists,
+	 * SPI results) cannot pile up over months.  What outlives the round is
+	 * allocated in the context of its owner: a tunnel's sessions, channels and
+	 * listeners in the tunnel's (t->cxt), the tunnel list in worker_cxt.
+	 */
+	round_cxt = AllocSetContextCreate(worker_cxt, "tunnel_ssh worker round",
+									  ALLOCSET_DEFAULT_SIZES);
 	bound_address = listen_settings();
 	tunnel_status_release_all();
 	tunnel_status_set_worker_latch(MyLatch);
@@ -868,6 +879,7 @@ tunnel_worker_main(Datum main_arg)
 		uint64		generation;
 		long		timeout;
 
+		MemoryContextSwitchTo(round_cxt);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
@@ -925,6 +937,7 @@ tunnel_worker_main(Datum main_arg)
 				timeout = Max(until_poll, 0);
 		}
 		watch_wait(timeout, PG_WAIT_EXTENSION);
+		MemoryContextReset(round_cxt);
 	}
 }
 
