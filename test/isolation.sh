@@ -302,10 +302,16 @@ for n in 100 500; do
   t0=$(now_ms)
   # The time it takes is the machine's (500 backends start and fill their
   # socket buffers); what is checked is that every client gets its channel.
+  log_from=$(wc -l < local.log)
   check "5. $n clients that stop reading: every COPY is stuck writing" wait_for 240 all_stalled ||
     { pq "SELECT coalesce(state, '-'), coalesce(wait_event, '-'), left(query, 30), count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1, 2, 3" | sed 's/^/# private backends: /'
       echo "# client sockets of the worker with bytes queued: $(ss -Htn "( sport = :$FA )" | awk '$2 > 0 || $3 > 0' | wc -l) of $(ss -Htn "( sport = :$FA )" | wc -l)"
-      ss -Htn "( sport = :$FA )" | awk '$2 > 0 && $3 == 0' | head -3 | sed 's/^/#   unread by the worker: /'; }
+      # Closed by the worker (connect_timeout, a lost session): the client,
+      # which never reads, holds them half-closed.
+      echo "# client connections the worker closed: $(ss -Htn state close-wait "( dport = :$FA )" | wc -l)"
+      ss -Htn "( sport = :$FA )" | awk '$2 > 0 && $3 == 0' | head -3 | sed 's/^/#   unread by the worker: /'
+      echo "# tunnel: $(lsql "SELECT state || ', ' || extra_sessions || ' extra sessions, ' || connect_attempts || ' attempts, last_error: ' || coalesce(last_error, '') FROM tunnel_status() WHERE name = 't'")"
+      tail -n +"$log_from" local.log | grep -E 'tunnel "t"|terminated' | tail -8 | sed 's/^/#   log: /'; }
   echo "# $(backends) of $n COPYs stuck writing after $(since $t0) s"
   sleep 3
   held=$(rss_mb)
