@@ -11,6 +11,7 @@ OBJS = \
 	src/channel.o \
 	src/hostkeys.o \
 	src/keys.o \
+	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
 	src/session.o \

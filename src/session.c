@@ -8,7 +8,7 @@
  * deadline (tunnel_ssh.connect_timeout), so a bastion that hangs costs only
  * its own tunnel a timer, never anyone else a delay.
  *
- * Three libssh2 1.10 facts shape this file:
+ * These facts of libssh2 (1.10 and 1.11) shape this file:
  *
  * - A packet that could not be sent whole stays inside the session, and only
  *   the call that started it may finish it (any other send gets
@@ -32,10 +32,8 @@
  *   by sshd, success or failure, and consumed by libssh2) is the keepalive.  It
  *   needs no open slot.  Any bytes from the bastion count as life.
  *
- * - An open waits for the target's connect on the bastion.  So a tunnel
- *   may add a few extra sessions (lanes) to its bastion: a client whose
- *   open would wait behind another's goes to a lane with no open in flight,
- *   started on demand and closed when idle (see dispatch_opens).
+ * - An open waits for the target's connect on the bastion: lanes.c adds
+ *   extra sessions (lanes) for the clients that would wait behind it.
  *
  *-------------------------------------------------------------------------
  */
@@ -62,131 +60,11 @@
 #include "watch.h"
 #include "worker.h"
 
-/* The last time the bastion answered an open to one target. */
-typedef struct TargetAnswer
-{
-	char	   *host;
-	int			port;
-	TimestampTz at;
-} TargetAnswer;
+#include "session_internal.h"
 
-typedef enum SessionPhase
-{
-	PHASE_IDLE,					/* start an attempt at the next tick */
-	PHASE_RESOLVING,
-	PHASE_CONNECTING,
-	PHASE_HANDSHAKE,
-	PHASE_AUTH,
-	PHASE_READY,
-	PHASE_BACKOFF,
-	PHASE_DONE					/* a key check that has its answer */
-} SessionPhase;
-
-typedef enum KeepalivePhase
-{
-	KEEPALIVE_NONE,			/* no keepalive channel */
-	KEEPALIVE_OPENING,
-	KEEPALIVE_IDLE,			/* the channel is open */
-	KEEPALIVE_ASKING,		/* a request on it awaits its answer */
-	KEEPALIVE_CLOSING		/* the bastion closed it: free it */
-} KeepalivePhase;
-
-/* A pending open to a target older than this keeps others to it waiting. */
-#define SLOW_OPEN_MS		1000
-/* A lane with no channel for this long is closed. */
-#define LANE_IDLE_MS		10000
-/* After a lane failed to connect, the next one waits this long. */
-#define LANE_RETRY_MS		5000
-/*
- * An open in flight this long, or a client waiting this long behind the
- * opens, and LANE_WAIT_FACTOR times the usual time of the tunnel's opens,
- * gets a new lane started beside it (at most LANE_WAIT_MAX_MS): on a busy
- * machine every open takes longer, and lanes started for one slow open would
- * only add logins to the load.  A burst of clients is another matter: one
- * session answers its opens one after the other, so over a long round trip
- * the last of 100 waits 100 round trips.  (Where the CPU is what limits,
- * lanes do not help: they share it.)
- */
-#define LANE_WAIT_MS		200
-#define LANE_WAIT_FACTOR	8
-#define LANE_WAIT_MAX_MS	3000
 /* A host key that could not be written is tried again after this. */
 #define HOST_KEY_RETRY_MS	2000
 
-struct TunnelSession
-{
-	const TunnelDef *def;
-	TunnelStatusSlot *slot;
-	SessionPhase phase;
-
-	/* name resolution and TCP connect */
-	struct gaicb *gai;			/* asynchronous lookup under way */
-	struct addrinfo *addrs;
-	struct addrinfo *next_addr;
-	bool		addrs_from_gai; /* free with freeaddrinfo, via gai */
-	pgsocket	sock;
-	bool		tcp;			/* false: a socketpair to a jump session */
-	Watch		watch;
-	bool		readable;		/* socket reported readable since last pass */
-	bool		writable;
-
-	LIBSSH2_SESSION *ssh;
-	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
-	int			host_key_try;	/* family asked first for a bare pin */
-	bool		trying_next;	/* authenticating with the rotation's key */
-	bool		host_key_unsaved;	/* seen first, not yet in the catalog */
-	bool		algorithm_unsaved;	/* a bare pin's algorithm, learned */
-	char		host_key_algorithm[64]; /* it was negotiated with, or "" */
-	TimestampTz host_key_save_at;	/* next try to write it */
-
-	/* a key check only authenticates with the next key, then stops */
-	bool		key_check;
-	int			key_check_result;	/* 0 not yet, 1 accepted, -1 not */
-
-	/* timers */
-	TimestampTz deadline;		/* of the current connect phase */
-	TimestampTz retry_at;		/* end of backoff */
-	TimestampTz last_attempt;
-	TimestampTz lost_at;		/* when a ready session last failed, or 0 */
-	TimestampTz last_recv;		/* any byte from the bastion */
-	uint64		recv_calls;		/* reads from the socket that got bytes */
-	bool		sock_empty;		/* a read found it empty; not readable since */
-	int			leftover_passes;	/* in a row, see pass() */
-	TimestampTz keepalive_started;
-	int			failures;		/* consecutive failed attempts */
-	bool		penalised;		/* the last failure was one sshd penalises */
-
-	KeepalivePhase keepalive_phase;
-	LIBSSH2_CHANNEL *keepalive;
-
-	/* libssh2 arbitration (see file header) */
-	const void *send_owner;
-	SessionOp	owner_op;
-	const void *opener;
-
-	dlist_head	channels;
-	bool		dirty;
-	dlist_node	dirty_node;
-
-	/* lanes: extra sessions that take opens while this one's is busy */
-	TunnelSession *primary;		/* set on a lane: the tunnel's session */
-	dlist_head	lanes;			/* on the tunnel's session */
-	dlist_node	lane_node;
-	int			nlanes;
-	TimestampTz lane_retry_at;
-	int			failures_of_lanes;	/* consecutive, reset when one connects */
-	TimestampTz dispatch_at;	/* look at the waiting clients again then */
-	TimestampTz idle_since;		/* a lane's: no channel since, or 0 */
-	bool		authed_next;	/* authenticated with the rotation's key */
-	List	   *answers;		/* of TargetAnswer, on the tunnel's session */
-	double		open_ms;		/* moving average of successful opens' times */
-
-	/* a failure found inside a pass, acted on after it */
-	bool		fail_pending;
-	TunnelState fail_state;
-	char		fail_message[TUNNEL_ERROR_MAXLEN];
-	char		last_logged[TUNNEL_ERROR_MAXLEN];
-};
 
 static dlist_head dirty_sessions = DLIST_STATIC_INIT(dirty_sessions);
 
@@ -212,14 +90,6 @@ static void
 set_state(TunnelSession *s, TunnelState state, const char *error)
 {
 	tunnel_status_set_state(s->slot, state, error);
-}
-
-static long
-ms_until(TimestampTz t, TimestampTz now)
-{
-	if (t <= now)
-		return 0;
-	return (long) ((t - now + 999) / 1000);
 }
 
 static const char *
@@ -346,8 +216,8 @@ on_socket_event(void *arg, uint32 occurred)
 
 /* ---------- teardown and backoff ---------- */
 
-static void
-free_addrs(TunnelSession *s)
+void
+tunnel_session_free_addrs(TunnelSession *s)
 {
 	if (s->gai)
 	{
@@ -371,8 +241,8 @@ free_addrs(TunnelSession *s)
  * first, so that libssh2's own clean-up fails fast instead of waiting for
  * a bastion that may never answer.
  */
-static void
-close_connection(TunnelSession *s, bool polite)
+void
+tunnel_session_close_connection(TunnelSession *s, bool polite)
 {
 	dlist_mutable_iter iter;
 
@@ -413,8 +283,8 @@ close_connection(TunnelSession *s, bool polite)
  * Exponential backoff with jitter: from first_ms (0.5 s after a network
  * failure), doubling, up to cap_ms; each delay is drawn from its upper half.
  */
-static long
-backoff_ms(int failures, double first_ms, double cap_ms)
+long
+tunnel_session_backoff_ms(int failures, double first_ms, double cap_ms)
 {
 	double		base = first_ms;
 	double		cap = cap_ms;
@@ -451,7 +321,7 @@ next_retry_for_clients(TunnelSession *s, TimestampTz now)
 
 /*
  * Take the clients that have no channel yet off the session, so that
- * close_connection spares them, if the session is within the window.
+ * closing the connection spares them, if the session is within the window.
  */
 static void
 hold_waiting_clients(TunnelSession *s, TimestampTz now, dlist_head *held)
@@ -482,18 +352,16 @@ hold_waiting_clients(TunnelSession *s, TimestampTz now, dlist_head *held)
  */
 #define PENALISED_FIRST_MS		10000.0
 #define PENALISED_MAX_MS		300000.0
-#define REFUSED_FIRST_MS		30000.0
-#define REFUSED_MAX_MS			600000.0
 
 static long
 retry_delay_ms(TunnelSession *s, TunnelState state, bool refused)
 {
 	if (refused)
-		return backoff_ms(s->failures, REFUSED_FIRST_MS, REFUSED_MAX_MS);
+		return tunnel_session_backoff_ms(s->failures, REFUSED_FIRST_MS, REFUSED_MAX_MS);
 	if (state == TUNNEL_STATE_AUTH_FAILED ||
 		state == TUNNEL_STATE_HOST_KEY_MISMATCH)
-		return backoff_ms(s->failures, PENALISED_FIRST_MS, PENALISED_MAX_MS);
-	return backoff_ms(s->failures, 500.0, tunnel_reconnect_max_delay * 1000.0);
+		return tunnel_session_backoff_ms(s->failures, PENALISED_FIRST_MS, PENALISED_MAX_MS);
+	return tunnel_session_backoff_ms(s->failures, 500.0, tunnel_reconnect_max_delay * 1000.0);
 }
 
 /* What the bastion said, if anything, before it closed the connection. */
@@ -523,350 +391,6 @@ state_errcode(TunnelState state)
 	}
 }
 
-/* ---------- lanes ---------- */
-
-/* The tunnel's own session, of which s is or may be a lane. */
-static TunnelSession *
-pool_of(TunnelSession *s)
-{
-	return s->primary ? s->primary : s;
-}
-
-static TunnelSession *
-lane_from_node(dlist_node *node)
-{
-	return dlist_container(TunnelSession, lane_node, node);
-}
-
-/* Give the clients of s that have no channel yet back to the pool. */
-static void
-return_waiting_clients(TunnelSession *s)
-{
-	TunnelSession *p = s->primary;
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &s->channels)
-	{
-		TunnelChannel *f = channel_from_node(iter.cur);
-
-		if (!channel_waits_for_session(f))
-			continue;
-		if (s->opener == f)
-			s->opener = NULL;
-		if (s->send_owner == f)
-			s->send_owner = NULL;
-		dlist_delete(iter.cur);
-		channel_set_session(f, p);
-		dlist_push_tail(&p->channels, iter.cur);
-	}
-	tunnel_session_mark_dirty(p);
-}
-
-static void
-drop_lane(TunnelSession *lane)
-{
-	lane->primary->nlanes--;
-	tunnel_status_set_extra_sessions(lane->primary->slot,
-									 lane->primary->nlanes);
-	dlist_delete(&lane->lane_node);
-	tunnel_session_destroy(lane);
-}
-
-static void
-drop_lanes(TunnelSession *s)
-{
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &s->lanes)
-		drop_lane(lane_from_node(iter.cur));
-}
-
-/*
- * A lane could not connect or lost its connection: its clients with a
- * channel are closed, the others go back to wait; the tunnel is not
- * affected.  The next lane waits a while, longer after each failure.
- */
-static void
-lane_failed(TunnelSession *s, const char *message, bool penalised)
-{
-	TunnelSession *p = s->primary;
-	TimestampTz now = GetCurrentTimestamp();
-
-	ereport(LOG,
-			(errcode(ERRCODE_CONNECTION_FAILURE),
-			 errmsg("tunnel \"%s\": extra session to %s port %d failed",
-					s->def->name, s->def->ssh_host, s->def->ssh_port),
-			 errdetail_internal("%s", message)));
-	return_waiting_clients(s);
-	close_connection(s, false);
-	free_addrs(s);
-	s->fail_pending = false;
-	s->phase = PHASE_DONE;
-	p->failures_of_lanes++;
-	/* A login sshd penalises (see retry_delay_ms) waits as long. */
-	p->lane_retry_at = TimestampTzPlusMilliseconds(now, penalised ?
-												   backoff_ms(p->failures_of_lanes, REFUSED_FIRST_MS, REFUSED_MAX_MS) :
-												   LANE_RETRY_MS << Min(p->failures_of_lanes - 1, 4));
-}
-
-static void
-start_lane(TunnelSession *p)
-{
-	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
-	TunnelSession *lane = tunnel_session_create(p->def, NULL);
-
-	MemoryContextSwitchTo(old);
-	lane->primary = p;
-	strlcpy(lane->host_key, p->host_key, sizeof(lane->host_key));
-	lane->authed_next = p->authed_next;
-	dlist_push_tail(&p->lanes, &lane->lane_node);
-	p->nlanes++;
-	tunnel_status_set_extra_sessions(p->slot, p->nlanes);
-	ereport(DEBUG1,
-			(errmsg("tunnel \"%s\": opening extra session %d to %s port %d",
-					p->def->name, p->nlanes, p->def->ssh_host,
-					p->def->ssh_port)));
-}
-
-/* The channel holding s's open slot, or NULL (free, or the keepalive's). */
-static TunnelChannel *
-opening_channel(TunnelSession *s)
-{
-	if (s->opener == NULL || s->opener == s)
-		return NULL;
-	return (TunnelChannel *) unconstify(void *, s->opener);
-}
-
-static bool
-answer_for(TargetAnswer *a, TunnelChannel *f)
-{
-	return a->port == channel_remote_port(f) &&
-		strcmp(a->host, channel_remote_host(f)) == 0;
-}
-
-/* When the bastion last answered an open to f's target (0: never). */
-static TimestampTz
-target_answered_at(TunnelSession *p, TunnelChannel *f)
-{
-	ListCell   *lc;
-
-	foreach(lc, p->answers)
-	{
-		TargetAnswer *a = lfirst(lc);
-
-		if (answer_for(a, f))
-			return a->at;
-	}
-	return 0;
-}
-
-void
-tunnel_session_open_took(TunnelSession *s, long elapsed_ms)
-{
-	TunnelSession *p = pool_of(s);
-
-	p->open_ms = p->open_ms == 0 ? elapsed_ms :
-		p->open_ms + (elapsed_ms - p->open_ms) / 8;
-}
-
-void
-tunnel_session_open_answered(TunnelSession *s, TunnelChannel *f)
-{
-	TunnelSession *p = pool_of(s);
-	MemoryContext old;
-	ListCell   *lc;
-	TargetAnswer *a;
-
-	foreach(lc, p->answers)
-	{
-		a = lfirst(lc);
-		if (answer_for(a, f))
-		{
-			a->at = GetCurrentTimestamp();
-			return;
-		}
-	}
-	old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
-	a = palloc(sizeof(TargetAnswer));
-	a->host = pstrdup(channel_remote_host(f));
-	a->port = channel_remote_port(f);
-	a->at = GetCurrentTimestamp();
-	p->answers = lappend(p->answers, a);
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Has an open to f's target been pending for SLOW_OPEN_MS somewhere in the
- * pool, with no open to it answered since?  Then f waits for its answer
- * instead of taking a lane of its own: a target that drops packets holds
- * one open slot however many clients try it, and the others stay free for
- * the targets that answer.  A target that is only busy keeps answering and
- * keeps the lanes.
- */
-static bool
-slow_open_on(TunnelSession *lane, TunnelChannel *f, TimestampTz now,
-			 TimestampTz answered)
-{
-	TunnelChannel *o = opening_channel(lane);
-
-	return o != NULL && o != f && channel_same_target(o, f) &&
-		channel_open_since(o) != 0 &&
-		now - channel_open_since(o) >= SLOW_OPEN_MS * 1000L &&
-		answered < channel_open_since(o);
-}
-
-static bool
-target_is_slow(TunnelSession *p, TunnelChannel *f, TimestampTz now)
-{
-	TimestampTz answered = target_answered_at(p, f);
-	dlist_iter	iter;
-
-	if (slow_open_on(p, f, now, answered))
-		return true;
-	dlist_foreach(iter, &p->lanes)
-	{
-		if (slow_open_on(lane_from_node(iter.cur), f, now, answered))
-			return true;
-	}
-	return false;
-}
-
-bool
-tunnel_session_open_allowed(TunnelSession *s, TunnelChannel *f)
-{
-	return !target_is_slow(pool_of(s), f, GetCurrentTimestamp());
-}
-
-/* A connected lane with no open in flight, or NULL. */
-static TunnelSession *
-free_lane(TunnelSession *p, bool *connecting)
-{
-	dlist_iter	iter;
-
-	*connecting = false;
-	dlist_foreach(iter, &p->lanes)
-	{
-		TunnelSession *lane = lane_from_node(iter.cur);
-
-		if (lane->phase == PHASE_READY && lane->opener == NULL &&
-			!lane->fail_pending)
-			return lane;
-		if (lane->phase != PHASE_READY && lane->phase != PHASE_DONE)
-			*connecting = true;
-	}
-	return NULL;
-}
-
-/*
- * Clients waiting for the open slot of the tunnel's session, which another
- * client's open holds, move to a lane with a free slot.  When there is none
- * and the open in flight has taken LANE_WAIT_MS, one more lane is started,
- * up to tunnel_ssh.max_extra_sessions.
- */
-static void
-dispatch_opens(TunnelSession *p)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	TunnelChannel *busy = opening_channel(p);
-	dlist_mutable_iter iter;
-	bool		want_lane = false;
-	bool		connecting;
-	long		wait_ms;
-	TimestampTz since = now;
-
-	if (p->phase != PHASE_READY || busy == NULL)
-		return;
-	dlist_foreach_modify(iter, &p->channels)
-	{
-		TunnelChannel *f = channel_from_node(iter.cur);
-		TunnelSession *lane;
-
-		if (f == busy || channel_waiting_since(f) == 0 ||
-			target_is_slow(p, f, now))
-			continue;
-		lane = free_lane(p, &connecting);
-		if (lane == NULL)
-		{
-			/* The first one left waiting is the longest waiting. */
-			want_lane = true;
-			since = channel_waiting_since(f);
-			break;
-		}
-		dlist_delete(iter.cur);
-		channel_set_session(f, lane);
-		dlist_push_tail(&lane->channels, iter.cur);
-		(void) tunnel_session_claim_open(lane, f);
-		lane->idle_since = 0;
-		tunnel_session_mark_dirty(lane);
-	}
-	if (!want_lane || connecting || p->nlanes >= tunnel_max_extra_sessions ||
-		now < p->lane_retry_at)
-		return;
-	wait_ms = Min(Max(LANE_WAIT_MS, LANE_WAIT_FACTOR * p->open_ms),
-				  LANE_WAIT_MAX_MS);
-	if (channel_open_since(busy) != 0)
-	{
-		since = Min(since, channel_open_since(busy));
-		if (now - since < (TimestampTz) wait_ms * 1000)
-		{
-			/* Most opens are answered in a round trip: give them time. */
-			p->dispatch_at = since + (TimestampTz) wait_ms * 1000;
-			return;
-		}
-	}
-	start_lane(p);
-}
-
-/* Reap failed lanes, close idle ones, run the others' timers. */
-static long
-tick_lanes(TunnelSession *p, TimestampTz now)
-{
-	dlist_mutable_iter iter;
-	long		timeout = -1;
-
-	if (p->dispatch_at != 0)
-	{
-		if (now >= p->dispatch_at)
-		{
-			p->dispatch_at = 0;
-			tunnel_session_mark_dirty(p);
-		}
-		else
-			timeout = ms_until(p->dispatch_at, now);
-	}
-	dlist_foreach_modify(iter, &p->lanes)
-	{
-		TunnelSession *lane = lane_from_node(iter.cur);
-		long		t;
-
-		if (lane->phase == PHASE_DONE)
-		{
-			drop_lane(lane);
-			continue;
-		}
-		if (lane->phase == PHASE_READY && dlist_is_empty(&lane->channels) &&
-			opening_channel(lane) == NULL)
-		{
-			if (lane->idle_since == 0)
-				lane->idle_since = now;
-			if (now - lane->idle_since >= LANE_IDLE_MS * 1000L)
-			{
-				drop_lane(lane);
-				continue;
-			}
-			t = ms_until(lane->idle_since + LANE_IDLE_MS * 1000L, now);
-			if (timeout < 0 || t < timeout)
-				timeout = t;
-		}
-		else
-			lane->idle_since = 0;
-		t = tunnel_session_tick(lane, now);
-		if (t >= 0 && (timeout < 0 || t < timeout))
-			timeout = t;
-	}
-	return timeout;
-}
-
 /*
  * A client still waiting for its channel after tunnel_ssh.connect_timeout
  * gets its answer: closed, with the target named in the status when the
@@ -876,7 +400,7 @@ static long
 expire_waiting(TunnelSession *s, TimestampTz now)
 {
 	TimestampTz limit = (TimestampTz) tunnel_connect_timeout * USECS_PER_SEC;
-	bool		ready = pool_of(s)->phase == PHASE_READY;
+	bool		ready = tunnel_lanes_pool_of(s)->phase == PHASE_READY;
 	long		timeout = -1;
 	dlist_iter	iter;
 
@@ -893,7 +417,7 @@ expire_waiting(TunnelSession *s, TimestampTz now)
 			channel_give_up(f, ready);
 			continue;
 		}
-		t = ms_until(since + limit, now);
+		t = tunnel_ms_until(since + limit, now);
 		if (timeout < 0 || t < timeout)
 			timeout = t;
 	}
@@ -913,8 +437,8 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 		ereport(DEBUG1,
 				(errmsg("tunnel \"%s\": check of the new key: %s",
 						s->def->name, message)));
-		close_connection(s, false);
-		free_addrs(s);
+		tunnel_session_close_connection(s, false);
+		tunnel_session_free_addrs(s);
 		s->fail_pending = false;
 		s->key_check_result = -1;
 		s->phase = PHASE_DONE;
@@ -922,7 +446,7 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 	}
 	if (s->primary)
 	{
-		lane_failed(s, message, refused || state == TUNNEL_STATE_AUTH_FAILED ||
+		tunnel_lane_failed(s, message, refused || state == TUNNEL_STATE_AUTH_FAILED ||
 					state == TUNNEL_STATE_HOST_KEY_MISMATCH);
 		return;
 	}
@@ -979,15 +503,15 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 		dlist_iter	iter;
 
 		dlist_foreach(iter, &s->lanes)
-			return_waiting_clients(lane_from_node(iter.cur));
+			tunnel_lanes_return_waiting(tunnel_lane_from_node(iter.cur));
 	}
-	drop_lanes(s);
+	tunnel_lanes_drop_all(s);
 	dlist_init(&held);
 	if (!s->penalised)
 		hold_waiting_clients(s, now, &held);
 
-	close_connection(s, false);
-	free_addrs(s);
+	tunnel_session_close_connection(s, false);
+	tunnel_session_free_addrs(s);
 	s->retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
 	s->phase = PHASE_BACKOFF;
 	s->fail_pending = false;
@@ -1026,7 +550,7 @@ tunnel_session_fail(TunnelSession *s, const char *why)
 void
 tunnel_session_report_forward_error(TunnelSession *s, const char *message)
 {
-	s = pool_of(s);
+	s = tunnel_lanes_pool_of(s);
 	/* The session is fine; the state stays, the error is shown. */
 	tunnel_status_set_state(s->slot, TUNNEL_STATE_CONNECTED, message);
 	if (strcmp(message, s->last_logged) != 0)
@@ -1472,7 +996,7 @@ step_auth(TunnelSession *s)
 			adopt_next_key(s);
 		s->key_check_result = 1;
 		s->phase = PHASE_DONE;
-		close_connection(s, false);
+		tunnel_session_close_connection(s, false);
 		return;
 	}
 	if (rc == 0 && s->primary)
@@ -1719,7 +1243,7 @@ pass(TunnelSession *s)
 		(leftover && s->leftover_passes <= 2))
 		tunnel_session_mark_dirty(s);
 	if (s->primary == NULL)
-		dispatch_opens(s);
+		tunnel_lanes_dispatch(s);
 }
 
 static void
@@ -1823,7 +1347,7 @@ tick_connection(TunnelSession *s, TimestampTz now)
 			return 0;
 		case PHASE_BACKOFF:
 			if (now < s->retry_at)
-				return ms_until(s->retry_at, now);
+				return tunnel_ms_until(s->retry_at, now);
 			s->phase = PHASE_IDLE;
 			return 0;
 		case PHASE_RESOLVING:
@@ -1852,7 +1376,7 @@ tick_connection(TunnelSession *s, TimestampTz now)
 				fail(s, TUNNEL_STATE_UNREACHABLE, text);
 				return 0;
 			}
-			return ms_until(s->deadline, now);
+			return tunnel_ms_until(s->deadline, now);
 		case PHASE_DONE:
 			return -1;
 		case PHASE_READY:
@@ -1905,7 +1429,7 @@ save_host_key(TunnelSession *s, TimestampTz now)
 	if ((!s->host_key_unsaved && !s->algorithm_unsaved) || s->key_check)
 		return -1;
 	if (now < s->host_key_save_at)
-		return ms_until(s->host_key_save_at, now);
+		return tunnel_ms_until(s->host_key_save_at, now);
 	if (s->algorithm_unsaved)
 	{
 		if (!catalog_learn_host_key_algorithm(s->def->name,
@@ -1943,7 +1467,7 @@ tunnel_session_tick(TunnelSession *s, TimestampTz now)
 
 	timeout = min_timeout(timeout, tick_connection(s, now));
 	if (s->primary == NULL)
-		timeout = min_timeout(timeout, tick_lanes(s, now));
+		timeout = min_timeout(timeout, tunnel_lanes_tick(s, now));
 	return timeout;
 }
 
@@ -1996,9 +1520,9 @@ tunnel_session_ready(TunnelSession *s)
 void
 tunnel_session_destroy(TunnelSession *s)
 {
-	drop_lanes(s);
-	close_connection(s, true);
-	free_addrs(s);
+	tunnel_lanes_drop_all(s);
+	tunnel_session_close_connection(s, true);
+	tunnel_session_free_addrs(s);
 	if (s->dirty)
 		dlist_delete(&s->dirty_node);
 	{
@@ -2018,7 +1542,7 @@ tunnel_session_set_def(TunnelSession *s, const TunnelDef *def)
 
 	s->def = def;
 	dlist_foreach(iter, &s->lanes)
-		lane_from_node(iter.cur)->def = def;
+		tunnel_lane_from_node(iter.cur)->def = def;
 }
 
 void

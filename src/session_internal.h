@@ -1,0 +1,153 @@
+/*-------------------------------------------------------------------------
+ *
+ * session_internal.h
+ *	  What session.c and lanes.c share: the session's state, and the few
+ *	  functions each calls in the other.  Nothing else includes this.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TUNNEL_SESSION_INTERNAL_H
+#define TUNNEL_SESSION_INTERNAL_H
+
+#include "lib/ilist.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+
+#include "session.h"
+#include "tunnel_ssh.h"
+#include "watch.h"
+
+/* The last time the bastion answered an open to one target. */
+typedef struct TargetAnswer
+{
+	char	   *host;
+	int			port;
+	TimestampTz at;
+} TargetAnswer;
+
+typedef enum SessionPhase
+{
+	PHASE_IDLE,					/* start an attempt at the next tick */
+	PHASE_RESOLVING,
+	PHASE_CONNECTING,
+	PHASE_HANDSHAKE,
+	PHASE_AUTH,
+	PHASE_READY,
+	PHASE_BACKOFF,
+	PHASE_DONE					/* a key check that has its answer */
+} SessionPhase;
+
+typedef enum KeepalivePhase
+{
+	KEEPALIVE_NONE,			/* no keepalive channel */
+	KEEPALIVE_OPENING,
+	KEEPALIVE_IDLE,			/* the channel is open */
+	KEEPALIVE_ASKING,		/* a request on it awaits its answer */
+	KEEPALIVE_CLOSING		/* the bastion closed it: free it */
+} KeepalivePhase;
+
+struct TunnelSession
+{
+	const TunnelDef *def;
+	TunnelStatusSlot *slot;
+	SessionPhase phase;
+
+	/* name resolution and TCP connect */
+	struct gaicb *gai;			/* asynchronous lookup under way */
+	struct addrinfo *addrs;
+	struct addrinfo *next_addr;
+	bool		addrs_from_gai; /* free with freeaddrinfo, via gai */
+	pgsocket	sock;
+	bool		tcp;			/* false: a socketpair to a jump session */
+	Watch		watch;
+	bool		readable;		/* socket reported readable since last pass */
+	bool		writable;
+
+	LIBSSH2_SESSION *ssh;
+	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
+	int			host_key_try;	/* family asked first for a bare pin */
+	bool		trying_next;	/* authenticating with the rotation's key */
+	bool		host_key_unsaved;	/* seen first, not yet in the catalog */
+	bool		algorithm_unsaved;	/* a bare pin's algorithm, learned */
+	char		host_key_algorithm[64]; /* it was negotiated with, or "" */
+	TimestampTz host_key_save_at;	/* next try to write it */
+
+	/* a key check only authenticates with the next key, then stops */
+	bool		key_check;
+	int			key_check_result;	/* 0 not yet, 1 accepted, -1 not */
+
+	/* timers */
+	TimestampTz deadline;		/* of the current connect phase */
+	TimestampTz retry_at;		/* end of backoff */
+	TimestampTz last_attempt;
+	TimestampTz lost_at;		/* when a ready session last failed, or 0 */
+	TimestampTz last_recv;		/* any byte from the bastion */
+	uint64		recv_calls;		/* reads from the socket that got bytes */
+	bool		sock_empty;		/* a read found it empty; not readable since */
+	int			leftover_passes;	/* in a row, see pass() */
+	TimestampTz keepalive_started;
+	int			failures;		/* consecutive failed attempts */
+	bool		penalised;		/* the last failure was one sshd penalises */
+
+	KeepalivePhase keepalive_phase;
+	LIBSSH2_CHANNEL *keepalive;
+
+	/* libssh2 arbitration (see file header) */
+	const void *send_owner;
+	SessionOp	owner_op;
+	const void *opener;
+
+	dlist_head	channels;
+	bool		dirty;
+	dlist_node	dirty_node;
+
+	/* lanes: extra sessions that take opens while this one's is busy */
+	TunnelSession *primary;		/* set on a lane: the tunnel's session */
+	dlist_head	lanes;			/* on the tunnel's session */
+	dlist_node	lane_node;
+	int			nlanes;
+	TimestampTz lane_retry_at;
+	int			failures_of_lanes;	/* consecutive, reset when one connects */
+	TimestampTz dispatch_at;	/* look at the waiting clients again then */
+	TimestampTz idle_since;		/* a lane's: no channel since, or 0 */
+	bool		authed_next;	/* authenticated with the rotation's key */
+	List	   *answers;		/* of TargetAnswer, on the tunnel's session */
+	double		open_ms;		/* moving average of successful opens' times */
+
+	/* a failure found inside a pass, acted on after it */
+	bool		fail_pending;
+	TunnelState fail_state;
+	char		fail_message[TUNNEL_ERROR_MAXLEN];
+	char		last_logged[TUNNEL_ERROR_MAXLEN];
+};
+
+/* The backoff after a bastion refused the connection (see session.c). */
+#define REFUSED_FIRST_MS		30000.0
+#define REFUSED_MAX_MS			600000.0
+
+/* Milliseconds from now until t, rounded up; 0 if t has passed. */
+static inline long
+tunnel_ms_until(TimestampTz t, TimestampTz now)
+{
+	if (t <= now)
+		return 0;
+	return (long) ((t - now + 999) / 1000);
+}
+
+/* session.c */
+extern void tunnel_session_close_connection(TunnelSession *s, bool polite);
+extern void tunnel_session_free_addrs(TunnelSession *s);
+extern long tunnel_session_backoff_ms(int failures, double first_ms,
+									  double cap_ms);
+
+/* lanes.c */
+extern TunnelSession *tunnel_lanes_pool_of(TunnelSession *s);
+extern TunnelSession *tunnel_lane_from_node(dlist_node *node);
+extern void tunnel_lanes_return_waiting(TunnelSession *s);
+extern void tunnel_lanes_drop_all(TunnelSession *s);
+extern void tunnel_lane_failed(TunnelSession *s, const char *message,
+							   bool penalised);
+extern void tunnel_lanes_dispatch(TunnelSession *p);
+extern long tunnel_lanes_tick(TunnelSession *p, TimestampTz now);
+
+#endif							/* TUNNEL_SESSION_INTERNAL_H */
