@@ -9,6 +9,7 @@ OBJS = \
 	src/api_tunnel.o \
 	src/catalog.o \
 	src/channel.o \
+	src/connect.o \
 	src/hostkeys.o \
 	src/keys.o \
 	src/lanes.o \

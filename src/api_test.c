@@ -16,10 +16,8 @@
 #include "postgres.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -39,11 +37,10 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "channel.h"
+#include "connect.h"
 #include "hostkeys.h"
 #include "keys.h"
 #include "methods.h"
-#include "session.h"
 #include "api.h"
 #include "tunnel_ssh.h"
 
@@ -336,7 +333,7 @@ open_error_text(Probe *p, const char *host, int port)
 				 "the authorized_keys line on the bastion does not permit %s:%d: replace it with tunnel_public_key('%s') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)",
 				 host, port, p->name);
 	else
-		channel_open_error_text(p->detail, sizeof(p->detail), host, port, msg);
+		tunnel_open_error_text(p->detail, sizeof(p->detail), host, port, msg);
 }
 
 /* ---------- reading the definition ---------- */
@@ -410,37 +407,13 @@ read_definition(Probe *p, bool missing_ok)
 static bool
 step_resolve(Probe *p)
 {
-	struct addrinfo hints = {0};
 	struct gaicb *gai;
-	struct addrinfo *req;
-	char	   *service;
 	int			rc;
 	StringInfoData seen;
 
 	begin_step(p);
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-
-	/*
-	 * The lookup runs in a helper thread, so waiting for it can be cut; a
-	 * lookup left running reads its request after p is gone, so the request
-	 * owns a copy of every string it points to.
-	 */
-	gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16 +
-				 strlen(p->ssh_host) + 1);
-	if (gai == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	req = (struct addrinfo *) (gai + 1);
-	service = (char *) (req + 1);
-	*req = hints;
-	snprintf(service, 16, "%d", p->ssh_port);
-	strcpy(service + 16, p->ssh_host);
-	gai->ar_name = service + 16;
-	gai->ar_service = service;
-	gai->ar_request = req;
-	rc = getaddrinfo_a(GAI_NOWAIT, &gai, 1, NULL);
-	if (rc == 0)
+	gai = tunnel_resolve_start(p->ssh_host, p->ssh_port, &p->addrs, &rc);
+	if (gai)
 	{
 		PG_TRY();
 		{
@@ -458,17 +431,19 @@ step_resolve(Probe *p)
 		}
 		PG_CATCH();
 		{
-			/* A lookup still running owns gai: leave it to the thread. */
-			if (gai_cancel(gai) != EAI_NOTCANCELED)
-				free(gai);
+			tunnel_resolve_free(gai);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
+		if (rc == 0)
+		{
+			p->addrs = gai->ar_result;
+			gai->ar_result = NULL;
+		}
+		tunnel_resolve_free(gai);
 	}
 	if (rc == EAI_INPROGRESS)
 	{
-		if (gai_cancel(gai) != EAI_NOTCANCELED)
-			free(gai);
 		snprintf(p->detail, sizeof(p->detail),
 				 "resolving \"%s\" timed out after %d s: check the DNS servers of this host, or use the bastion's IP address",
 				 p->ssh_host, tunnel_connect_timeout);
@@ -476,14 +451,11 @@ step_resolve(Probe *p)
 	}
 	if (rc != 0)
 	{
-		free(gai);
 		snprintf(p->detail, sizeof(p->detail),
 				 "could not resolve \"%s\": %s; check the ssh_host of the tunnel (tunnel_alter) or use the bastion's IP address",
 				 p->ssh_host, gai_strerror(rc));
 		return end_step(p, "resolve", false);
 	}
-	p->addrs = gai->ar_result;
-	free(gai);
 
 	initStringInfo(&seen);
 	for (struct addrinfo *ai = p->addrs; ai; ai = ai->ai_next)
@@ -507,37 +479,23 @@ step_connect(Probe *p)
 	begin_step(p);
 	for (struct addrinfo *ai = p->addrs; ai; ai = ai->ai_next)
 	{
-		socklen_t	len = sizeof(err);
-
 		(void) getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host),
 						   NULL, 0, NI_NUMERICHOST);
-		p->sock = socket(ai->ai_family, SOCK_STREAM, 0);
+		p->sock = tunnel_connect_start(ai);
 		if (p->sock == PGINVALID_SOCKET)
 		{
 			err = errno;
 			continue;
 		}
-		if (!pg_set_noblock(p->sock))
-			ereport(ERROR,
-					(errcode_for_socket_access(),
-					 errmsg("could not set socket to non-blocking mode: %m")));
-		if (connect(p->sock, ai->ai_addr, ai->ai_addrlen) == 0)
-			err = 0;
-		else if (errno != EINPROGRESS)
-			err = errno;
-		else
+		err = ETIMEDOUT;
+		while (probe_wait(p, WL_SOCKET_WRITEABLE))
 		{
-			err = ETIMEDOUT;
-			while (probe_wait(p, WL_SOCKET_WRITEABLE))
-			{
-				struct pollfd pfd = {.fd = p->sock, .events = POLLOUT};
+			struct pollfd pfd = {.fd = p->sock, .events = POLLOUT};
 
-				if (poll(&pfd, 1, 0) > 0)
-				{
-					if (getsockopt(p->sock, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-						err = errno;
-					break;
-				}
+			if (poll(&pfd, 1, 0) > 0)
+			{
+				err = tunnel_connect_result(p->sock);
+				break;
 			}
 		}
 		if (err == 0)
@@ -547,9 +505,6 @@ step_connect(Probe *p)
 	}
 	if (err == 0 && p->sock != PGINVALID_SOCKET)
 	{
-		int			one = 1;
-
-		(void) setsockopt(p->sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
 				 host, p->ssh_port);
 		return end_step(p, "tcp_connect", true);
@@ -628,7 +583,6 @@ static bool
 step_handshake(Probe *p)
 {
 	int			rc;
-	const char *digest;
 	const char *type;
 	char	   *seen;
 	char	   *shown;
@@ -665,15 +619,13 @@ step_handshake(Probe *p)
 				 refused ? "" : "; is it an SSH server?");
 		return end_step(p, "ssh_handshake", false);
 	}
-	digest = libssh2_hostkey_hash(p->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
-	if (digest == NULL)
+	shown = tunnel_ssh_host_key(p->ssh, &seen);
+	if (shown == NULL)
 	{
 		snprintf(p->detail, sizeof(p->detail), "the bastion sent no host key");
 		return end_step(p, "ssh_handshake", false);
 	}
-	seen = keys_fingerprint_from_digest((const unsigned char *) digest);
 	type = hostkeys_received_type(p->ssh);
-	shown = psprintf("%s%s%s", type, *type ? " " : "", seen);
 	if (p->host_key == NULL)
 	{
 		snprintf(p->detail, sizeof(p->detail),

@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "channel.h"
+#include "connect.h"
 #include "tunnel_ssh.h"
 #include "watch.h"
 
@@ -172,27 +173,6 @@ build_open_message(TunnelChannel *f)
 	put_uint32(&buf, (uint32) atoi(port));
 	f->open_message = buf.data;
 	f->open_message_len = buf.len;
-}
-
-/*
- * Say why the bastion did not open a channel in the words of its cause
- * (RFC 4254 reason codes, as libssh2 words them).
- */
-void
-channel_open_error_text(char *buf, size_t len, const char *host, int port,
-						const char *ssh_message)
-{
-	if (ssh_message && strstr(ssh_message, "connect failed"))
-		snprintf(buf, len,
-				 "nothing listens on %s:%d as seen from the bastion (connection refused or no route)",
-				 host, port);
-	else if (ssh_message && strstr(ssh_message, "administratively prohibited"))
-		snprintf(buf, len,
-				 "the bastion does not permit %s:%d: the key's authorized_keys line lacks it (replace the line with tunnel_public_key()), or AllowTcpForwarding or PermitOpen forbid it",
-				 host, port);
-	else
-		snprintf(buf, len, "bastion could not open a connection to %s:%d: %s",
-				 host, port, ssh_message ? ssh_message : "unknown error");
 }
 
 TunnelChannel *
@@ -438,7 +418,7 @@ step_open(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
 		char		text[TUNNEL_ERROR_MAXLEN];
 
 		libssh2_session_last_error(ssh, &msg, NULL, 0);
-		channel_open_error_text(text, sizeof(text), f->remote_host,
+		tunnel_open_error_text(text, sizeof(text), f->remote_host,
 								f->remote_port, msg);
 		tunnel_status_forward_error(f->forward_slot, text);
 		tunnel_session_report_forward_error(f->session, text);

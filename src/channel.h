@@ -19,10 +19,6 @@ extern TunnelChannel *channel_create(TunnelSession *session, pgsocket client,
 									 TunnelStatusSlot *slot,
 									 TunnelForwardSlot *forward_slot);
 
-/* Why a direct-tcpip channel was refused, for status and tunnel_test(). */
-extern void channel_open_error_text(char *buf, size_t len, const char *host,
-									int port, const char *ssh_message);
-
 /*
  * Move data both ways as far as it goes without blocking, and open or close
  * the channel as needed.  Returns false once the channel is finished; the

@@ -52,6 +52,7 @@
 
 #include "catalog.h"
 #include "channel.h"
+#include "connect.h"
 #include "hostkeys.h"
 #include "keys.h"
 #include "methods.h"
@@ -96,54 +97,6 @@ static const char *
 ssh_error(TunnelSession *s)
 {
 	return tunnel_ssh_error_text(s->ssh);
-}
-
-/*
- * libssh2's last error, in words a DBA can act on where libssh2's own
- * ("_libssh2_transport_read() bailed out!") would mean nothing to them.
- */
-const char *
-tunnel_ssh_error_text(LIBSSH2_SESSION *ssh)
-{
-	char	   *msg = NULL;
-	int			rc;
-
-	if (ssh == NULL)
-		return "unknown error";
-	rc = libssh2_session_last_error(ssh, &msg, NULL, 0);
-	switch (rc)
-	{
-		case LIBSSH2_ERROR_SOCKET_RECV:
-		case LIBSSH2_ERROR_SOCKET_DISCONNECT:
-			return "the bastion closed the connection";
-		case LIBSSH2_ERROR_SOCKET_SEND:
-			return "could not send to the bastion (connection reset)";
-		default:
-			return msg ? msg : "unknown error";
-	}
-}
-
-/*
- * Why a handshake failed.  A bastion that closes the connection before its
- * SSH banner refuses us: OpenSSH 9.8 and later do so for a while after
- * failed logins from our address (PerSourcePenalties), and *refused says so.
- */
-const char *
-tunnel_ssh_handshake_error(LIBSSH2_SESSION *ssh, int rc, bool *refused)
-{
-	const char *banner = libssh2_session_banner_get(ssh);
-
-	/*
-	 * sshd refusing an address writes one line ("Not allowed at this time")
-	 * and closes; libssh2 keeps that line where the banner would be.
-	 */
-	*refused = (banner == NULL || strncmp(banner, "SSH-", 4) != 0) &&
-		(rc == LIBSSH2_ERROR_SOCKET_RECV ||
-		 rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
-		 rc == LIBSSH2_ERROR_SOCKET_SEND);
-	if (*refused)
-		return "the bastion refused the connection (OpenSSH 9.8+ refuses an address for a while after failed logins: see PerSourcePenalties)";
-	return tunnel_ssh_error_text(ssh);
 }
 
 /*
@@ -219,17 +172,8 @@ on_socket_event(void *arg, uint32 occurred)
 void
 tunnel_session_free_addrs(TunnelSession *s)
 {
-	if (s->gai)
-	{
-		/* A lookup that cannot be cancelled still owns its gaicb: leak it. */
-		if (gai_cancel(s->gai) != EAI_NOTCANCELED)
-		{
-			if (s->gai->ar_result)
-				freeaddrinfo(s->gai->ar_result);
-			free(s->gai);
-		}
-		s->gai = NULL;
-	}
+	tunnel_resolve_free(s->gai);
+	s->gai = NULL;
 	if (s->addrs)
 		freeaddrinfo(s->addrs);
 	s->addrs = NULL;
@@ -565,8 +509,6 @@ tunnel_session_report_forward_error(TunnelSession *s, const char *message)
 static void
 start_attempt(TunnelSession *s, TimestampTz now)
 {
-	struct addrinfo hints = {0};
-	char		service[16];
 	int			rc;
 
 	s->last_attempt = now;
@@ -579,53 +521,19 @@ start_attempt(TunnelSession *s, TimestampTz now)
 		return;
 	}
 
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	snprintf(service, sizeof(service), "%d", s->def->ssh_port);
-
 	/* Literals resolve at once; names go to the asynchronous resolver. */
-	rc = getaddrinfo(s->def->ssh_host, service, &hints, &s->addrs);
-	if (rc == 0)
+	s->gai = tunnel_resolve_start(s->def->ssh_host, s->def->ssh_port,
+								  &s->addrs, &rc);
+	if (s->addrs)
 	{
 		s->next_addr = s->addrs;
 		start_connect(s);
 		return;
 	}
-
-	/*
-	 * glibc's resolver thread reads the request until it ends, which may be
-	 * after a reload freed def: the request owns a copy of every string.
-	 */
-	s->gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + 16 +
-					strlen(s->def->ssh_host) + 1);
 	if (s->gai == NULL)
-	{
-		fail(s, TUNNEL_STATE_UNREACHABLE, "out of memory");
-		return;
-	}
-	{
-		struct addrinfo *req = (struct addrinfo *) (s->gai + 1);
-		char	   *svc = (char *) (req + 1);
-		char	   *name = svc + 16;
-		struct gaicb *list[1] = {s->gai};
-
-		req->ai_family = AF_UNSPEC;
-		req->ai_socktype = SOCK_STREAM;
-		req->ai_flags = AI_NUMERICSERV;
-		strlcpy(svc, service, 16);
-		strcpy(name, s->def->ssh_host);
-		s->gai->ar_name = name;
-		s->gai->ar_service = svc;
-		s->gai->ar_request = req;
-		rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
-	}
-	if (rc != 0)
 	{
 		char		text[TUNNEL_ERROR_MAXLEN];
 
-		free(s->gai);
-		s->gai = NULL;
 		snprintf(text, sizeof(text), "could not resolve \"%s\": %s",
 				 s->def->ssh_host, gai_strerror(rc));
 		fail(s, TUNNEL_STATE_UNREACHABLE, text);
@@ -651,7 +559,7 @@ poll_resolver(TunnelSession *s)
 	}
 	s->addrs = s->gai->ar_result;
 	s->gai->ar_result = NULL;
-	free(s->gai);
+	tunnel_resolve_free(s->gai);
 	s->gai = NULL;
 	s->next_addr = s->addrs;
 	start_connect(s);
@@ -713,28 +621,20 @@ start_connect(TunnelSession *s)
 	while (s->next_addr)
 	{
 		struct addrinfo *ai = s->next_addr;
-		int			one = 1;
 		pgsocket	fd;
 
 		s->next_addr = ai->ai_next;
-		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0)
+		fd = tunnel_connect_start(ai);
+		if (fd == PGINVALID_SOCKET)
 		{
 			err = errno;
 			continue;
 		}
-		/* libssh2 does not set it; without it small packets wait on ACKs. */
-		(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)
-		{
-			s->sock = fd;
-			s->tcp = true;
-			s->phase = PHASE_CONNECTING;
-			watch_add(&s->watch, fd, WL_SOCKET_WRITEABLE, on_socket_event, s);
-			return;
-		}
-		err = errno;
-		close(fd);
+		s->sock = fd;
+		s->tcp = true;
+		s->phase = PHASE_CONNECTING;
+		watch_add(&s->watch, fd, WL_SOCKET_WRITEABLE, on_socket_event, s);
+		return;
 	}
 	errno = err;
 	snprintf(text, sizeof(text), "could not connect to %s port %d: %m",
@@ -745,13 +645,11 @@ start_connect(TunnelSession *s)
 static void
 finish_connect(TunnelSession *s)
 {
-	int			err = 0;
-	socklen_t	len = sizeof(err);
+	int			err;
 
 	if (!s->writable && !s->readable)
 		return;
-	if (getsockopt(s->sock, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
+	err = tunnel_connect_result(s->sock);
 	if (err != 0)
 	{
 		/* This address failed: try the next one, if any. */
@@ -823,21 +721,18 @@ begin_ssh(TunnelSession *s)
 static bool
 check_host_key(TunnelSession *s)
 {
-	const char *digest = libssh2_hostkey_hash(s->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
 	const char *expected = expected_host_keys(s);
 	const char *type = hostkeys_received_type(s->ssh);
 	const char *algorithm = libssh2_session_methods(s->ssh,
 													LIBSSH2_METHOD_HOSTKEY);
 	char	   *seen;
-	char	   *shown;
+	char	   *shown = tunnel_ssh_host_key(s->ssh, &seen);
 
-	if (digest == NULL)
+	if (shown == NULL)
 	{
 		fail(s, TUNNEL_STATE_UNREACHABLE, "bastion sent no host key");
 		return false;
 	}
-	seen = keys_fingerprint_from_digest((const unsigned char *) digest);
-	shown = psprintf("%s%s%s", type, *type ? " " : "", seen);
 	tunnel_status_set_host_key(s->slot, shown);
 
 	if (expected != NULL && !hostkeys_match(expected, seen))

@@ -71,16 +71,6 @@ extern bool tunnel_session_pending(void);
 /* For channel.c: the libssh2 handle, NULL unless authenticated. */
 extern LIBSSH2_SESSION *tunnel_session_ssh(TunnelSession *s);
 
-/* libssh2's last error on ssh, in a DBA's words for the socket errors. */
-extern const char *tunnel_ssh_error_text(LIBSSH2_SESSION *ssh);
-
-/*
- * Why libssh2_session_handshake failed with rc; *refused tells whether the
- * bastion closed the connection before its banner (sshd's penalties).
- */
-extern const char *tunnel_ssh_handshake_error(LIBSSH2_SESSION *ssh, int rc,
-											  bool *refused);
-
 /* May `who` start (or resume) a libssh2 call that sends? */
 extern bool tunnel_session_may_send(TunnelSession *s, const void *who);
 

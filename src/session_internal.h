@@ -56,7 +56,6 @@ struct TunnelSession
 	struct gaicb *gai;			/* asynchronous lookup under way */
 	struct addrinfo *addrs;
 	struct addrinfo *next_addr;
-	bool		addrs_from_gai; /* free with freeaddrinfo, via gai */
 	pgsocket	sock;
 	bool		tcp;			/* false: a socketpair to a jump session */
 	Watch		watch;
