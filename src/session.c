@@ -59,7 +59,6 @@
 #include "session.h"
 #include "tunnel_ssh.h"
 #include "watch.h"
-#include "worker.h"
 
 #include "session_internal.h"
 
@@ -68,6 +67,7 @@
 
 
 static dlist_head dirty_sessions = DLIST_STATIC_INIT(dirty_sessions);
+static TunnelSessionLookup session_lookup = NULL;
 
 static void start_connect(TunnelSession *s);
 static void start_jump(TunnelSession *s);
@@ -76,6 +76,12 @@ static void update_interest(TunnelSession *s);
 static void fail(TunnelSession *s, TunnelState state, const char *message);
 
 /* ---------- small helpers ---------- */
+
+void
+tunnel_session_set_lookup(TunnelSessionLookup lookup)
+{
+	session_lookup = lookup;
+}
 
 void
 tunnel_session_mark_dirty(TunnelSession *s)
@@ -577,7 +583,7 @@ poll_resolver(TunnelSession *s)
 static void
 start_jump(TunnelSession *s)
 {
-	TunnelSession *jump = tunnel_worker_session(s->def->via);
+	TunnelSession *jump = session_lookup ? session_lookup(s->def->via) : NULL;
 	char		text[TUNNEL_ERROR_MAXLEN];
 	int			sv[2];
 

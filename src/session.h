@@ -34,6 +34,14 @@ typedef enum SessionOp
 	SESSION_OP_REQUEST
 } SessionOp;
 
+/*
+ * The running session of the named tunnel, or NULL: how a tunnel with
+ * "via" finds its jump tunnel's session.  The worker, which owns the
+ * tunnels, says how (before any session starts).
+ */
+typedef TunnelSession *(*TunnelSessionLookup) (const char *name);
+extern void tunnel_session_set_lookup(TunnelSessionLookup lookup);
+
 /* def must outlive the session (or be replaced by tunnel_session_set_def). */
 extern TunnelSession *tunnel_session_create(const TunnelDef *def,
 											TunnelStatusSlot *slot);

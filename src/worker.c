@@ -172,8 +172,9 @@ invalid_reason(const WorkerTunnel *t)
 	return NULL;
 }
 
-TunnelSession *
-tunnel_worker_session(const char *name)
+/* For session.c (tunnel_session_set_lookup): a jump tunnel's session. */
+static TunnelSession *
+session_of(const char *name)
 {
 	ListCell   *lc;
 
@@ -869,6 +870,7 @@ tunnel_worker_main(Datum main_arg)
 	round_cxt = AllocSetContextCreate(worker_cxt, "tunnel_ssh worker round",
 									  ALLOCSET_DEFAULT_SIZES);
 	bound_address = listen_settings();
+	tunnel_session_set_lookup(session_of);
 	tunnel_status_release_all();
 	tunnel_status_set_worker_latch(MyLatch);
 	before_shmem_exit(worker_exit, (Datum) 0);
