@@ -419,7 +419,7 @@ step_open(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
 
 		libssh2_session_last_error(ssh, &msg, NULL, 0);
 		tunnel_open_error_text(text, sizeof(text), f->remote_host,
-								f->remote_port, msg);
+							   f->remote_port, msg);
 		tunnel_status_forward_error(f->forward_slot, text);
 		tunnel_session_report_forward_error(f->session, text);
 	}

@@ -112,6 +112,7 @@ tunnel_lane_failed(TunnelSession *s, const char *message, bool penalised)
 {
 	TunnelSession *p = s->primary;
 	TimestampTz now = GetCurrentTimestamp();
+	long		delay_ms;
 
 	ereport(LOG,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -124,10 +125,13 @@ tunnel_lane_failed(TunnelSession *s, const char *message, bool penalised)
 	s->fail_pending = false;
 	s->phase = PHASE_DONE;
 	p->failures_of_lanes++;
-	/* A login sshd penalises (see retry_delay_ms) waits as long. */
-	p->lane_retry_at = TimestampTzPlusMilliseconds(now, penalised ?
-												   tunnel_session_backoff_ms(p->failures_of_lanes, REFUSED_FIRST_MS, REFUSED_MAX_MS) :
-												   LANE_RETRY_MS << Min(p->failures_of_lanes - 1, 4));
+	/* A login sshd penalises waits as long (retry_delay_ms in session.c). */
+	if (penalised)
+		delay_ms = tunnel_session_backoff_ms(p->failures_of_lanes,
+											 REFUSED_FIRST_MS, REFUSED_MAX_MS);
+	else
+		delay_ms = LANE_RETRY_MS << Min(p->failures_of_lanes - 1, 4);
+	p->lane_retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
 }
 
 static void

@@ -396,8 +396,9 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 	}
 	if (s->primary)
 	{
-		tunnel_lane_failed(s, message, refused || state == TUNNEL_STATE_AUTH_FAILED ||
-					state == TUNNEL_STATE_HOST_KEY_MISMATCH);
+		tunnel_lane_failed(s, message,
+						   refused || state == TUNNEL_STATE_AUTH_FAILED ||
+						   state == TUNNEL_STATE_HOST_KEY_MISMATCH);
 		return;
 	}
 
