@@ -15,6 +15,7 @@ OBJS = \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/sendturn.o \
 	src/session.o \
 	src/status.o \
 	src/validate.o \

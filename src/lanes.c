@@ -72,10 +72,7 @@ tunnel_lanes_return_waiting(TunnelSession *s)
 
 		if (!channel_waits_for_session(f))
 			continue;
-		if (s->opener == f)
-			s->opener = NULL;
-		if (s->send_owner == f)
-			s->send_owner = NULL;
+		tunnel_turn_forget(&s->turn, f);
 		dlist_delete(iter.cur);
 		channel_set_session(f, p);
 		dlist_push_tail(&p->channels, iter.cur);
@@ -157,9 +154,11 @@ start_lane(TunnelSession *p)
 static TunnelChannel *
 opening_channel(TunnelSession *s)
 {
-	if (s->opener == NULL || s->opener == s)
+	const void *opener = tunnel_turn_opener(&s->turn);
+
+	if (opener == NULL || opener == s)
 		return NULL;
-	return (TunnelChannel *) unconstify(void *, s->opener);
+	return (TunnelChannel *) unconstify(void *, opener);
 }
 
 static bool
@@ -273,7 +272,7 @@ free_lane(TunnelSession *p, bool *connecting)
 	{
 		TunnelSession *lane = tunnel_lane_from_node(iter.cur);
 
-		if (lane->phase == PHASE_READY && lane->opener == NULL &&
+		if (lane->phase == PHASE_READY && tunnel_turn_opener(&lane->turn) == NULL &&
 			!lane->fail_pending)
 			return lane;
 		if (lane->phase != PHASE_READY && lane->phase != PHASE_DONE)

@@ -11,13 +11,11 @@
  * These facts of libssh2 (1.10 and 1.11) shape this file:
  *
  * - A packet that could not be sent whole stays inside the session, and only
- *   the call that started it may finish it (any other send gets
- *   LIBSSH2_ERROR_BAD_USE).  So the session records which channel holds the
- *   stalled send and lets no other channel send until it has resumed.  Some
- *   of those packets live on libssh2's stack (channel EOF), so the resumed
- *   call must also be made at the same stack depth: all libssh2 calls are
- *   made from tunnel_session_service_all(), called from one place in the
- *   worker loop, never from socket callbacks.
+ *   the call that started it may finish it: the session's TunnelSendTurn
+ *   (sendturn.c) says who may send.  Some of those packets live on libssh2's
+ *   stack (channel EOF), so the resumed call must also be made at the same
+ *   stack depth: all libssh2 calls are made from tunnel_session_service_all(),
+ *   called from one place in the worker loop, never from socket callbacks.
  *
  * - Any read or write on one channel may pull packets for other channels off
  *   the socket into libssh2's queue, after which the socket is no longer
@@ -203,9 +201,7 @@ tunnel_session_close_connection(TunnelSession *s, bool polite)
 	}
 	s->keepalive = NULL;
 	s->keepalive_phase = KEEPALIVE_NONE;
-	s->send_owner = NULL;
-	s->owner_op = SESSION_OP_NONE;
-	s->opener = NULL;
+	tunnel_turn_init(&s->turn);
 	tunnel_status_set_methods(s->slot, NULL);
 
 	/* Blocking, libssh2 waits for the socket itself: let it read. */
@@ -1003,7 +999,7 @@ drain(TunnelSession *s, bool open_keepalive)
 		return;
 	}
 	if (open_keepalive && s->keepalive_phase == KEEPALIVE_NONE &&
-		s->opener == NULL)
+		tunnel_turn_opener(&s->turn) == NULL)
 		s->keepalive_phase = KEEPALIVE_OPENING;
 }
 
@@ -1075,10 +1071,7 @@ run_channel(TunnelSession *s, TunnelChannel *f, bool *progress)
 {
 	if (channel_pump(f, progress))
 		return;
-	if (s->send_owner == f)
-		s->send_owner = NULL;
-	if (s->opener == f)
-		s->opener = NULL;
+	tunnel_turn_forget(&s->turn, f);
 	dlist_delete(channel_node(f));
 	channel_destroy(f);
 }
@@ -1090,6 +1083,7 @@ pass(TunnelSession *s)
 	bool		progress = false;
 	uint64		recv_calls;
 	bool		leftover;
+	const void *owner;
 
 	/*
 	 * First everything the socket and libssh2's buffer hold goes into the
@@ -1100,18 +1094,19 @@ pass(TunnelSession *s)
 	 * the socket has nothing new: a read may have to send, see the header.)
 	 */
 	s->writable = false;
-	if (s->readable || s->send_owner == NULL)
+	if (s->readable || tunnel_turn_owner(&s->turn) == NULL)
 	{
 		drain(s, s->readable);
 		s->readable = false;
 	}
 
 	/* The holder of a stalled send goes first, so the others can follow. */
-	if (s->send_owner == s ||
+	owner = tunnel_turn_owner(&s->turn);
+	if (owner == s ||
 		(s->keepalive_phase != KEEPALIVE_NONE && s->keepalive_phase != KEEPALIVE_IDLE))
 		step_keepalive(s);
-	else if (s->send_owner != NULL)
-		run_channel(s, (TunnelChannel *) s->send_owner, &progress);
+	else if (owner != NULL)
+		run_channel(s, (TunnelChannel *) unconstify(void *, owner), &progress);
 
 	/*
 	 * Any libssh2 call of a channel may read the socket (an open in flight,
@@ -1138,7 +1133,7 @@ pass(TunnelSession *s)
 	 * rather than at an empty socket, more may be buffered behind it: one
 	 * more pass drains it.  Bounded, in case no call of the next pass reads.
 	 */
-	leftover = s->send_owner == NULL &&
+	leftover = tunnel_turn_owner(&s->turn) == NULL &&
 		!(libssh2_session_block_directions(s->ssh) & LIBSSH2_SESSION_BLOCK_INBOUND);
 	s->leftover_passes = leftover ? s->leftover_passes + 1 : 0;
 	if (progress || s->recv_calls != recv_calls ||
@@ -1197,7 +1192,7 @@ update_interest(TunnelSession *s)
 				wanted |= WL_SOCKET_WRITEABLE;
 			break;
 		case PHASE_READY:
-			if (s->send_owner != NULL)
+			if (tunnel_turn_owner(&s->turn) != NULL)
 				wanted |= WL_SOCKET_WRITEABLE;
 			break;
 		default:
@@ -1500,57 +1495,42 @@ tunnel_session_ssh(TunnelSession *s)
 bool
 tunnel_session_may_send(TunnelSession *s, const void *who)
 {
-	return s->send_owner == NULL || s->send_owner == who;
+	return tunnel_turn_may_send(&s->turn, who);
 }
 
 SessionOp
 tunnel_session_owned_op(TunnelSession *s, const void *who)
 {
-	return s->send_owner == who ? s->owner_op : SESSION_OP_NONE;
+	return tunnel_turn_owned_op(&s->turn, who);
 }
 
 void
 tunnel_session_sent(TunnelSession *s, const void *who, SessionOp op, int rc)
 {
-	if (rc == LIBSSH2_ERROR_EAGAIN &&
-		(libssh2_session_block_directions(s->ssh) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
-	{
-		if (s->send_owner == NULL)
-		{
-			s->send_owner = who;
-			s->owner_op = op;
-		}
-	}
-	else if (s->send_owner == who && s->owner_op == op)
-	{
-		s->send_owner = NULL;
-		s->owner_op = SESSION_OP_NONE;
-		/* Forwards that held back for it get their turn. */
+	bool		stalled = rc == LIBSSH2_ERROR_EAGAIN &&
+		(libssh2_session_block_directions(s->ssh) & LIBSSH2_SESSION_BLOCK_OUTBOUND);
+
+	/* Channels that held back for it get their turn. */
+	if (tunnel_turn_sent(&s->turn, who, op, stalled))
 		tunnel_session_mark_dirty(s);
-	}
 }
 
 bool
 tunnel_session_claim_open(TunnelSession *s, const void *who)
 {
-	if (s->opener == NULL)
-		s->opener = who;
-	return s->opener == who;
+	return tunnel_turn_claim_open(&s->turn, who);
 }
 
 void
 tunnel_session_release_open(TunnelSession *s, const void *who)
 {
-	if (s->opener != who)
-		return;
-	s->opener = NULL;
 	/* A lane that is free again may take a waiting client. */
-	if (s->primary)
+	if (tunnel_turn_release_open(&s->turn, who) && s->primary)
 		tunnel_session_mark_dirty(s->primary);
 }
 
 bool
 tunnel_session_holds_open(TunnelSession *s, const void *who)
 {
-	return s->opener == who;
+	return tunnel_turn_holds_open(&s->turn, who);
 }

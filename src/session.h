@@ -16,23 +16,11 @@
 #include <libssh2.h>
 
 #include "catalog.h"
+#include "sendturn.h"
 #include "status.h"
 
 typedef struct TunnelSession TunnelSession;
 typedef struct TunnelChannel TunnelChannel;
-
-/* What a forward was doing when the session's send stalled. */
-typedef enum SessionOp
-{
-	SESSION_OP_NONE,
-	SESSION_OP_OPEN,
-	SESSION_OP_WRITE,
-	SESSION_OP_EOF,
-	SESSION_OP_READ,
-	SESSION_OP_ADJUST,
-	SESSION_OP_CLOSE,
-	SESSION_OP_REQUEST
-} SessionOp;
 
 /*
  * The running session of the named tunnel, or NULL: how a tunnel with

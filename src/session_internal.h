@@ -91,10 +91,7 @@ struct TunnelSession
 	KeepalivePhase keepalive_phase;
 	LIBSSH2_CHANNEL *keepalive;
 
-	/* libssh2 arbitration (see file header) */
-	const void *send_owner;
-	SessionOp	owner_op;
-	const void *opener;
+	TunnelSendTurn turn;		/* who may send, who may open (sendturn.h) */
 
 	dlist_head	channels;
 	bool		dirty;
