@@ -10,9 +10,12 @@
  * travels both ways as a half-close; the channel is closed only once both
  * directions are done, or at once if the client goes away.
  *
- * Every libssh2 call here runs inside tunnel_session_service_all(), which
- * is what lets the session hand the one stalled send back to the caller
- * that started it (see session.c).
+ * Every libssh2 call here runs inside channel_pump(), which the carrying
+ * session calls from tunnel_session_service_all(): that is what lets the
+ * session's send turn (sendturn.c) hand the one stalled send back to the
+ * call that started it.  The channel reports what the session must do (a
+ * transport failure, an open's answer, a target's error) in its pump's
+ * ChannelOutcome rather than calling the session.
  *
  *-------------------------------------------------------------------------
  */
@@ -84,7 +87,11 @@ typedef struct ChannelBuffer
 struct TunnelChannel
 {
 	dlist_node	node;
-	TunnelSession *session;
+	TunnelSendTurn *turn;		/* the carrying session's */
+	ChannelWake wake;
+	void	   *wake_arg;
+	LIBSSH2_SESSION *ssh;		/* during a pump: the session's handle */
+	ChannelOutcome *out;		/* during a pump: what it reports */
 	TunnelCounters *tunnel_counters;
 	TunnelCounters *forward_counters;
 	TunnelForwardSlot *forward_slot;
@@ -122,7 +129,7 @@ on_client_event(void *arg, uint32 occurred)
 
 	if (occurred & WL_SOCKET_READABLE)
 		f->client_readable = true;
-	tunnel_session_mark_dirty(f->session);
+	f->wake(f->wake_arg);
 }
 
 static void
@@ -176,13 +183,15 @@ build_open_message(TunnelChannel *f)
 }
 
 TunnelChannel *
-channel_create(TunnelSession *session, pgsocket client,
-			   const char *remote_host, int remote_port,
+channel_create(TunnelSendTurn *turn, ChannelWake wake, void *wake_arg,
+			   pgsocket client, const char *remote_host, int remote_port,
 			   TunnelStatusSlot *slot, TunnelForwardSlot *forward_slot)
 {
 	TunnelChannel *f = palloc0(sizeof(TunnelChannel));
 
-	f->session = session;
+	f->turn = turn;
+	f->wake = wake;
+	f->wake_arg = wake_arg;
 	f->tunnel_counters = tunnel_status_counters(slot);
 	f->forward_slot = forward_slot;
 	f->forward_counters = tunnel_status_forward_counters(forward_slot);
@@ -244,7 +253,7 @@ static void
 abandon(TunnelChannel *f)
 {
 	close_client(f);
-	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_WRITE)
+	if (tunnel_turn_owned_op(f->turn, f) != TURN_OP_WRITE)
 		f->up.start = f->up.end = 0;
 	f->down.start = f->down.end = 0;
 	f->phase = CHANNEL_CLOSING;
@@ -267,10 +276,31 @@ is_transport_error(int rc)
 static void
 channel_failed(TunnelChannel *f, int rc)
 {
-	if (is_transport_error(rc))
-		tunnel_session_fail(f->session,
-							tunnel_ssh_error_text(tunnel_session_ssh(f->session)));
+	/* The first failure says why (as the session keeps the first). */
+	if (is_transport_error(rc) && f->out->transport_error == NULL)
+		f->out->transport_error = tunnel_ssh_error_text(f->ssh);
 	abandon(f);
+}
+
+/* Tell the turn how a call that may send went. */
+static void
+sent(TunnelChannel *f, TurnOp op, int rc)
+{
+	if (tunnel_turn_sent(f->turn, f, op, tunnel_ssh_send_stalled(f->ssh, rc)))
+		f->out->turn_released = true;
+}
+
+/* May it make a call that sends? */
+static inline bool
+may_send(TunnelChannel *f)
+{
+	return tunnel_turn_may_send(f->turn, f);
+}
+
+static inline TurnOp
+owned_op(TunnelChannel *f)
+{
+	return tunnel_turn_owned_op(f->turn, f);
 }
 
 static void
@@ -305,7 +335,7 @@ read_client(TunnelChannel *f)
 }
 
 static void
-write_client(TunnelChannel *f, bool *progress)
+write_client(TunnelChannel *f)
 {
 	while (buffered(&f->down) > 0)
 	{
@@ -315,7 +345,7 @@ write_client(TunnelChannel *f, bool *progress)
 		if (n > 0)
 		{
 			f->down.start += n;
-			*progress = true;
+			f->out->progress = true;
 		}
 		else if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return;
@@ -354,16 +384,13 @@ channel_gone(TunnelChannel *f)
 }
 
 static void
-step_open(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
+step_open(TunnelChannel *f, bool may_open)
 {
+	LIBSSH2_SESSION *ssh = f->ssh;
 	LIBSSH2_CHANNEL *channel;
 	int			rc;
 
-	if (!tunnel_session_holds_open(f->session, f) &&
-		!tunnel_session_open_allowed(f->session, f))
-		return;
-	if (!tunnel_session_claim_open(f->session, f) ||
-		!tunnel_session_may_send(f->session, f))
+	if (!may_open || !tunnel_turn_claim_open(f->turn, f) || !may_send(f))
 		return;
 	if (f->open_since == 0)
 	{
@@ -376,23 +403,23 @@ step_open(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
 									  f->window, CHANNEL_PACKET,
 									  f->open_message, f->open_message_len);
 	rc = channel ? 0 : libssh2_session_last_errno(ssh);
-	tunnel_session_sent(f->session, f, SESSION_OP_OPEN, rc);
+	sent(f, TURN_OP_OPEN, rc);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return;
-	tunnel_session_release_open(f->session, f);
+	if (tunnel_turn_release_open(f->turn, f))
+		f->out->open_released = true;
 	if (channel)
-		tunnel_session_open_took(f->session,
-								 (long) ((GetCurrentTimestamp() - f->open_since) / 1000));
+		f->out->open_took_ms = (long) ((GetCurrentTimestamp() - f->open_since) / 1000);
 	f->open_since = 0;
 	if (rc != LIBSSH2_ERROR_TIMEOUT && !is_transport_error(rc))
-		tunnel_session_open_answered(f->session, f);
+		f->out->open_answered = true;
 	if (channel)
 	{
 		f->channel = channel;
 		f->phase = CHANNEL_OPEN;
 		windows_committed += f->window;
 		channels_open++;
-		*progress = true;
+		f->out->progress = true;
 		return;
 	}
 
@@ -402,45 +429,41 @@ step_open(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
 	 */
 	if (rc == LIBSSH2_ERROR_TIMEOUT)
 	{
-		char		text[TUNNEL_ERROR_MAXLEN];
-
-		snprintf(text, sizeof(text),
+		snprintf(f->out->forward_error, sizeof(f->out->forward_error),
 				 "bastion could not reach %s:%d within 60 s",
 				 f->remote_host, f->remote_port);
-		tunnel_status_forward_error(f->forward_slot, text);
-		tunnel_session_report_forward_error(f->session, text);
+		tunnel_status_forward_error(f->forward_slot, f->out->forward_error);
 		abandon(f);
 		return;
 	}
 	if (!is_transport_error(rc))
 	{
 		char	   *msg = NULL;
-		char		text[TUNNEL_ERROR_MAXLEN];
 
 		libssh2_session_last_error(ssh, &msg, NULL, 0);
-		tunnel_open_error_text(text, sizeof(text), f->remote_host,
-							   f->remote_port, msg);
-		tunnel_status_forward_error(f->forward_slot, text);
-		tunnel_session_report_forward_error(f->session, text);
+		tunnel_open_error_text(f->out->forward_error,
+							   sizeof(f->out->forward_error),
+							   f->remote_host, f->remote_port, msg);
+		tunnel_status_forward_error(f->forward_slot, f->out->forward_error);
 	}
 	channel_failed(f, rc);
 }
 
 static void
-step_up(TunnelChannel *f, bool *progress)
+step_up(TunnelChannel *f)
 {
-	while (buffered(&f->up) > 0 && tunnel_session_may_send(f->session, f))
+	while (buffered(&f->up) > 0 && may_send(f))
 	{
 		ssize_t		rc = libssh2_channel_write(f->channel,
 											   f->up.data + f->up.start,
 											   buffered(&f->up));
 
-		tunnel_session_sent(f->session, f, SESSION_OP_WRITE, (int) Min(rc, 0));
+		sent(f, TURN_OP_WRITE, (int) Min(rc, 0));
 		if (rc > 0)
 		{
 			f->up.start += rc;
 			f->moved_out += rc;
-			*progress = true;
+			f->out->progress = true;
 			/* Only the half-sent write was owed: the rest is dropped. */
 			if (f->phase == CHANNEL_CLOSING)
 			{
@@ -465,14 +488,14 @@ step_eof(TunnelChannel *f)
 	int			rc;
 
 	/* An EOF libssh2 has half sent is finished whatever happened since. */
-	if (tunnel_session_owned_op(f->session, f) != SESSION_OP_EOF &&
+	if (owned_op(f) != TURN_OP_EOF &&
 		(!f->client_eof || f->eof_sent || buffered(&f->up) > 0 ||
 		 f->phase != CHANNEL_OPEN))
 		return;
-	if (!tunnel_session_may_send(f->session, f))
+	if (!may_send(f))
 		return;
 	rc = libssh2_channel_send_eof(f->channel);
-	tunnel_session_sent(f->session, f, SESSION_OP_EOF, rc);
+	sent(f, TURN_OP_EOF, rc);
 	if (rc == 0)
 		f->eof_sent = true;
 	else if (rc != LIBSSH2_ERROR_EAGAIN && rc != LIBSSH2_ERROR_BAD_USE)
@@ -495,9 +518,9 @@ window_adjust_due(TunnelChannel *f)
 }
 
 static void
-step_down(TunnelChannel *f, bool *progress)
+step_down(TunnelChannel *f)
 {
-	SessionOp	owned = tunnel_session_owned_op(f->session, f);
+	TurnOp		owned = owned_op(f);
 
 	/*
 	 * A read may send (libssh2 tops the window up inside it), and a send
@@ -505,10 +528,9 @@ step_down(TunnelChannel *f, bool *progress)
 	 * libssh2 1.10: read only when we may send, and not while our own write
 	 * or EOF is half sent.
 	 */
-	if (owned == SESSION_OP_EOF || owned == SESSION_OP_WRITE)
+	if (owned == TURN_OP_EOF || owned == TURN_OP_WRITE)
 		return;
-	while (!f->remote_eof && room(&f->down) > 0 &&
-		   tunnel_session_may_send(f->session, f))
+	while (!f->remote_eof && room(&f->down) > 0 && may_send(f))
 	{
 		ssize_t		rc;
 
@@ -527,26 +549,26 @@ step_down(TunnelChannel *f, bool *progress)
 
 		rc = libssh2_channel_read(f->channel, f->down.data + f->down.end,
 								  room(&f->down));
-		tunnel_session_sent(f->session, f, SESSION_OP_READ, (int) Min(rc, 0));
+		sent(f, TURN_OP_READ, (int) Min(rc, 0));
 		f->read_idle = true;
 		if (rc > 0)
 		{
 			f->down.end += rc;
 			f->moved_in += rc;
-			*progress = true;
+			f->out->progress = true;
 		}
 		else if (rc == 0)
 		{
 			if (libssh2_channel_eof(f->channel))
 			{
 				f->remote_eof = true;
-				*progress = true;
+				f->out->progress = true;
 			}
 			break;
 		}
 		else if (rc == LIBSSH2_ERROR_EAGAIN)
 		{
-			f->read_idle = tunnel_session_owned_op(f->session, f) == SESSION_OP_NONE;
+			f->read_idle = owned_op(f) == TURN_OP_NONE;
 			break;
 		}
 		else if (rc == LIBSSH2_ERROR_BAD_USE)
@@ -566,17 +588,17 @@ step_down(TunnelChannel *f, bool *progress)
 static bool
 step_close(TunnelChannel *f)
 {
-	SessionOp	owned = tunnel_session_owned_op(f->session, f);
+	TurnOp		owned = owned_op(f);
 	int			rc;
 
 	if (f->channel == NULL)
 		return true;
-	if (owned != SESSION_OP_NONE && owned != SESSION_OP_CLOSE)
+	if (owned != TURN_OP_NONE && owned != TURN_OP_CLOSE)
 		return false;			/* resume_owned finishes that first */
-	if (!tunnel_session_may_send(f->session, f))
+	if (!may_send(f))
 		return false;
 	rc = libssh2_channel_free(f->channel);
-	tunnel_session_sent(f->session, f, SESSION_OP_CLOSE, rc);
+	sent(f, TURN_OP_CLOSE, rc);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return false;
 	channel_gone(f);
@@ -599,41 +621,52 @@ set_interest(TunnelChannel *f)
 
 /* Resume the call that holds the session's stalled send, if ours. */
 static void
-resume_owned(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool *progress)
+resume_owned(TunnelChannel *f)
 {
-	switch (tunnel_session_owned_op(f->session, f))
+	switch (owned_op(f))
 	{
-		case SESSION_OP_NONE:
+		case TURN_OP_NONE:
 			break;
-		case SESSION_OP_OPEN:
-			step_open(f, ssh, progress);
+		case TURN_OP_OPEN:
+			step_open(f, true);
 			break;
-		case SESSION_OP_WRITE:
-			step_up(f, progress);
+		case TURN_OP_WRITE:
+			step_up(f);
 			break;
-		case SESSION_OP_EOF:
+		case TURN_OP_EOF:
 			step_eof(f);
 			break;
-		case SESSION_OP_READ:
-			step_down(f, progress);
+		case TURN_OP_READ:
+			step_down(f);
 			break;
-		case SESSION_OP_ADJUST:
+		case TURN_OP_ADJUST:
 			break;				/* libssh2 adjusts inside the read */
-		case SESSION_OP_CLOSE:
+		case TURN_OP_CLOSE:
 			step_close(f);
 			break;
-		case SESSION_OP_REQUEST:
+		case TURN_OP_REQUEST:
 			break;				/* the session's keepalive, never ours */
 	}
 }
 
 bool
-channel_pump(TunnelChannel *f, bool *progress)
+channel_pump(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool may_open,
+			 ChannelOutcome *out)
 {
-	LIBSSH2_SESSION *ssh = tunnel_session_ssh(f->session);
+	bool		alive;
+
+	out->progress = false;
+	out->turn_released = false;
+	out->open_released = false;
+	out->open_answered = false;
+	out->open_took_ms = -1;
+	out->transport_error = NULL;
+	out->forward_error[0] = '\0';
+	f->ssh = ssh;
+	f->out = out;
 
 	if (ssh != NULL)
-		resume_owned(f, ssh, progress);
+		resume_owned(f);
 
 	if (f->phase != CHANNEL_CLOSING)
 		read_client(f);
@@ -648,10 +681,10 @@ channel_pump(TunnelChannel *f, bool *progress)
 		if (f->client_eof)
 			close_client(f);	/* it gave up: it leaves the queue now */
 		if (f->client == PGINVALID_SOCKET &&
-			!tunnel_session_holds_open(f->session, f))
+			!tunnel_turn_holds_open(f->turn, f))
 			abandon(f);
 		else if (ssh != NULL)
-			step_open(f, ssh, progress);
+			step_open(f, may_open);
 	}
 
 	/* The open of a client that left has completed: close it again. */
@@ -660,11 +693,11 @@ channel_pump(TunnelChannel *f, bool *progress)
 
 	if (f->phase == CHANNEL_OPEN)
 	{
-		step_up(f, progress);
+		step_up(f);
 		step_eof(f);
-		step_down(f, progress);
+		step_down(f);
 		if (f->phase == CHANNEL_OPEN)
-			write_client(f, progress);
+			write_client(f);
 		/* Both directions done: nothing more will cross this channel. */
 		if (f->phase == CHANNEL_OPEN && f->client_eof && f->remote_eof &&
 			buffered(&f->down) == 0)
@@ -679,10 +712,21 @@ channel_pump(TunnelChannel *f, bool *progress)
 	}
 
 	if (f->phase == CHANNEL_CLOSING)
-		return !step_close(f);
+		alive = !step_close(f);
+	else
+	{
+		set_interest(f);
+		alive = true;
+	}
+	f->ssh = NULL;
+	f->out = NULL;
+	return alive;
+}
 
-	set_interest(f);
-	return true;
+bool
+channel_wants_open(TunnelChannel *f)
+{
+	return f->phase == CHANNEL_WAITING;
 }
 
 void
@@ -702,9 +746,10 @@ channel_destroy(TunnelChannel *f)
 }
 
 void
-channel_set_session(TunnelChannel *f, TunnelSession *session)
+channel_move(TunnelChannel *f, TunnelSendTurn *turn, void *wake_arg)
 {
-	f->session = session;
+	f->turn = turn;
+	f->wake_arg = wake_arg;
 	f->open_since = 0;
 }
 
@@ -742,21 +787,18 @@ channel_same_target(TunnelChannel *a, TunnelChannel *b)
 }
 
 void
-channel_give_up(TunnelChannel *f, bool session_ready)
+channel_give_up(TunnelChannel *f, bool session_ready, char *error,
+				size_t errlen)
 {
-	char		text[TUNNEL_ERROR_MAXLEN];
-
+	error[0] = '\0';
 	if (session_ready)
 	{
-		snprintf(text, sizeof(text),
-				 "bastion could not reach %s:%d within %d s",
+		snprintf(error, errlen, "bastion could not reach %s:%d within %d s",
 				 f->remote_host, f->remote_port, tunnel_connect_timeout);
-		tunnel_status_forward_error(f->forward_slot, text);
-		tunnel_session_report_forward_error(f->session, text);
+		tunnel_status_forward_error(f->forward_slot, error);
 	}
 	close_client(f);
 	f->client_eof = true;
-	tunnel_session_mark_dirty(f->session);
 }
 
 bool

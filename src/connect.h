@@ -39,6 +39,17 @@ extern int	tunnel_connect_result(pgsocket fd);
 extern const char *tunnel_ssh_error_text(LIBSSH2_SESSION *ssh);
 
 /*
+ * Did a call on ssh that returned rc leave a packet half sent?  Then only
+ * that call may finish it (sendturn.h).
+ */
+static inline bool
+tunnel_ssh_send_stalled(LIBSSH2_SESSION *ssh, int rc)
+{
+	return rc == LIBSSH2_ERROR_EAGAIN &&
+		(libssh2_session_block_directions(ssh) & LIBSSH2_SESSION_BLOCK_OUTBOUND) != 0;
+}
+
+/*
  * Why libssh2_session_handshake failed with rc; *refused tells whether the
  * bastion closed the connection before its banner (sshd's penalties).
  */

@@ -74,7 +74,7 @@ tunnel_lanes_return_waiting(TunnelSession *s)
 			continue;
 		tunnel_turn_forget(&s->turn, f);
 		dlist_delete(iter.cur);
-		channel_set_session(f, p);
+		channel_move(f, &p->turn, p);
 		dlist_push_tail(&p->channels, iter.cur);
 	}
 	tunnel_session_mark_dirty(p);
@@ -317,9 +317,9 @@ tunnel_lanes_dispatch(TunnelSession *p)
 			break;
 		}
 		dlist_delete(iter.cur);
-		channel_set_session(f, lane);
+		channel_move(f, &lane->turn, lane);
 		dlist_push_tail(&lane->channels, iter.cur);
-		(void) tunnel_session_claim_open(lane, f);
+		(void) tunnel_turn_claim_open(&lane->turn, f);
 		lane->idle_since = 0;
 		tunnel_session_mark_dirty(lane);
 	}

@@ -26,7 +26,7 @@ void
 tunnel_turn_init(TunnelSendTurn *t)
 {
 	t->owner = NULL;
-	t->op = SESSION_OP_NONE;
+	t->op = TURN_OP_NONE;
 	t->opener = NULL;
 }
 
@@ -36,14 +36,14 @@ tunnel_turn_may_send(const TunnelSendTurn *t, const void *who)
 	return t->owner == NULL || t->owner == who;
 }
 
-SessionOp
+TurnOp
 tunnel_turn_owned_op(const TunnelSendTurn *t, const void *who)
 {
-	return t->owner == who ? t->op : SESSION_OP_NONE;
+	return t->owner == who ? t->op : TURN_OP_NONE;
 }
 
 bool
-tunnel_turn_sent(TunnelSendTurn *t, const void *who, SessionOp op,
+tunnel_turn_sent(TunnelSendTurn *t, const void *who, TurnOp op,
 				 bool stalled)
 {
 	if (stalled)
@@ -58,7 +58,7 @@ tunnel_turn_sent(TunnelSendTurn *t, const void *who, SessionOp op,
 	if (t->owner != who || t->op != op)
 		return false;
 	t->owner = NULL;
-	t->op = SESSION_OP_NONE;
+	t->op = TURN_OP_NONE;
 	return true;
 }
 
@@ -85,7 +85,7 @@ tunnel_turn_forget(TunnelSendTurn *t, const void *who)
 	if (t->owner == who)
 	{
 		t->owner = NULL;
-		t->op = SESSION_OP_NONE;
+		t->op = TURN_OP_NONE;
 	}
 	if (t->opener == who)
 		t->opener = NULL;

@@ -18,22 +18,22 @@
 #define TUNNEL_SENDTURN_H
 
 /* What a party was doing when the session's send stalled. */
-typedef enum SessionOp
+typedef enum TurnOp
 {
-	SESSION_OP_NONE,
-	SESSION_OP_OPEN,
-	SESSION_OP_WRITE,
-	SESSION_OP_EOF,
-	SESSION_OP_READ,
-	SESSION_OP_ADJUST,
-	SESSION_OP_CLOSE,
-	SESSION_OP_REQUEST
-} SessionOp;
+	TURN_OP_NONE,
+	TURN_OP_OPEN,
+	TURN_OP_WRITE,
+	TURN_OP_EOF,
+	TURN_OP_READ,
+	TURN_OP_ADJUST,
+	TURN_OP_CLOSE,
+	TURN_OP_REQUEST
+} TurnOp;
 
 typedef struct TunnelSendTurn
 {
 	const void *owner;			/* holder of the stalled send, or NULL */
-	SessionOp	op;				/* the call it must make again */
+	TurnOp		op;				/* the call it must make again */
 	const void *opener;			/* holder of the open slot, or NULL */
 } TunnelSendTurn;
 
@@ -43,14 +43,14 @@ extern void tunnel_turn_init(TunnelSendTurn *t);
 extern bool tunnel_turn_may_send(const TunnelSendTurn *t, const void *who);
 
 /* The call `who` must make again, if it holds the stalled send. */
-extern SessionOp tunnel_turn_owned_op(const TunnelSendTurn *t, const void *who);
+extern TurnOp tunnel_turn_owned_op(const TunnelSendTurn *t, const void *who);
 
 /*
  * `who` made call op; stalled says the call left a packet half-sent (it
  * returned EAGAIN with the session blocked outbound).  True when this
  * released the turn, so that parties that held back may go now.
  */
-extern bool tunnel_turn_sent(TunnelSendTurn *t, const void *who, SessionOp op,
+extern bool tunnel_turn_sent(TunnelSendTurn *t, const void *who, TurnOp op,
 							 bool stalled);
 
 /* Take the open slot if it is free; true if `who` holds it now. */

@@ -91,6 +91,13 @@ tunnel_session_mark_dirty(TunnelSession *s)
 	}
 }
 
+/* A channel's ChannelWake: its client has bytes for it. */
+static void
+wake_session(void *arg)
+{
+	tunnel_session_mark_dirty((TunnelSession *) arg);
+}
+
 static void
 set_state(TunnelSession *s, TunnelState state, const char *error)
 {
@@ -360,7 +367,12 @@ expire_waiting(TunnelSession *s, TimestampTz now)
 			continue;
 		if (now - since >= limit)
 		{
-			channel_give_up(f, ready);
+			char		error[TUNNEL_ERROR_MAXLEN];
+
+			channel_give_up(f, ready, error, sizeof(error));
+			if (error[0] != '\0')
+				tunnel_session_report_forward_error(s, error);
+			tunnel_session_mark_dirty(s);
 			continue;
 		}
 		t = tunnel_ms_until(since + limit, now);
@@ -1003,6 +1015,23 @@ drain(TunnelSession *s, bool open_keepalive)
 		s->keepalive_phase = KEEPALIVE_OPENING;
 }
 
+/* The keepalive's calls report to the session's turn, as channels' do. */
+static void
+keepalive_sent(TunnelSession *s, TurnOp op, int rc)
+{
+	/* Channels that held back for it get their turn. */
+	if (tunnel_turn_sent(&s->turn, s, op, tunnel_ssh_send_stalled(s->ssh, rc)))
+		tunnel_session_mark_dirty(s);
+}
+
+/* The open slot is free again: a lane may take a waiting client. */
+static void
+open_released(TunnelSession *s)
+{
+	if (s->primary)
+		tunnel_session_mark_dirty(s->primary);
+}
+
 /*
  * The keepalive: open its channel (once per session, or again after sshd
  * refused or closed it), ask on it when the bastion has been silent, free
@@ -1015,15 +1044,17 @@ step_keepalive(TunnelSession *s)
 
 	if (s->keepalive_phase == KEEPALIVE_OPENING)
 	{
-		if (!tunnel_session_claim_open(s, s) || !tunnel_session_may_send(s, s))
+		if (!tunnel_turn_claim_open(&s->turn, s) ||
+			!tunnel_turn_may_send(&s->turn, s))
 			return;
 		s->keepalive = libssh2_channel_open_ex(s->ssh, "session", 7, 1024, 1024,
 										   NULL, 0);
 		rc = s->keepalive ? 0 : libssh2_session_last_errno(s->ssh);
-		tunnel_session_sent(s, s, SESSION_OP_OPEN, rc);
+		keepalive_sent(s, TURN_OP_OPEN, rc);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
-		tunnel_session_release_open(s, s);
+		if (tunnel_turn_release_open(&s->turn, s))
+			open_released(s);
 		/* A refusal is an answer too: the bastion is alive. */
 		if (rc != 0 && rc != LIBSSH2_ERROR_CHANNEL_FAILURE)
 		{
@@ -1034,10 +1065,10 @@ step_keepalive(TunnelSession *s)
 	}
 	if (s->keepalive_phase == KEEPALIVE_ASKING)
 	{
-		if (!tunnel_session_may_send(s, s))
+		if (!tunnel_turn_may_send(&s->turn, s))
 			return;
 		rc = libssh2_channel_setenv(s->keepalive, "TUNNEL_SSH_KEEPALIVE", "1");
-		tunnel_session_sent(s, s, SESSION_OP_REQUEST, rc);
+		keepalive_sent(s, TURN_OP_REQUEST, rc);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
 
@@ -1055,10 +1086,10 @@ step_keepalive(TunnelSession *s)
 	}
 	if (s->keepalive_phase == KEEPALIVE_CLOSING)
 	{
-		if (!tunnel_session_may_send(s, s))
+		if (!tunnel_turn_may_send(&s->turn, s))
 			return;
 		rc = libssh2_channel_free(s->keepalive);
-		tunnel_session_sent(s, s, SESSION_OP_CLOSE, rc);
+		keepalive_sent(s, TURN_OP_CLOSE, rc);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
 		s->keepalive = NULL;
@@ -1066,10 +1097,36 @@ step_keepalive(TunnelSession *s)
 	}
 }
 
+/*
+ * A channel's turn: pump it, then do what it reports.  A channel's open
+ * waits while an open to its target has long been pending (lanes.c).
+ */
 static void
 run_channel(TunnelSession *s, TunnelChannel *f, bool *progress)
 {
-	if (channel_pump(f, progress))
+	ChannelOutcome out;
+	bool		may_open;
+	bool		alive;
+
+	may_open = channel_wants_open(f) &&
+		(tunnel_turn_holds_open(&s->turn, f) || tunnel_session_open_allowed(s, f));
+	alive = channel_pump(f, s->phase == PHASE_READY ? s->ssh : NULL,
+						 may_open, &out);
+	if (out.progress)
+		*progress = true;
+	if (out.turn_released)
+		tunnel_session_mark_dirty(s);
+	if (out.open_released)
+		open_released(s);
+	if (out.open_took_ms >= 0)
+		tunnel_session_open_took(s, out.open_took_ms);
+	if (out.open_answered)
+		tunnel_session_open_answered(s, f);
+	if (out.forward_error[0] != '\0')
+		tunnel_session_report_forward_error(s, out.forward_error);
+	if (out.transport_error)
+		tunnel_session_fail(s, out.transport_error);
+	if (alive)
 		return;
 	tunnel_turn_forget(&s->turn, f);
 	dlist_delete(channel_node(f));
@@ -1453,7 +1510,8 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 
 	/* The connection outlives the worker's round: it lives with s. */
 	old = MemoryContextSwitchTo(GetMemoryChunkContext(s));
-	f = channel_create(s, fd, remote_host, remote_port, s->slot, forward_slot);
+	f = channel_create(&s->turn, wake_session, s, fd, remote_host, remote_port,
+					   s->slot, forward_slot);
 	MemoryContextSwitchTo(old);
 
 	dlist_push_tail(&s->channels, channel_node(f));
@@ -1484,53 +1542,4 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 		}
 	}
 	tunnel_session_mark_dirty(s);
-}
-
-LIBSSH2_SESSION *
-tunnel_session_ssh(TunnelSession *s)
-{
-	return s->phase == PHASE_READY ? s->ssh : NULL;
-}
-
-bool
-tunnel_session_may_send(TunnelSession *s, const void *who)
-{
-	return tunnel_turn_may_send(&s->turn, who);
-}
-
-SessionOp
-tunnel_session_owned_op(TunnelSession *s, const void *who)
-{
-	return tunnel_turn_owned_op(&s->turn, who);
-}
-
-void
-tunnel_session_sent(TunnelSession *s, const void *who, SessionOp op, int rc)
-{
-	bool		stalled = rc == LIBSSH2_ERROR_EAGAIN &&
-		(libssh2_session_block_directions(s->ssh) & LIBSSH2_SESSION_BLOCK_OUTBOUND);
-
-	/* Channels that held back for it get their turn. */
-	if (tunnel_turn_sent(&s->turn, who, op, stalled))
-		tunnel_session_mark_dirty(s);
-}
-
-bool
-tunnel_session_claim_open(TunnelSession *s, const void *who)
-{
-	return tunnel_turn_claim_open(&s->turn, who);
-}
-
-void
-tunnel_session_release_open(TunnelSession *s, const void *who)
-{
-	/* A lane that is free again may take a waiting client. */
-	if (tunnel_turn_release_open(&s->turn, who) && s->primary)
-		tunnel_session_mark_dirty(s->primary);
-}
-
-bool
-tunnel_session_holds_open(TunnelSession *s, const void *who)
-{
-	return tunnel_turn_holds_open(&s->turn, who);
 }

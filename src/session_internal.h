@@ -13,6 +13,8 @@
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
+#include "channel.h"
+#include "sendturn.h"
 #include "session.h"
 #include "tunnel_ssh.h"
 #include "watch.h"
@@ -135,6 +137,13 @@ extern void tunnel_session_close_connection(TunnelSession *s, bool polite);
 extern void tunnel_session_free_addrs(TunnelSession *s);
 extern long tunnel_session_backoff_ms(int failures, double first_ms,
 									  double cap_ms);
+/* Give the session a turn at the next service (a client has bytes). */
+extern void tunnel_session_mark_dirty(TunnelSession *s);
+/* The transport is broken: the session fails at the end of its pass. */
+extern void tunnel_session_fail(TunnelSession *s, const char *why);
+/* A channel could not reach its target through the bastion. */
+extern void tunnel_session_report_forward_error(TunnelSession *s,
+												const char *message);
 
 /* lanes.c */
 extern TunnelSession *tunnel_lanes_pool_of(TunnelSession *s);
@@ -145,5 +154,15 @@ extern void tunnel_lane_failed(TunnelSession *s, const char *message,
 							   bool penalised);
 extern void tunnel_lanes_dispatch(TunnelSession *p);
 extern long tunnel_lanes_tick(TunnelSession *p, TimestampTz now);
+
+/*
+ * One channel open at a time per session, and none while an open to the
+ * same target has long been pending (lanes.c keeps the answers per target).
+ */
+extern bool tunnel_session_open_allowed(TunnelSession *s, TunnelChannel *f);
+/* The bastion answered an open of f (opened or refused): its target is up. */
+extern void tunnel_session_open_answered(TunnelSession *s, TunnelChannel *f);
+/* A channel open succeeded after elapsed_ms: the tunnel's usual open time. */
+extern void tunnel_session_open_took(TunnelSession *s, long elapsed_ms);
 
 #endif							/* TUNNEL_SESSION_INTERNAL_H */
