@@ -163,6 +163,78 @@ LIBSSH2_RECV_FUNC(recv_and_note)
 	return n;
 }
 
+/*
+ * libssh2 hands over each packet in a send() of its own.  During a pass, we
+ * keep them and write them together at its end: sixteen clients' queries
+ * answered in one pass cost one send() and one TCP segment, not sixteen,
+ * here and in sshd (ssh's own client batches its output the same way).
+ * Outside a pass a packet goes out at once.  libssh2 sees EAGAIN only when
+ * OUT_BUFSIZE is full and the socket takes nothing: then its send stalls
+ * as it would on a full socket.
+ */
+#define OUT_BUFSIZE		(128 * 1024)
+
+/* Write what is kept; false if some is left (the socket is full). */
+static bool
+flush_out(TunnelSession *s)
+{
+	int			done = 0;
+
+	while (done < s->out_len && s->out_errno == 0)
+	{
+		ssize_t		n = send(s->sock, s->out + done, s->out_len - done,
+							 MSG_NOSIGNAL);
+
+		if (n > 0)
+			done += n;
+		else if (errno == EAGAIN || errno == EWOULDBLOCK)
+			break;
+		else if (errno != EINTR)
+			s->out_errno = errno;	/* the next packet reports it */
+	}
+	if (s->out_errno != 0)
+		done = s->out_len;
+	if (done > 0)
+	{
+		memmove(s->out, s->out + done, s->out_len - done);
+		s->out_len -= done;
+	}
+	return s->out_len == 0;
+}
+
+static
+LIBSSH2_SEND_FUNC(send_batched)
+{
+	TunnelSession *s = (TunnelSession *) *abstract;
+
+	if (s->out_errno != 0)
+		return -s->out_errno;
+	if (s->out == NULL)
+		s->out = MemoryContextAlloc(GetMemoryChunkContext(s), OUT_BUFSIZE);
+	if (length > (size_t) (OUT_BUFSIZE - s->out_len))
+	{
+		(void) flush_out(s);
+		if (s->out_errno != 0)
+			return -s->out_errno;
+		if (length > (size_t) (OUT_BUFSIZE - s->out_len))
+		{
+			/* Larger than the buffer (never, packets are 35 kB at most). */
+			if (s->out_len == 0)
+			{
+				ssize_t		n = send(socket, buffer, length, flags | MSG_NOSIGNAL);
+
+				return n < 0 ? -errno : n;
+			}
+			return -EAGAIN;
+		}
+	}
+	memcpy(s->out + s->out_len, buffer, length);
+	s->out_len += (int) length;
+	if (!s->out_hold && !flush_out(s) && s->out_errno != 0)
+		return -s->out_errno;
+	return (ssize_t) length;
+}
+
 static void
 on_socket_event(void *arg, uint32 occurred)
 {
@@ -213,6 +285,7 @@ tunnel_session_close_connection(TunnelSession *s, bool polite)
 
 	/* Blocking, libssh2 waits for the socket itself: let it read. */
 	s->sock_empty = false;
+	s->out_hold = false;
 	if (s->ssh)
 	{
 		if (polite && s->phase == PHASE_READY)
@@ -229,6 +302,11 @@ tunnel_session_close_connection(TunnelSession *s, bool polite)
 		close(s->sock);
 		s->sock = PGINVALID_SOCKET;
 	}
+	if (s->out)
+		pfree(s->out);
+	s->out = NULL;
+	s->out_len = 0;
+	s->out_errno = 0;
 	s->readable = s->writable = false;
 }
 
@@ -716,9 +794,13 @@ begin_ssh(TunnelSession *s)
 #if LIBSSH2_VERSION_NUM >= 0x010b01
 	libssh2_session_callback_set2(s->ssh, LIBSSH2_CALLBACK_RECV,
 								  (libssh2_cb_generic *) recv_and_note);
+	libssh2_session_callback_set2(s->ssh, LIBSSH2_CALLBACK_SEND,
+								  (libssh2_cb_generic *) send_batched);
 #else
 	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV,
 								 (void *) recv_and_note);
+	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_SEND,
+								 (void *) send_batched);
 #endif
 	if (!tunnel_methods_apply(s->ssh,
 							  hostkeys_preference(expected_host_keys(s),
@@ -1134,7 +1216,7 @@ run_channel(TunnelSession *s, TunnelChannel *f, bool *progress)
 }
 
 static void
-pass(TunnelSession *s)
+run_pass(TunnelSession *s)
 {
 	dlist_mutable_iter iter;
 	bool		progress = false;
@@ -1200,9 +1282,23 @@ pass(TunnelSession *s)
 		tunnel_lanes_dispatch(s);
 }
 
+/* A pass over the session's channels, its packets sent together at the end. */
+static void
+pass(TunnelSession *s)
+{
+	s->out_hold = true;
+	run_pass(s);
+	s->out_hold = false;
+	if (s->sock != PGINVALID_SOCKET)
+		(void) flush_out(s);
+}
+
 static void
 service(TunnelSession *s)
 {
+	/* What the socket did not take last time goes before anything new. */
+	if (s->out_len > 0 && s->sock != PGINVALID_SOCKET)
+		(void) flush_out(s);
 	switch (s->phase)
 	{
 		case PHASE_CONNECTING:
@@ -1237,6 +1333,8 @@ update_interest(TunnelSession *s)
 
 	if (s->sock == PGINVALID_SOCKET)
 		return;
+	if (s->out_len > 0)
+		wanted |= WL_SOCKET_WRITEABLE;
 	switch (s->phase)
 	{
 		case PHASE_CONNECTING:

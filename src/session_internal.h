@@ -85,6 +85,10 @@ struct TunnelSession
 	TimestampTz last_recv;		/* any byte from the bastion */
 	uint64		recv_calls;		/* reads from the socket that got bytes */
 	bool		sock_empty;		/* a read found it empty; not readable since */
+	char	   *out;			/* packets libssh2 sent, not yet on the socket */
+	int			out_len;
+	int			out_errno;		/* a send to the socket failed with this */
+	bool		out_hold;		/* in a pass: keep packets until its end */
 	int			leftover_passes;	/* in a row, see pass() */
 	TimestampTz keepalive_started;
 	int			failures;		/* consecutive failed attempts */
