@@ -272,8 +272,8 @@ free_lane(TunnelSession *p, bool *connecting)
 	{
 		TunnelSession *lane = tunnel_lane_from_node(iter.cur);
 
-		if (lane->phase == PHASE_READY && tunnel_turn_opener(&lane->turn) == NULL &&
-			!lane->fail_pending)
+		if (lane->phase == PHASE_READY && !lane->fail_pending &&
+			tunnel_turn_opener(&lane->turn) == NULL)
 			return lane;
 		if (lane->phase != PHASE_READY && lane->phase != PHASE_DONE)
 			*connecting = true;

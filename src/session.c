@@ -211,22 +211,14 @@ LIBSSH2_SEND_FUNC(send_batched)
 		return -s->out_errno;
 	if (s->out == NULL)
 		s->out = MemoryContextAlloc(GetMemoryChunkContext(s), OUT_BUFSIZE);
+	/* A packet is at most 35 kB: an empty buffer always has room for it. */
 	if (length > (size_t) (OUT_BUFSIZE - s->out_len))
 	{
 		(void) flush_out(s);
 		if (s->out_errno != 0)
 			return -s->out_errno;
 		if (length > (size_t) (OUT_BUFSIZE - s->out_len))
-		{
-			/* Larger than the buffer (never, packets are 35 kB at most). */
-			if (s->out_len == 0)
-			{
-				ssize_t		n = send(socket, buffer, length, flags | MSG_NOSIGNAL);
-
-				return n < 0 ? -errno : n;
-			}
 			return -EAGAIN;
-		}
 	}
 	memcpy(s->out + s->out_len, buffer, length);
 	s->out_len += (int) length;
