@@ -45,6 +45,9 @@ say() { printf '# %s\n' "$*" >&2; }
 record() { echo "$1,$2,$3,$4,$5" >> results.csv; }  # round workload path metric value
 now_ns() { date +%s%N; }
 cpu_ms() { [ -n "$1" ] && awk '{print ($14+$15)*10}' "/proc/$1/stat" || echo 0; }
+# The whole machine's CPU, in jiffies: "busy total" (busy: user, nice,
+# system, irq, softirq; total adds idle, iowait and steal).
+machine_cpu() { awk '$1 == "cpu" {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
 worker_pid() { lsql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'"; }
 forwarder() {  # path workload
   case $1 in
@@ -203,12 +206,25 @@ for round in $(seq 1 "$ROUNDS"); do
     for path in $PATHS; do
       fpid=$(forwarder $path $w)
       c0=$(cpu_ms "$fpid")
+      read -r busy0 total0 < <(machine_cpu)
       lines=$("w_$w" "${PORT[$path]}") || { say "$w via $path failed"; exit 1; }
+      read -r busy1 total1 < <(machine_cpu)
       c1=$(cpu_ms "$fpid")
+      busy_ms=$(( (busy1 - busy0) * 10 ))
+      busy_pct=$(awk -v b=$(( busy1 - busy0 )) -v t=$(( total1 - total0 )) 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}')
       while read -r metric value; do
-        [ -n "$metric" ] && record "$round" "$w" "$path" "$metric" "$value"
+        [ -n "$metric" ] || continue
+        record "$round" "$w" "$path" "$metric" "$value"
+        # With every core busy, throughput is CPU per unit of work: this is
+        # what the path would reach if its forwarder cost no CPU at all, the
+        # most that any forwarder could gain on this machine.
+        if [ -n "$fpid" ] && [ "$busy_pct" -ge 90 ] && { [ "$metric" = tps ] || [ "$metric" = mb_per_s ]; }; then
+          record "$round" "$w" "$path" "${metric}_forwarder_free" \
+            "$(awk -v v="$value" -v b=$busy_ms -v f=$(( c1 - c0 )) 'BEGIN {printf "%.1f", (b > f) ? v * b / (b - f) : 0}')"
+        fi
       done <<<"$lines"
       [ -n "$fpid" ] && record "$round" "$w" "$path" forwarder_cpu_ms $(( c1 - c0 ))
+      record "$round" "$w" "$path" machine_busy_pct "$busy_pct"
     done
   done
   say "round $round done"
@@ -282,7 +298,11 @@ record 1 scale tunnel_ssh failed_clients "$fails"
     }' results.csv
   echo
   echo "Higher is better for tps and mb_per_s; lower for latency, ms and cpu. forwarder_cpu_ms is the CPU"
-  echo "time of the relay, the ssh client or the tunnel_ssh worker during the workload."
+  echo "time of the relay, the ssh client or the tunnel_ssh worker during the workload; machine_busy_pct"
+  echo "the share of all cores busy meanwhile (every process: clients, servers, sshd, forwarder). Where"
+  echo "that is 90% or more the workload is CPU-bound, and tps_forwarder_free / mb_per_s_forwarder_free"
+  echo "is the throughput scaled by machine CPU / (machine CPU - forwarder CPU): what the path would"
+  echo "reach with a forwarder that cost nothing, the ceiling for any forwarder on this machine."
   echo
   echo "Scale: $up_count of $SCALE_TUNNELS tunnels connected after ${up_ms} ms; $active client connections at once"
   echo "(pgbench, $SCALE_CONNS per tunnel), $fails clients with errors; worker RSS $(( rss0 / 1024 )) MB before,"
