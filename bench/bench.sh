@@ -218,9 +218,10 @@ for round in $(seq 1 "$ROUNDS"); do
         # With every core busy, throughput is CPU per unit of work: this is
         # what the path would reach if its forwarder cost no CPU at all, the
         # most that any forwarder could gain on this machine.
-        if [ -n "$fpid" ] && [ "$busy_pct" -ge 90 ] && { [ "$metric" = tps ] || [ "$metric" = mb_per_s ]; }; then
+        if [ -n "$fpid" ] && [ "$busy_pct" -ge 90 ] && [ "$busy_ms" -gt $(( c1 - c0 )) ] &&
+           { [ "$metric" = tps ] || [ "$metric" = mb_per_s ]; }; then
           record "$round" "$w" "$path" "${metric}_forwarder_free" \
-            "$(awk -v v="$value" -v b=$busy_ms -v f=$(( c1 - c0 )) 'BEGIN {printf "%.1f", (b > f) ? v * b / (b - f) : 0}')"
+            "$(awk -v v="$value" -v b=$busy_ms -v f=$(( c1 - c0 )) 'BEGIN {printf "%.1f", v * b / (b - f)}')"
         fi
       done <<<"$lines"
       [ -n "$fpid" ] && record "$round" "$w" "$path" forwarder_cpu_ms $(( c1 - c0 ))
