@@ -50,6 +50,12 @@ include $(PGXS)
 bench:
 	bash bench/run.sh
 
+# A target that drops SYNs beside a healthy one, tunnel_ssh against ssh -L
+# (as root; bench/dark.sh).
+.PHONY: bench-dark
+bench-dark:
+	bash bench/run.sh dark
+
 # libFuzzer targets for the parsers of untrusted text (as root on Debian 12,
 # installs clang if missing): FUZZ_SECONDS per target, default 60; see
 # test/fuzz/README.md.

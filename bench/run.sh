@@ -8,12 +8,17 @@
 #   BENCH_WORKLOADS="copy_out copy_in" for some workloads only ("" for the
 #   scale part alone); BENCH_CIPHER=chacha20-poly1305@openssh.com for the
 #   worker's tunnel_ssh.ciphers (ssh -L uses what it negotiates).
+# "bash bench/run.sh dark" (make bench-dark) runs bench/dark.sh instead: a
+# target that drops SYNs beside a healthy one, tunnel_ssh against ssh -L,
+# in a network namespace of its own (results named <stamp>-<release>-dark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
+part=${1:-}
+case "$part" in ""|dark) ;; *) echo "usage: bench/run.sh [dark]" >&2; exit 2 ;; esac
 if [ -n "${BENCH_PLATFORM:-}" ] && [ -z "${TUNNEL_SSH_PLATFORM:-}" ]; then
-  exec bash test/platform.sh "$BENCH_PLATFORM" --bench
+  exec bash test/platform.sh "$BENCH_PLATFORM" --bench $part
 fi
 
 . test/prepare.sh
@@ -24,10 +29,26 @@ trap 'rm -rf "$work"; restore_machine' EXIT
 chown "$user" "$work"
 chmod 755 "$work"
 gcc -O2 -Wall -o "$work/latency_relay" bench/latency_relay.c
-cp test/lib.sh bench/bench.sh "$work/"
+cp test/lib.sh bench/bench.sh bench/dark.sh "$work/"
 chown -R "$user" "$work"
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%d-%H%M%S)-$(. /etc/os-release; echo "${VERSION_CODENAME:-$ID}")
+if [ "$part" = dark ]; then
+  # The dark target is a route into a namespace that drops SYNs
+  # (test/isolation.root.sh); made inside a network namespace of our own, it
+  # leaves the machine's routing table untouched and nothing leaves it.
+  unshare --net bash -c "trap : TERM INT HUP
+ip link set lo up || exit 1
+bash test/isolation.root.sh setup $work $user || exit 1
+rc=0
+su $user -c 'bash ${BENCH_TRACE:+-x} $work/dark.sh $work' || rc=1
+bash test/isolation.root.sh teardown $work $user
+exit \$rc"
+  cp "$work/results.csv" "bench/results/$stamp-dark.csv"
+  cp "$work/summary.md" "bench/results/$stamp-dark.md"
+  echo "results: bench/results/$stamp-dark.md"
+  exit 0
+fi
 su "$user" -c "BENCH_CIPHER='${BENCH_CIPHER:-}' BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} ${BENCH_WORKLOADS+BENCH_WORKLOADS='$BENCH_WORKLOADS'} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
 cp "$work/results.csv" "bench/results/$stamp.csv"
 cp "$work/summary.md" "bench/results/$stamp.md"
