@@ -69,7 +69,6 @@ run_path() {  # path port_a port_b
   $B/pgbench -n -S -c 1 -T $PGB_SECS -P 1 -h 127.0.0.1 -p $a postgres > pgb_$path.out 2>&1 &
   bench=$!
   sleep 2
-  t_dark=$(now_ms)
   for i in 1 2 3; do
     ( s=$(now_ms)
       psql -X -h 127.0.0.1 -p $b -d "dbname=postgres connect_timeout=200" -Atc "SELECT 1" > dark_${path}_$i.out 2>&1

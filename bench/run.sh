@@ -37,9 +37,7 @@ if [ "$part" = dark ]; then
   # The dark target is a route into a namespace that drops SYNs
   # (test/isolation.root.sh); made inside a network namespace of our own, it
   # leaves the machine's routing table untouched and nothing leaves it.
-  unshare --net bash -c "trap : TERM INT HUP
-ip link set lo up || exit 1
-bash test/isolation.root.sh setup $work $user || exit 1
+  in_own_network "bash test/isolation.root.sh setup $work $user || exit 1
 rc=0
 su $user -c 'bash ${BENCH_TRACE:+-x} $work/dark.sh $work' || rc=1
 bash test/isolation.root.sh teardown $work $user

@@ -1,7 +1,8 @@
 # Sourced (as root) by test/run-tests.sh and bench/run.sh, from the
 # repository's top directory: installs the Debian packages we need (and any
 # passed as arguments), waits for its turn on this machine, builds and
-# installs the module, and makes the unprivileged user that runs servers.
+# installs the module, and makes the unprivileged user that runs servers;
+# in_own_network runs a script in a network namespace of its own.
 # PostgreSQL is the one PG_CONFIG names, else the release's default
 # (Debian's postgresql and postgresql-server-dev-all packages), the newest
 # installed major.  Sets $user, and exports PG_CONFIG for the suites.
@@ -57,4 +58,20 @@ prepare_machine() {
 restore_machine() {
   [ -n "${reserved_ports+set}" ] && echo "$reserved_ports" > /proc/sys/net/ipv4/ip_local_reserved_ports
   return 0
+}
+
+# in_own_network SCRIPT: runs SCRIPT (bash, as root) in a network namespace
+# of its own with only a loopback, as every suite and make bench-dark do:
+# the ports it picks are free whatever listens on this machine, nothing it
+# starts can reach another address, and its set-up (routes, veth pairs)
+# leaves the machine's own network untouched.  A new namespace starts with
+# no reserved ports (prepare_machine's reservation is the machine's own), so
+# the suites' fixed ports in 50000-59999 are reserved here again: otherwise
+# an outgoing connection of an earlier section (a client, the worker, sshd)
+# may take one as its source port, and a later listen() on it fails.
+in_own_network() {
+  unshare --net bash -c "trap : TERM INT HUP
+ip link set lo up || exit 1
+echo 50000-59999 > /proc/sys/net/ipv4/ip_local_reserved_ports || exit 1
+$1"
 }

@@ -59,21 +59,8 @@ trap cleanup EXIT
 trap 'exit 143' TERM INT HUP
 [ $# -gt 0 ] || set -- regress $SUITES
 
-# Every suite runs in a network namespace of its own, with only a loopback:
-# the ports it picks are free whatever listens on this machine, nothing it
-# starts can reach another address, and its set-up (routes, veth pairs)
-# leaves the machine's own network untouched.  A new namespace starts with
-# no reserved ports (prepare_machine's reservation is the machine's own), so
-# the suites' fixed ports in 50000-59999 are reserved here again: otherwise
-# an outgoing connection of an earlier section (a client, the worker, sshd)
-# may take one as its source port, and a later listen() on it fails.
-in_own_network() {
-  unshare --net bash -c "trap : TERM INT HUP
-ip link set lo up || exit 1
-echo 50000-59999 > /proc/sys/net/ipv4/ip_local_reserved_ports || exit 1
-$1"
-}
-
+# Every suite runs in a network namespace of its own (in_own_network,
+# test/prepare.sh).
 regress() {
   # SQL behaviour, in a temporary instance with the module preloaded.
   mkdir -p "$work/regress"
