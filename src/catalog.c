@@ -24,6 +24,8 @@
 #include "tcop/utility.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
@@ -138,13 +140,63 @@ bool_value(HeapTuple tuple, TupleDesc desc, int attno)
 }
 
 /*
+ * Run step in a short transaction of the worker's own, with SPI connected
+ * and a snapshot set.  The worker serves every tunnel from one process, so
+ * no catalog step may hold it up or end it: a lock wait ends after
+ * WORKER_LOCK_TIMEOUT_MS (a VACUUM FULL, an ALTER EXTENSION UPDATE or a
+ * transaction left open on a row would stall every tunnel's traffic), and
+ * an error ends only the step: it is logged at elevel with its errcode,
+ * and false tells the caller to try again later.  what is the verb for
+ * the log ("read", "update").
+ */
+bool
+catalog_run(void (*step) (void *arg), void *arg, const char *what, int elevel)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		step(arg);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		CurrentResourceOwner = caller_owner;
+		ereport(elevel,
+				(errcode(edata->sqlerrcode),
+				 errmsg("tunnel_ssh worker could not %s the tunnel catalog, will retry",
+						what),
+				 errdetail_internal("%s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_cxt);
+	return ok;
+}
+
+/*
  * The forwards come in the same result as their tunnel (ordered by name), so
  * one query and one pass build the whole list.
  */
-static List *
-read_definitions(MemoryContext result_cxt)
+static void
+read_definitions(MemoryContext result_cxt, List **defs)
 {
-	List	   *defs = NIL;
 	TunnelDef  *current = NULL;
 	int			ret;
 
@@ -186,7 +238,7 @@ read_definitions(MemoryContext result_cxt)
 			current->host_key_pinned = bool_value(tuple, desc, 9);
 			current->enabled = bool_value(tuple, desc, 10);
 			current->host_key_algorithms = text_or_null(tuple, desc, 14);
-			defs = lappend(defs, current);
+			*defs = lappend(*defs, current);
 			if (key)
 				keys_wipe(key);
 		}
@@ -201,7 +253,6 @@ read_definitions(MemoryContext result_cxt)
 		}
 		MemoryContextSwitchTo(old);
 	}
-	return defs;
 }
 
 /* Does this relation exist?  Needs SPI. */
@@ -250,7 +301,10 @@ read_v11(List *defs, MemoryContext result_cxt)
 
 	if (!catalog_has_column("next_key_fingerprint"))
 		return;
-	ret = SPI_execute("SELECT t.name, t.via, t.next_key_fingerprint, "
+	/* A rotation edited by hand without its public key is no rotation. */
+	ret = SPI_execute("SELECT t.name, t.via, "
+					  "       CASE WHEN t.next_public_key IS NOT NULL "
+					  "            THEN t.next_key_fingerprint END, "
 					  "       t.rotation_started, s.next_private_key "
 					  "FROM tunnel_ssh.tunnel t "
 					  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
@@ -292,33 +346,51 @@ read_v11(List *defs, MemoryContext result_cxt)
 	}
 }
 
-List *
-catalog_load(bool *installed)
+typedef struct LoadArgs
 {
-	MemoryContext result_cxt = CurrentMemoryContext;
-	List	   *defs = NIL;
+	MemoryContext result_cxt;
+	bool		installed;
+	List	   *defs;
+} LoadArgs;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+static void
+load_step(void *arg)
+{
+	LoadArgs   *la = (LoadArgs *) arg;
 
 	pgstat_report_activity(STATE_RUNNING, "reading tunnel definitions");
-	*installed = OidIsValid(get_extension_oid("tunnel_ssh", true));
-	if (*installed)
+	la->installed = OidIsValid(get_extension_oid("tunnel_ssh", true));
+	if (la->installed)
 	{
-		defs = read_definitions(result_cxt);
-		read_v11(defs, result_cxt);
+		read_definitions(la->result_cxt, &la->defs);
+		read_v11(la->defs, la->result_cxt);
 		catalog_v12 = catalog_has_column("host_key_algorithms");
 	}
+}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	/* The commit leaves TopMemoryContext current; the caller's comes back. */
-	MemoryContextSwitchTo(result_cxt);
+bool
+catalog_load(bool *installed, List **defs, int elevel)
+{
+	LoadArgs	la;
+	bool		ok;
+
+	la.result_cxt = CurrentMemoryContext;
+	la.installed = false;
+	la.defs = NIL;
+	ok = catalog_run(load_step, &la, "read", elevel);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return defs;
+	if (!ok)
+	{
+		/* What was read before the error holds private keys too. */
+		ListCell   *lc;
+
+		foreach(lc, la.defs)
+			catalog_free_def(lfirst(lc));
+		la.defs = NIL;
+	}
+	*installed = la.installed;
+	*defs = la.defs;
+	return ok;
 }
 
 static char *
@@ -413,60 +485,41 @@ catalog_session_differs(const TunnelDef *a, const TunnelDef *b)
 		 a->host_key_fingerprint != NULL);
 }
 
+typedef struct WriteArgs
+{
+	const char *sql;
+	int			nargs;
+	Oid		   *argtypes;
+	Datum	   *values;
+	uint64		processed;
+} WriteArgs;
+
+static void
+write_step(void *arg)
+{
+	WriteArgs  *wa = (WriteArgs *) arg;
+	int			ret;
+
+	ret = SPI_execute_with_args(wa->sql, wa->nargs, wa->argtypes, wa->values,
+								NULL, false, 0);
+	if (ret < 0)
+		elog(ERROR, "SPI_execute_with_args failed: %s",
+			 SPI_result_code_string(ret));
+	wa->processed = SPI_processed;
+}
+
 /*
- * Run one write in the worker's own short transaction.  The worker serves
- * every tunnel, so the write never waits long for a lock (a transaction
- * left open on the tunnel's row would stall them all) and an error ends
- * only the write: it is logged, and the caller tries again later.  Returns
- * whether the write committed; *processed is the number of rows changed.
+ * One write in the worker's own short transaction (catalog_run).  Returns
+ * whether it committed; *processed is the number of rows changed.
  */
 static bool
 worker_write(const char *sql, int nargs, Oid *argtypes, Datum *values,
 			 uint64 *processed)
 {
-	MemoryContext caller_cxt = CurrentMemoryContext;
-	volatile bool ok = false;
+	WriteArgs	wa = {sql, nargs, argtypes, values, 0};
+	bool		ok = catalog_run(write_step, &wa, "update", LOG);
 
-	*processed = 0;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		int			ret;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		ret = SPI_execute("SET LOCAL lock_timeout = " CppAsString2(WORKER_LOCK_TIMEOUT_MS),
-						  false, 0);
-		if (ret != SPI_OK_UTILITY)
-			elog(ERROR, "SPI_execute failed: error code %d", ret);
-		ret = SPI_execute_with_args(sql, nargs, argtypes, values, NULL,
-									false, 0);
-		if (ret < 0)
-			elog(ERROR, "SPI_execute_with_args failed: error code %d", ret);
-		*processed = SPI_processed;
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errcode(edata->sqlerrcode),
-				 errmsg("tunnel_ssh worker could not update the tunnel catalog, will retry"),
-				 errdetail_internal("%s", edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller_cxt);
+	*processed = wa.processed;
 	return ok;
 }
 
@@ -497,28 +550,33 @@ catalog_promote_key(const char *tunnel, const char *fingerprint)
 						2, argtypes, values, &processed) && processed > 0;
 }
 
-bool
+CatalogWrite
 catalog_record_host_key(const char *tunnel, const char *fingerprint,
 						const char *algorithm)
 {
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
 	uint64		processed;
+	bool		ok;
 
 	if (RecoveryInProgress())
-		return true;			/* a standby keeps it in memory only */
+		return CATALOG_WRITE_NONE;	/* a standby keeps it in memory only */
 
 	values[0] = CStringGetTextDatum(fingerprint);
 	values[1] = CStringGetTextDatum(tunnel);
 	values[2] = CStringGetTextDatum(algorithm ? algorithm : "");
 	if (catalog_v12 && algorithm != NULL)
-		return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1, "
-							"       host_key_algorithms = $3 "
-							"WHERE name = $2 AND host_key_fingerprint IS NULL",
-							3, argtypes, values, &processed);
-	return worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
-						"WHERE name = $2 AND host_key_fingerprint IS NULL",
-						2, argtypes, values, &processed);
+		ok = worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1, "
+						  "       host_key_algorithms = $3 "
+						  "WHERE name = $2 AND host_key_fingerprint IS NULL",
+						  3, argtypes, values, &processed);
+	else
+		ok = worker_write("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = $1 "
+						  "WHERE name = $2 AND host_key_fingerprint IS NULL",
+						  2, argtypes, values, &processed);
+	if (!ok)
+		return CATALOG_WRITE_RETRY;
+	return processed > 0 ? CATALOG_WRITE_DONE : CATALOG_WRITE_NONE;
 }
 
 bool
@@ -540,45 +598,100 @@ catalog_learn_host_key_algorithm(const char *tunnel, const char *pins,
 						3, argtypes, values, &processed);
 }
 
+/*
+ * The worker's own settings, whatever ALTER DATABASE or ALTER ROLE set for
+ * its database: every lock it waits for is bounded (catalog_run), and no
+ * object another role made can stand in for one it names without a schema.
+ */
 void
-catalog_servers_follow_host(const char *host)
+catalog_worker_settings(void)
 {
+	SetConfigOption("lock_timeout", CppAsString2(WORKER_LOCK_TIMEOUT_MS),
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp",
+					PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+typedef struct FollowArgs
+{
+	const char *host;
+	int			failed;
+} FollowArgs;
+
+/*
+ * Each server in a subtransaction of its own: one that cannot be altered
+ * (a wrapper that refuses the option, a lock) leaves the others pointed.
+ */
+static void
+follow_step(void *arg)
+{
+	FollowArgs *fa = (FollowArgs *) arg;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	List	   *stale = NIL;
 	ListCell   *lc;
-	MemoryContext caller_cxt = CurrentMemoryContext;
+	int			ret;
+
+	if (!to_regclass_exists("tunnel_ssh.server"))
+		return;
+	values[0] = CStringGetTextDatum(psprintf("host=%s", fa->host));
+	ret = SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
+								"  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
+								"WHERE NOT $1 = ANY (coalesce(fs.srvoptions, '{}')) "
+								"  AND " SERVER_IS_OURS_SQL,
+								1, argtypes, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tunnel_ssh.server: %s",
+			 SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+		stale = lappend(stale, SPI_getvalue(SPI_tuptable->vals[i],
+											SPI_tuptable->tupdesc, 1));
+	foreach(lc, stale)
+	{
+		char	   *server = lfirst(lc);
+		MemoryContext cxt = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			ret = SPI_execute(psprintf("ALTER SERVER %s OPTIONS (SET host %s)",
+									   quote_identifier(server),
+									   quote_literal_cstr(fa->host)),
+							  false, 0);
+			if (ret != SPI_OK_UTILITY)
+				elog(ERROR, "SPI_execute failed: %s",
+					 SPI_result_code_string(ret));
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			ereport(LOG,
+					(errcode(edata->sqlerrcode),
+					 errmsg("tunnel_ssh worker could not point foreign server \"%s\" at %s, will retry",
+							server, fa->host),
+					 errdetail_internal("%s", edata->message)));
+			FreeErrorData(edata);
+			fa->failed++;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+}
+
+bool
+catalog_servers_follow_host(const char *host)
+{
+	FollowArgs	fa = {host, 0};
 
 	if (RecoveryInProgress())
-		return;
-	values[0] = CStringGetTextDatum(psprintf("host=%s", host));
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(get_extension_oid("tunnel_ssh", true)) &&
-		to_regclass_exists("tunnel_ssh.server") &&
-		SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
-							  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
-							  "WHERE NOT $1 = ANY (coalesce(fs.srvoptions, '{}'))",
-							  1, argtypes, values, NULL, true, 0) == SPI_OK_SELECT)
-	{
-		for (uint64 i = 0; i < SPI_processed; i++)
-			stale = lappend(stale, SPI_getvalue(SPI_tuptable->vals[i],
-												SPI_tuptable->tupdesc, 1));
-		foreach(lc, stale)
-		{
-			char	   *server = lfirst(lc);
-
-			if (SPI_execute(psprintf("ALTER SERVER %s OPTIONS (SET host %s)",
-									 quote_identifier(server),
-									 quote_literal_cstr(host)), false, 0) < 0)
-				elog(LOG, "tunnel_ssh could not point server \"%s\" at %s",
-					 server, host);
-		}
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller_cxt);
+		return true;
+	return catalog_run(follow_step, &fa, "update", LOG) && fa.failed == 0;
 }

@@ -66,11 +66,25 @@ typedef struct TunnelDef
 extern bool catalog_has_column(const char *attname);
 
 /*
- * Read every tunnel in its own transaction.  Returns a List of TunnelDef
- * allocated in the current memory context, or NIL if the extension is not
- * installed (*installed tells which).
+ * Run step in a short transaction of the worker's own, with SPI connected:
+ * its lock waits are bounded and an error in it is logged (at elevel), not
+ * raised.
+ * False if it did not commit (try again later).
  */
-extern List *catalog_load(bool *installed);
+extern bool catalog_run(void (*step) (void *arg), void *arg,
+						const char *what, int elevel);
+
+/* Settings of the worker's session that its catalog steps rely on. */
+extern void catalog_worker_settings(void);
+
+/*
+ * Read every tunnel in its own transaction (catalog_run).  *defs is a List
+ * of TunnelDef allocated in the current memory context, NIL if the
+ * extension is not installed (*installed tells which).  False, with *defs
+ * NIL, if the catalog could not be read now (a lock held, an error): keep
+ * what runs, and try again later.
+ */
+extern bool catalog_load(bool *installed, List **defs, int elevel);
 
 /* Deep copy into the current memory context. */
 extern TunnelDef *catalog_copy_def(const TunnelDef *def);
@@ -95,13 +109,21 @@ extern bool catalog_promote_key(const char *tunnel, const char *fingerprint);
 /* Preloaded: wake the worker after COMMIT PREPARED too. */
 extern void catalog_install_hooks(void);
 
+/* What became of a write of the worker's. */
+typedef enum CatalogWrite
+{
+	CATALOG_WRITE_DONE,			/* written */
+	CATALOG_WRITE_NONE,			/* nothing to write (already set, a standby) */
+	CATALOG_WRITE_RETRY			/* not now: a lock held, an error (logged) */
+} CatalogWrite;
+
 /*
  * Trust on first use: remember the host key seen for a tunnel, and the
  * algorithm it was negotiated with (if known), so that later sessions ask
- * for it first.  Returns false if it could not be written now (a lock held,
- * an error): try again.
+ * for it first.  NONE if the catalog has a host key already (a pin set
+ * meanwhile: the catalog change decides whether the session may stay).
  */
-extern bool catalog_record_host_key(const char *tunnel, const char *fingerprint,
+extern CatalogWrite catalog_record_host_key(const char *tunnel, const char *fingerprint,
 									const char *algorithm);
 
 /*
@@ -117,8 +139,20 @@ extern bool catalog_learn_host_key_algorithm(const char *tunnel,
 /*
  * Point the foreign servers tunnel_server_create made at host (the socket
  * directory moves with the data directory, e.g. after a restore).  Not on a
- * standby.
+ * standby.  A server of the same name made by hand with other options is
+ * left alone (SERVER_IS_OURS_SQL).  False if one could not be pointed now.
  */
-extern void catalog_servers_follow_host(const char *host);
+extern bool catalog_servers_follow_host(const char *host);
+
+/*
+ * SQL condition: foreign server fs is still the one tunnel_server_create
+ * made for row s of tunnel_ssh.server (a host option, and a port option
+ * naming the row's local port).
+ */
+#define SERVER_IS_OURS_SQL \
+	"EXISTS (SELECT FROM pg_catalog.pg_options_to_table(fs.srvoptions) o " \
+	"        WHERE o.option_name = 'port' AND o.option_value = s.local_port::pg_catalog.text) " \
+	"AND EXISTS (SELECT FROM pg_catalog.pg_options_to_table(fs.srvoptions) o " \
+	"            WHERE o.option_name = 'host')"
 
 #endif							/* TUNNEL_CATALOG_H */

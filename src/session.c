@@ -1486,18 +1486,24 @@ save_host_key(TunnelSession *s, TimestampTz now)
 		s->algorithm_unsaved = false;
 		return -1;
 	}
-	if (!catalog_record_host_key(s->def->name, s->host_key,
-								 s->host_key_algorithm[0] ?
-								 s->host_key_algorithm : NULL))
+	switch (catalog_record_host_key(s->def->name, s->host_key,
+									s->host_key_algorithm[0] ?
+									s->host_key_algorithm : NULL))
 	{
-		s->host_key_save_at = TimestampTzPlusMilliseconds(now, HOST_KEY_RETRY_MS);
-		return HOST_KEY_RETRY_MS;
+		case CATALOG_WRITE_RETRY:
+			s->host_key_save_at = TimestampTzPlusMilliseconds(now, HOST_KEY_RETRY_MS);
+			return HOST_KEY_RETRY_MS;
+		case CATALOG_WRITE_DONE:
+			ereport(LOG,
+					(errmsg("tunnel \"%s\": recorded host key %s of %s port %d",
+							s->def->name, s->host_key, s->def->ssh_host,
+							s->def->ssh_port)));
+			break;
+		case CATALOG_WRITE_NONE:
+			/* A pin set meanwhile: the worker compares it with ours. */
+			break;
 	}
 	s->host_key_unsaved = false;
-	ereport(LOG,
-			(errmsg("tunnel \"%s\": recorded host key %s of %s port %d",
-					s->def->name, s->host_key, s->def->ssh_host,
-					s->def->ssh_port)));
 	return -1;
 }
 
@@ -1632,4 +1638,10 @@ tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 		}
 	}
 	tunnel_session_mark_dirty(s);
+}
+
+const char *
+tunnel_session_seen_host_key(TunnelSession *s)
+{
+	return s->host_key[0] ? s->host_key : NULL;
 }

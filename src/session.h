@@ -37,6 +37,13 @@ extern void tunnel_session_destroy(TunnelSession *s);
 extern TunnelSession *tunnel_session_create_key_check(const TunnelDef *def);
 extern int	tunnel_session_key_check_result(TunnelSession *s);
 
+/*
+ * The fingerprint of the host key this session trusted at first use (the
+ * catalog had none), or NULL: whether a pin set later admits the bastion
+ * the session is connected to.
+ */
+extern const char *tunnel_session_seen_host_key(TunnelSession *s);
+
 /* Authenticated and carrying traffic? */
 extern bool tunnel_session_ready(TunnelSession *s);
 extern void tunnel_session_set_def(TunnelSession *s, const TunnelDef *def);

@@ -36,6 +36,7 @@
 
 #include "catalog.h"
 #include "channel.h"
+#include "hostkeys.h"
 #include "keys.h"
 #if LIBSSH2_VERSION_NUM < 0x010b00
 #include "keystream.h"
@@ -52,6 +53,13 @@
 #define POLL_INTERVAL_MS		60000
 #define STANDBY_POLL_INTERVAL_MS 5000
 #define BIND_RETRY_MS			1000
+/*
+ * A catalog that could not be read (a lock held past lock_timeout, an
+ * error) is read again after this, doubling up to the cap: each try may
+ * hold up every tunnel for up to the lock timeout.
+ */
+#define CATALOG_RETRY_FIRST_MS	250
+#define CATALOG_RETRY_MAX_MS	2000
 /*
  * A pending rotation's key is tried 10 s after the rotation starts, then
  * ever less often, down to once in 5 minutes.  Each try the bastion refuses
@@ -122,17 +130,18 @@ on_accept(void *arg, pgsocket client)
  * (set_def), not on every reload or bind retry.
  */
 static bool
-stored_key_matches(const TunnelDef *def)
+key_matches(const char *private_key, const char *fingerprint)
 {
 	char	   *line;
-	char	   *fingerprint;
+	char	   *seen;
 	bool		ok;
 
-	if (!keys_public_from_private(def->private_key, "", &line, &fingerprint))
+	if (private_key == NULL || fingerprint == NULL ||
+		!keys_public_from_private(private_key, "", &line, &seen))
 		return false;
-	ok = strcmp(fingerprint, def->key_fingerprint) == 0;
+	ok = strcmp(seen, fingerprint) == 0;
 	pfree(line);
-	pfree(fingerprint);
+	pfree(seen);
 	return ok;
 }
 
@@ -480,8 +489,7 @@ set_def(WorkerTunnel *t, const TunnelDef *def)
 
 	MemoryContextSwitchTo(old);
 	if (t->def == NULL || catalog_stored_key_differs(t->def, copy))
-		t->key_usable = copy->private_key != NULL &&
-			copy->key_fingerprint != NULL && stored_key_matches(copy);
+		t->key_usable = key_matches(copy->private_key, copy->key_fingerprint);
 	if (t->def)
 	{
 		if (t->def->private_key)
@@ -535,6 +543,25 @@ tunnel_update(WorkerTunnel *t, const TunnelDef *def)
 	bool		new_session = catalog_session_differs(t->def, def);
 	bool		same_rotation;
 
+	/*
+	 * A host key recorded or pinned while a session trusted the bastion at
+	 * first use: the session stays only if the catalog admits the key it
+	 * saw (the worker's own record of it does).
+	 */
+	if (!new_session && t->session && t->def->host_key_fingerprint == NULL &&
+		def->host_key_fingerprint != NULL)
+	{
+		const char *seen = tunnel_session_seen_host_key(t->session);
+
+		if (seen != NULL && !hostkeys_match(def->host_key_fingerprint, seen))
+		{
+			ereport(LOG,
+					(errmsg("tunnel \"%s\": the host key pinned does not admit the key of the running session, %s: reconnecting",
+							def->name, seen)));
+			new_session = true;
+		}
+	}
+
 	same_rotation = !new_session &&
 		t->def->next_key_fingerprint != NULL &&
 		def->next_key_fingerprint != NULL &&
@@ -579,22 +606,32 @@ find_def(List *defs, const char *name)
 	return NULL;
 }
 
-static void
-reload(void)
+/*
+ * Read the catalog and bring every tunnel in line with it.  False if it
+ * could not be read now (catalog_load says why, at elevel): every tunnel
+ * keeps running as it was, and the caller tries again a little later.
+ */
+static bool
+reload(int elevel)
 {
 	MemoryContext load_cxt = AllocSetContextCreate(worker_cxt, "catalog load",
 												   ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(load_cxt);
 	bool		installed;
-	List	   *defs = catalog_load(&installed);
+	List	   *defs;
 	List	   *kept = NIL;
 	ListCell   *lc;
 
+	if (!catalog_load(&installed, &defs, elevel))
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(load_cxt);
+		return false;
+	}
 	/* Foreign servers of tunnel_server_create use this data directory's sockets. */
 	if (installed)
-		catalog_servers_follow_host(tunnel_connect_host());
+		(void) catalog_servers_follow_host(tunnel_connect_host());
 	MemoryContextSwitchTo(old);
-
 	foreach(lc, tunnels)
 	{
 		WorkerTunnel *t = lfirst(lc);
@@ -629,6 +666,7 @@ reload(void)
 	foreach(lc, defs)
 		catalog_free_def(lfirst(lc));
 	MemoryContextDelete(load_cxt);
+	return true;
 }
 
 static void
@@ -662,6 +700,17 @@ run_key_check(WorkerTunnel *t, TimestampTz now)
 		stop_key_check(t);
 		return -1;
 	}
+
+	/*
+	 * The check verifies the bastion against the catalog's host key: until
+	 * the session's first-use record of it is written, an unverified host
+	 * could otherwise accept the new key and have the old one erased.
+	 */
+	if (t->def->host_key_fingerprint == NULL)
+	{
+		stop_key_check(t);
+		return 1000;
+	}
 	if (t->key_check == NULL)
 	{
 		MemoryContext old;
@@ -672,6 +721,24 @@ run_key_check(WorkerTunnel *t, TimestampTz now)
 														  KEY_CHECK_FIRST_MS);
 		if (now < t->key_check_at)
 			return (long) ((t->key_check_at - now + 999) / 1000);
+
+		/*
+		 * A rotation edited by hand whose key is not the one its fingerprint
+		 * names must never be promoted: the key the DBA was shown would not
+		 * be the one that logs in.
+		 */
+		if (!key_matches(t->def->next_private_key,
+						 t->def->next_key_fingerprint))
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("tunnel \"%s\": the new key of the pending rotation does not match its fingerprint %s",
+							t->def->name, t->def->next_key_fingerprint),
+					 errhint("Cancel the rotation with tunnel_rotate_cancel(), or start another with tunnel_rotate_key().")));
+			t->key_check_failures++;
+			t->key_check_at = TimestampTzPlusMilliseconds(now, KEY_CHECK_MAX_MS);
+			return KEY_CHECK_MAX_MS;
+		}
 		old = MemoryContextSwitchTo(t->cxt);
 		t->key_check = tunnel_session_create_key_check(t->def);
 		MemoryContextSwitchTo(old);
@@ -839,12 +906,24 @@ tunnel_worker_main(Datum main_arg)
 	uint64		seen_generation = 0;
 	TimestampTz next_poll = 0;
 	bool		first = true;
+	int			load_failures = 0;
+	TimestampTz load_retry_at = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+
+	/*
+	 * pg_cancel_backend() on the worker (a script that cancels whatever has
+	 * run too long, found in pg_stat_activity) would end the process, and
+	 * with it every connection of every tunnel.  The worker runs no
+	 * statement a cancel could usefully stop: its catalog steps are bounded
+	 * by lock_timeout.  pg_terminate_backend() still stops it.
+	 */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(tunnel_database, NULL, 0);
 	pgstat_report_appname("tunnel_ssh worker");
+	catalog_worker_settings();
 
 	if (libssh2_init(0) != 0)
 		ereport(ERROR,
@@ -907,15 +986,33 @@ tunnel_worker_main(Datum main_arg)
 
 		now = GetCurrentTimestamp();
 		generation = tunnel_status_catalog_generation();
-		if (first || generation != seen_generation || now >= next_poll)
+		if ((first || generation != seen_generation || now >= next_poll) &&
+			now >= load_retry_at)
 		{
-			first = false;
-			seen_generation = generation;
-			reload();
-			next_poll = TimestampTzPlusMilliseconds(now,
-													RecoveryInProgress() ?
-													STANDBY_POLL_INTERVAL_MS :
-													POLL_INTERVAL_MS);
+			if (reload(load_failures == 0 ? LOG : DEBUG1))
+			{
+				if (load_failures > 0)
+					ereport(LOG,
+							(errmsg("tunnel_ssh worker read the tunnel catalog after %d failed attempts",
+									load_failures)));
+				first = false;
+				seen_generation = generation;
+				load_failures = 0;
+				load_retry_at = 0;
+				next_poll = TimestampTzPlusMilliseconds(now,
+														RecoveryInProgress() ?
+														STANDBY_POLL_INTERVAL_MS :
+														POLL_INTERVAL_MS);
+			}
+			else
+			{
+				/* Changes wait; the tunnels run on as they were. */
+				load_retry_at = TimestampTzPlusMilliseconds(now,
+															Min(CATALOG_RETRY_MAX_MS,
+																CATALOG_RETRY_FIRST_MS << Min(load_failures, 4)));
+				next_poll = load_retry_at;
+				load_failures++;
+			}
 		}
 
 		/*
