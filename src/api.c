@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "nodes/params.h"
 #include "utils/builtins.h"
 
 #include "catalog.h"
@@ -284,6 +285,64 @@ tunnel_spi_run(const char *sql, int nargs, Oid *types, Datum *values, const char
 	if (rc < 0)
 		elog(ERROR, "tunnel_ssh catalog write failed: %s",
 			 SPI_result_code_string(rc));
+}
+
+/*
+ * The parameters of tunnel_spi_write_secret, served one at a time to the
+ * executor.  A ParamListInfo with a fetch hook is one PostgreSQL never
+ * prints (BuildParamLogString gives up on it, so neither auto_explain's
+ * parameter logging nor an error's CONTEXT shows the values), and
+ * declining the planner's speculative fetch keeps the key out of the plan:
+ * folded into a constant, it would stand in what EXPLAIN VERBOSE,
+ * auto_explain.log_verbose and debug_print_plan print.
+ */
+static ParamExternData *
+secret_param_fetch(ParamListInfo params, int paramid, bool speculative,
+				   ParamExternData *workspace)
+{
+	Datum	   *values = (Datum *) params->paramFetchArg;
+
+	if (paramid < 1 || paramid > params->numParams)
+		elog(ERROR, "tunnel_ssh: no parameter $%d", paramid);
+	workspace->isnull = false;
+	workspace->pflags = 0;
+	if (speculative)
+	{
+		workspace->value = (Datum) 0;
+		workspace->ptype = InvalidOid;
+		return workspace;
+	}
+	workspace->value = values[paramid - 1];
+	workspace->ptype = TEXTOID;
+	return workspace;
+}
+
+void
+tunnel_spi_write_secret(const char *sql, const char *tunnel, const char *secret)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	ParamListInfo params;
+	SPIPlanPtr	plan;
+	text	   *secret_text;
+	int			rc;
+
+	plan = SPI_prepare(sql, 2, types);
+	if (plan == NULL)
+		elog(ERROR, "tunnel_ssh: could not prepare a catalog write: %s",
+			 SPI_result_code_string(SPI_result));
+	secret_text = cstring_to_text(secret);
+	values[0] = CStringGetTextDatum(tunnel);
+	values[1] = PointerGetDatum(secret_text);
+	params = makeParamList(2);
+	params->paramFetch = secret_param_fetch;
+	params->paramFetchArg = values;
+	rc = SPI_execute_plan_with_paramlist(plan, params, false, 0);
+	explicit_bzero(VARDATA(secret_text), VARSIZE(secret_text) - VARHDRSZ);
+	if (rc < 0)
+		elog(ERROR, "tunnel_ssh catalog write failed: %s",
+			 SPI_result_code_string(rc));
+	SPI_freeplan(plan);
 }
 
 char *

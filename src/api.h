@@ -138,4 +138,12 @@ extern int	tunnel_spi_check(int rc);
 extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,
 						   Datum *values, const char *nulls);
 
+/*
+ * Run a catalog write whose $2 is a private key ($1 the tunnel's name),
+ * without the key ever being a parameter or constant that logging can
+ * print (auto_explain, EXPLAIN VERBOSE, an error's context).
+ */
+extern void tunnel_spi_write_secret(const char *sql, const char *tunnel,
+									const char *secret);
+
 #endif							/* TUNNEL_API_H */

@@ -124,11 +124,10 @@ tunnel_rotate_key(PG_FUNCTION_ARGS)
 				   "       next_public_key = $3, next_key_fingerprint = $4, "
 				   "       rotation_started = now() WHERE name = $1",
 				   4, types, values, NULL);
-	values[1] = CStringGetTextDatum(key.private_pem);
+	tunnel_spi_write_secret("UPDATE tunnel_ssh.secret SET next_private_key = $2 "
+							"WHERE tunnel = $1",
+							name, key.private_pem);
 	keys_wipe(key.private_pem);
-	tunnel_spi_run("UPDATE tunnel_ssh.secret SET next_private_key = $2 "
-				   "WHERE tunnel = $1",
-				   2, types, values, NULL);
 	line = tunnel_authorized_line(name, restricted, true);
 	SPI_finish();
 

@@ -170,11 +170,9 @@ tunnel_create(PG_FUNCTION_ARGS)
 	tunnel_spi_run("INSERT INTO tunnel_ssh.forward (tunnel, local_port, remote_host, remote_port) "
 		"VALUES ($1, $2, $3, $4)", 4, types, values, NULL);
 
-	types[1] = TEXTOID;
-	values[1] = CStringGetTextDatum(key.private_pem);
+	tunnel_spi_write_secret("INSERT INTO tunnel_ssh.secret (tunnel, private_key) VALUES ($1, $2)",
+							name, key.private_pem);
 	keys_wipe(key.private_pem);
-	tunnel_spi_run("INSERT INTO tunnel_ssh.secret (tunnel, private_key) VALUES ($1, $2)",
-		2, types, values, NULL);
 
 	line = tunnel_authorized_line(name, restricted, false);
 	if (via)
