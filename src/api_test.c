@@ -384,6 +384,28 @@ read_definition(Probe *p, bool missing_ok)
 	if (p->next_public_key)
 		p->next_public_key = tunnel_authorized_line(p->name, true, true);
 
+	/*
+	 * A row edited by hand may lack what tunnel_create and tunnel_rotate_key
+	 * always write together; the worker calls such a tunnel invalid.
+	 */
+	if (p->private_key == NULL || p->public_key == NULL ||
+		p->key_fingerprint == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("tunnel \"%s\" has no usable key pair in the catalog",
+						p->name),
+				 errhint("Recreate the tunnel, or start a new key with tunnel_rotate_key().")));
+	if (p->next_private_key != NULL &&
+		(p->next_public_key == NULL || p->next_key_fingerprint == NULL))
+	{
+		ereport(NOTICE,
+				(errmsg("the pending key rotation of tunnel \"%s\" is incomplete and is not tried",
+						p->name),
+				 errhint("Cancel it with tunnel_rotate_cancel(), or start another with tunnel_rotate_key().")));
+		keys_wipe(p->next_private_key);
+		p->next_private_key = NULL;
+	}
+
 	tunnel_spi_check(SPI_execute_with_args("SELECT remote_host, remote_port FROM tunnel_ssh.forward "
 						  "WHERE tunnel = $1 ORDER BY local_port",
 						  1, argtypes, values, NULL, true, 0));
