@@ -25,6 +25,7 @@
 #include "utils/builtins.h"
 
 #include "api.h"
+#include "catalog.h"
 #include "api_forward.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
@@ -61,7 +62,7 @@ server_on_port(int port)
 
 	tunnel_spi_check(SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
 						  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
-						  "WHERE s.local_port = $1 ORDER BY 1",
+						  "WHERE s.local_port = $1 AND " SERVER_IS_OURS_SQL " ORDER BY 1",
 						  1, types, values, NULL, true, 1));
 	return SPI_processed > 0 ?
 		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
@@ -287,10 +288,11 @@ tunnel_server_follow_port(PG_FUNCTION_ARGS)
 	HeapTuple	newtup;
 	bool		isnull;
 	char	   *server;
+	int			old_port;
 	int			port;
 	char	   *sql;
-	Oid			types[1];
-	Datum		values[1];
+	Oid			types[2];
+	Datum		values[2];
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
@@ -302,14 +304,22 @@ tunnel_server_follow_port(PG_FUNCTION_ARGS)
 	server = TextDatumGetCString(heap_getattr(newtup, 1,
 											  trigdata->tg_relation->rd_att,
 											  &isnull));
+	old_port = DatumGetInt32(heap_getattr(trigdata->tg_trigtuple, 3,
+										  trigdata->tg_relation->rd_att,
+										  &isnull));
 	port = DatumGetInt32(heap_getattr(newtup, 3, trigdata->tg_relation->rd_att,
 									  &isnull));
 
+	/* Only while the server is still the one made for the old port. */
 	types[0] = TEXTOID;
 	values[0] = CStringGetTextDatum(server);
+	types[1] = INT4OID;
+	values[1] = Int32GetDatum(old_port);
 	SPI_connect();
-	tunnel_spi_check(SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_foreign_server WHERE srvname = $1",
-						  1, types, values, NULL, true, 1));
+	tunnel_spi_check(SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_foreign_server fs, "
+						  "  (SELECT $2 AS local_port) s "
+						  "WHERE fs.srvname = $1 AND " SERVER_IS_OURS_SQL,
+						  2, types, values, NULL, true, 1));
 	if (SPI_processed > 0)
 	{
 		sql = psprintf("ALTER SERVER %s OPTIONS (SET port '%d')",
@@ -341,7 +351,7 @@ tunnel_drop_servers(const char *tunnel, bool cascade)
 		return;					/* a 1.0 catalog */
 	tunnel_spi_check(SPI_execute_with_args("SELECT s.server FROM tunnel_ssh.server s "
 						  "  JOIN pg_catalog.pg_foreign_server fs ON fs.srvname = s.server "
-						  "WHERE s.tunnel = $1 ORDER BY 1",
+						  "WHERE s.tunnel = $1 AND " SERVER_IS_OURS_SQL " ORDER BY 1",
 						  1, types, values, NULL, true, 0));
 	for (uint64 i = 0; i < SPI_processed; i++)
 		servers = lappend(servers, SPI_getvalue(SPI_tuptable->vals[i],
