@@ -21,7 +21,9 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
+#include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "miscadmin.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -149,6 +151,24 @@ bool_value(HeapTuple tuple, TupleDesc desc, int attno)
  * and false tells the caller to try again later.  what is the verb for
  * the log ("read", "update").
  */
+/* Is a catalog step under way (catalog_handle_sigint)? */
+static volatile sig_atomic_t in_step = false;
+
+/*
+ * The worker's SIGINT handler.  A lock timeout raises its error through a
+ * SIGINT the process sends itself, so a catalog step must see SIGINT as any
+ * backend does; a cancel that lands in a step ends only that step (logged,
+ * retried).  Outside a step, pg_cancel_backend() on the worker is ignored:
+ * PostgreSQL's handler would end the process, and with it every connection
+ * of every tunnel, and the worker runs nothing a cancel could usefully stop.
+ */
+void
+catalog_handle_sigint(SIGNAL_ARGS)
+{
+	if (in_step)
+		StatementCancelHandler(postgres_signal_arg);
+}
+
 bool
 catalog_run(void (*step) (void *arg), void *arg, const char *what, int elevel)
 {
@@ -163,7 +183,9 @@ catalog_run(void (*step) (void *arg), void *arg, const char *what, int elevel)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		PushActiveSnapshot(GetTransactionSnapshot());
+		in_step = true;
 		step(arg);
+		in_step = false;
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -173,6 +195,7 @@ catalog_run(void (*step) (void *arg), void *arg, const char *what, int elevel)
 	{
 		ErrorData  *edata;
 
+		in_step = false;
 		MemoryContextSwitchTo(caller_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -186,6 +209,8 @@ catalog_run(void (*step) (void *arg), void *arg, const char *what, int elevel)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	/* A cancel that came as the step ended must not end the worker. */
+	QueryCancelPending = false;
 	MemoryContextSwitchTo(caller_cxt);
 	return ok;
 }

@@ -74,6 +74,9 @@ extern bool catalog_has_column(const char *attname);
 extern bool catalog_run(void (*step) (void *arg), void *arg,
 						const char *what, int elevel);
 
+/* The worker's SIGINT handler: cancels reach catalog steps only. */
+extern void catalog_handle_sigint(SIGNAL_ARGS);
+
 /* Settings of the worker's session that its catalog steps rely on. */
 extern void catalog_worker_settings(void);
 

@@ -912,14 +912,8 @@ tunnel_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 
-	/*
-	 * pg_cancel_backend() on the worker (a script that cancels whatever has
-	 * run too long, found in pg_stat_activity) would end the process, and
-	 * with it every connection of every tunnel.  The worker runs no
-	 * statement a cancel could usefully stop: its catalog steps are bounded
-	 * by lock_timeout.  pg_terminate_backend() still stops it.
-	 */
-	pqsignal(SIGINT, SIG_IGN);
+	/* pg_cancel_backend() ends no connection (catalog_handle_sigint). */
+	pqsignal(SIGINT, catalog_handle_sigint);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(tunnel_database, NULL, 0);
 	pgstat_report_appname("tunnel_ssh worker");
