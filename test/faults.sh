@@ -179,7 +179,7 @@ catalog="SELECT string_agg(name, ' ' ORDER BY name) FROM tunnel_ssh.tunnel"
 before=$(lsql "$layout")
 wpid=$(lsql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'")
 echo "# tunnels before: $before; worker pid $wpid"
-kill -9 "$wpid"
+deliberate_kill 9 "$wpid"
 t0=$(now_ms)
 reinit() { grep -q "all server processes terminated; reinitializing" local.log; }
 new_worker() { test -n "$(lsql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker' AND pid <> $wpid")"; }

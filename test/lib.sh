@@ -157,18 +157,36 @@ C
 start_sshd
 }
 
-# The end of every suite: no server process of the local server may have
-# died of a signal other than the SIGKILLs the faults suite sends itself.  A
-# crash the postmaster recovered from can leave every later check green,
-# so this check says what crashed, what the log said just before, and the
+# deliberate_kill SIGNAL PID: a server process a suite kills on purpose;
+# suite_end excuses its death (by pid), and only its.
+deliberate_kill() {
+  echo "$2" >> "$dir/deliberate_kills"
+  kill -"$1" "$2"
+}
+
+# The end of every suite: no server process of any cluster the suite
+# started (every *.log beside and one level below $dir: local, private,
+# standby, restored...) may have died of a signal, OOM kills included,
+# except the processes the suite killed itself (deliberate_kill).  A crash
+# the postmaster recovered from can leave every later check green, so this
+# check says what crashed, what the log said just before, and the
 # backtrace of any core; then the TAP plan and the summary.
 suite_end() {
-  local crashes core
-  crashes=$(grep -E 'terminated by signal' local.log 2>/dev/null | grep -v 'by signal 9:' || true)
+  local crashes core line pid logs
+  logs=$(find "$dir" -maxdepth 2 -name '*.log' -type f 2>/dev/null | sort)
+  crashes=$(for f in $logs; do
+    grep -H -E 'terminated by signal' "$f" 2>/dev/null | while IFS= read -r line; do
+      pid=$(sed -n 's/.*(PID \([0-9]*\)).*/\1/p' <<<"$line")
+      [ -n "$pid" ] && grep -qx "$pid" "$dir/deliberate_kills" 2>/dev/null && continue
+      echo "$line"
+    done
+  done)
   if ! check "no server process crashed" test -z "$crashes"; then
     printf '%s\n' "$crashes" | head -5 | sed 's/^/# /'
-    grep -B 30 -m 1 -E 'terminated by signal [^9]' local.log | sed 's/^/#   log: /'
-    for core in local/core*; do
+    for f in $logs; do
+      grep -B 30 -m 1 -E 'terminated by signal' "$f" 2>/dev/null | sed "s|^|#   ${f##*/}: |"
+    done | head -80
+    for core in "$dir"/*/core*; do
       [ -f "$core" ] && command -v gdb >/dev/null || continue
       echo "# backtrace of $core:"
       gdb -batch -q -ex 'bt 30' "$B/postgres" "$core" 2>&1 | grep -E '^#' | sed 's/^/#   /'

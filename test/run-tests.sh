@@ -10,10 +10,10 @@
 # Debian release run in a chroot by test/platform.sh (default: "native
 # trixie forky").  PG_CONFIG selects the PostgreSQL installation.
 set -euo pipefail
-SUITES="e2e topology day2 faults isolation security durability scale soak"
+SUITES="e2e topology day2 faults isolation security dba durability scale soak"
 # What the chroots run by default: the long durability, scale and soak
 # suites run here only.
-CHROOT_SUITES="regress e2e topology day2 faults isolation security"
+CHROOT_SUITES="regress e2e topology day2 faults isolation security dba"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
@@ -23,18 +23,36 @@ if [ -z "${TUNNEL_SSH_PLATFORM:-}" ] && [ "${1:-}" != demo ]; then
   trap 'rm -f "$out"' EXIT
   for platform in ${PLATFORMS:-native trixie forky}; do
     start=$(date +%s)
+    mark=$(grep -c '^not ok ' "$out" || true)
     if [ "$platform" = native ]; then
       TUNNEL_SSH_PLATFORM=native bash test/run-tests.sh "$@" 2>&1 | tee -a "$out" && rc=0 || rc=$?
     else
       bash test/platform.sh "$platform" ${@:-$CHROOT_SUITES} 2>&1 | tee -a "$out" && rc=0 || rc=$?
+    fi
+    # A platform that failed where no check did (debootstrap, apt, a mount,
+    # the build) is a failure too, with its name.
+    if [ $rc -ne 0 ] && [ "$(grep -c '^not ok ' "$out" || true)" -eq "$mark" ]; then
+      echo "not ok - $platform: failed outside any check (exit $rc): $(grep -v '^#' "$out" | tail -n 1)" | tee -a "$out"
     fi
     [ $rc -eq 0 ] && word=passed || { word=FAILED; bad=1; }
     results+=("$platform: $word in $(( $(date +%s) - start )) s")
   done
   echo "=== platforms"
   printf '%s\n' "${results[@]}"
-  # Every check of every suite (and pg_regress) prints "ok N" or "not ok N".
-  echo "total: $(grep -c '^ok ' "$out") passed, $(grep -c '^not ok ' "$out") failed"
+  # Every check of every suite prints "ok N - what" or "not ok N - what"
+  # (pg_regress too: regress() below), a skip "ok N - what # SKIP why".
+  skipped=$(grep -c '^ok .*# SKIP' "$out" || true)
+  passed=$(( $(grep -c '^ok ' "$out" || true) - skipped ))
+  failed=$(grep -c '^not ok ' "$out" || true)
+  if [ "$skipped" -gt 0 ]; then
+    echo "=== skipped"
+    grep '^ok .*# SKIP' "$out" | sed 's/^ok [0-9]* - /  /'
+  fi
+  if [ "$failed" -gt 0 ]; then
+    echo "=== failed"
+    grep '^not ok ' "$out" | sed 's/^not ok [0-9]* *- */  /'
+  fi
+  echo "total: $passed passed, $failed failed, $skipped skipped"
   exit $bad
 fi
 
@@ -63,20 +81,35 @@ trap 'exit 143' TERM INT HUP
 # test/prepare.sh).
 regress() {
   # SQL behaviour, in a temporary instance with the module preloaded.
+  # pg_regress of PostgreSQL 15 prints "test api ... ok" (16+ print TAP):
+  # each test becomes an "ok"/"not ok" line either way, so it is counted.
+  local rc=0
   mkdir -p "$work/regress"
   cp -r "$repo/Makefile" "$repo/tunnel_ssh.control" "$repo/sql" "$repo/expected" "$repo/test" "$work/regress/"
   chown -R "$user" "$work/regress"
-  if ! in_own_network "su $user -c \"cd $work/regress && make -s installcheck NO_PGXS_BUILD=1 REGRESS_OPTS='--inputdir=. --outputdir=results --temp-instance=$work/regress/tmp --temp-config=test/regress.conf --port=55499 --dbname=contrib_regression'\""; then
+  in_own_network "su $user -c \"cd $work/regress && make -s installcheck NO_PGXS_BUILD=1 REGRESS_OPTS='--inputdir=. --outputdir=results --temp-instance=$work/regress/tmp --temp-config=test/regress.conf --port=55499 --dbname=contrib_regression'\"" 2>&1 |
+    sed -E 's/^test +([^ ]+) +\.\.\. +ok\b.*/ok - regress \1/; s/^test +([^ ]+) +\.\.\. +FAILED\b.*/not ok - regress \1/' || rc=$?
+  if [ $rc -ne 0 ]; then
     cat "$work/regress/results/regression.diffs" 2>/dev/null || true
     return 1
   fi
 }
 
 failed=()
+# A suite that fails with no failed check (it died, hung, or its set-up
+# failed) is a failed check of its own, named.
+suite_failed() {  # suite log
+  failed+=("$1")
+  grep -q '^not ok ' "$2" ||
+    echo "not ok - $1: ended without a failed check ($(grep -c '^ok ' "$2") passed before it ended)"
+}
+# A suite that hangs is stopped (its servers with it: it traps TERM).
+suite_timeout=${TUNNEL_SSH_SUITE_TIMEOUT:-1500}
 for suite in "$@"; do
   echo "=== $suite"
+  log=$work/$suite.log
   if [ "$suite" = regress ]; then
-    regress || failed+=("$suite")
+    regress 2>&1 | tee "$log" || suite_failed regress "$log"
     continue
   fi
   case "$suite" in lib|run-tests) suite=none ;; esac
@@ -92,9 +125,11 @@ for suite in "$@"; do
   fi
   in_own_network "if ! $setup; then $teardown; exit 1; fi
 rc=0
-su $user -c 'bash $work/$suite/$suite.sh $work/$suite' || rc=1
+timeout -k 30 $suite_timeout su $user -c 'bash $work/$suite/$suite.sh $work/$suite' || rc=\$?
+[ \$rc -eq 124 ] && echo 'not ok - $suite: still running after $suite_timeout s, stopped'
+[ \$rc -eq 0 ] || rc=1
 $teardown || true
-exit \$rc" || failed+=("$suite")
+exit \$rc" 2>&1 | tee "$log" || suite_failed "$suite" "$log"
   root_teardown=
 done
 if [ ${#failed[@]} -gt 0 ]; then
