@@ -123,7 +123,7 @@ SELECT ssh_host, ssh_user, remote_host, remote_port, local_port, host_key_finger
 SELECT tunnel_alter('t1', ssh_host => '127.0.0.1', remote_host => '127.0.0.1', remote_port => 5432, local_port => 50100);
 \set VERBOSITY default
 SET client_min_messages = warning;  -- the NOTICEs name random fingerprints
-SELECT tunnel_rotate_key('t1') ~ '^restrict,port-forwarding,permitopen="127.0.0.1:5432",command="[^"]*" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1:[0-9]{8}$' AS new_line;
+SELECT tunnel_rotate_key('t1') ~ '^restrict,port-forwarding,permitopen="127.0.0.1:5432",permitlisten="NONE:1",command="[^"]*" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:t1:[0-9]{8}$' AS new_line;
 SELECT tunnel_rotate_key('t3', restricted => false) ~ '^ssh-rsa AAAAB3NzaC1yc2E[A-Za-z0-9+/]+=* tunnel_ssh:t3:[0-9]{8}$' AS new_bare_line;
 SELECT tunnel_rotate_cancel('t3');
 SELECT next_key_fingerprint ~ '^SHA256:' AND next_key_fingerprint <> key_fingerprint AS pending,

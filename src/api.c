@@ -369,6 +369,24 @@ tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno, bool secret)
 	"echo 'tunnel_ssh: this key only forwards to its permitted targets' >&2; exit 1"
 
 /*
+ * The permitlisten that refuses every TCP listen (ssh -R in any form) on the
+ * bastion.  "port-forwarding" gives back remote forwarding as well as local,
+ * and permitopen limits local forwards only.  authorized_keys has no
+ * permitlisten that means "none" (sshd rejects the whole line for
+ * permitlisten="none": it wants a port), and any host:port we could name is
+ * one that root, or any user where ip_unprivileged_port_start is lowered (as
+ * in containers), can bind.  So the host is one no request can match: sshd
+ * lowercases the requested listen host before matching it against the
+ * pattern, and the pattern has capitals.  Should sshd ever match without
+ * regard to case, what is left is port 1, which on a stock system only root
+ * can bind.  Checked on OpenSSH 9.2, 10.0 and 10.6 (e2e).  Nothing
+ * in authorized_keys closes a remote forward to a Unix socket
+ * (streamlocal-forward@openssh.com): sshd checks it against no list; README
+ * tells the bastion's admin to set AllowStreamLocalForwarding no.
+ */
+#define TUNNEL_NO_LISTEN "permitlisten=\"NONE:1\","
+
+/*
  * The reads below are not read-only: they must see what the calling
  * function wrote before (a read-only SPI query keeps the caller's snapshot).
  */
@@ -437,7 +455,8 @@ tunnel_authorized_line(const char *name, bool restricted, bool next)
 		initStringInfo(&targets);
 		appendStringInfoString(&line, "restrict,");
 		if (append_permitopen(&targets, name) > 0)
-			appendStringInfo(&line, "port-forwarding,%s", targets.data);
+			appendStringInfo(&line, "port-forwarding,%s" TUNNEL_NO_LISTEN,
+							 targets.data);
 		appendStringInfoString(&line,
 							   "command=\"" TUNNEL_FORCED_COMMAND "\" ");
 		pfree(targets.data);

@@ -75,7 +75,7 @@ key_before=$(lsql "SELECT md5(private_key) FROM tunnel_ssh.secret WHERE tunnel =
 new_line=$(lsql "SELECT tunnel_rotate_key('main')" 2>rotate.err)
 new_fp=$(lsql "SELECT next_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'main'")
 check "tunnel_rotate_key returns a new authorized_keys line, restricted like the first" \
-  grep -qE '^restrict,port-forwarding,permitopen="127.0.0.1:'$PPORT'",command="[^"]+" ssh-ed25519 AAAA[A-Za-z0-9+/]+=* tunnel_ssh:main:[0-9]{8}$' <<<"$new_line"
+  grep -qE '^restrict,port-forwarding,permitopen="127.0.0.1:'$PPORT'",permitlisten="NONE:1",command="[^"]+" ssh-ed25519 AAAA[A-Za-z0-9+/]+=* tunnel_ssh:main:[0-9]{8}$' <<<"$new_line"
 check "its fingerprint is the pending key's" \
   test "$(ssh-keygen -l -f <(echo "$new_line") | awk '{print $2}')" = "$new_fp"
 check "rotate_key tells what to do next" grep -q "authorized_keys" rotate.err
@@ -155,7 +155,7 @@ check "ssh_handshake fails on a host key mismatch and names both keys" \
 create t_noauth "ssh_port => $SPORT3, local_port => 54333" >/dev/null
 r=$(tt_fail t_noauth); echo "# $r"
 check "authenticate fails for a key not in authorized_keys and gives the line to add" \
-  grep -q "^authenticate|the bastion refused key .* add this key to ~$me/.ssh/authorized_keys on 127.0.0.1: restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",command=" <<<"$r"
+  grep -q "^authenticate|the bastion refused key .* add this key to ~$me/.ssh/authorized_keys on 127.0.0.1: restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",permitlisten=\"NONE:1\",command=" <<<"$r"
 wait_state t_noauth auth_failed 10 >/dev/null
 check "the worker retries a refused key in seconds to minutes, not at once" \
   test "$(col t_noauth "state || ' ' || connect_attempts")" = "auth_failed 1"

@@ -29,8 +29,8 @@ lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw; CREATE EXTENSI
 # --- keys and catalog ---
 line=$(lsql "SELECT tunnel_create('main', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', local_port => 54321)")
 echo "$line" > main.pub
-check "tunnel_create returns one authorized_keys line, restricted to the target, with a forced command" \
-  grep -qE "^restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",command=\"[^\"]+\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:main\$" main.pub
+check "tunnel_create returns one authorized_keys line, restricted to the target, no listen, with a forced command" \
+  grep -qE "^restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",permitlisten=\"NONE:1\",command=\"[^\"]+\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:main\$" main.pub
 check "restricted => false gives the bare line" \
   grep -qE '^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]+=* tunnel_ssh:main$' <<<"$(lsql "SELECT tunnel_public_key('main', restricted => false)")"
 check "ssh-keygen fingerprint of the line equals the catalog's" \
@@ -118,11 +118,108 @@ check "ssh -W to another host:port is refused by sshd" \
 out=$(ssh_key -W 127.0.0.2:$PPORT </dev/null); rc=$?
 check "... and so is the same port on another address" \
   bash -c '[ "$1" != 0 ] && [ "$2" -ge 1 ]' _ $rc "$(denied 127.0.0.2 $PPORT)"
+# The key cannot listen on the bastion: each form of ssh -R is refused by
+# sshd's permission check (its log says so: not the kernel refusing port 1
+# to a user, which root or a lowered ip_unprivileged_port_start would allow),
+# and no session of sshd listens meanwhile.  -L carries a query; a Unix
+# socket on the bastion (the private PostgreSQL's) is out of reach.
+key_ssh() {  # port ssh-args...: exec'd, so the caller's $! is ssh's own pid
+  exec timeout 20 ssh -F /dev/null -i sh.key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ExitOnForwardFailure=yes -p "$1" "$(id -un)@127.0.0.1" "${@:2}"
+}
+# Listening sockets (TCP or Unix) of the sessions of the sshd whose pid file is $1.
+session_listeners() {
+  local pids
+  pids=$(proc_tree "$(cat "$1")" | tail -n +2 | paste -sd '|')
+  [ -z "$pids" ] || ss -Hlnp -A tcp,unix 2>/dev/null | grep -E "pid=($pids)," || true
+}
+# ssh -N -R SPEC with the key against the sshd of port $1 (pid file $2, log $3):
+# "refused ..." once ssh gives up on the forward (ExitOnForwardFailure),
+# "listening: ..." as soon as one of that sshd's sessions listens.
+denied_rfwd() { grep -c "to remote forward to .*, but the request was denied" "$1"; }
+more_than() { [ "$("${@:2}")" -gt "$1" ]; }   # N cmd...: cmd prints more than N
+remote_fwd() {
+  local port=$1 pidf=$2 log=$3 spec=$4 p l= rc before
+  before=$(denied_rfwd "$log")
+  (key_ssh "$port" -N -R "$spec" </dev/null >rfwd.out 2>&1) & p=$!
+  while kill -0 $p 2>/dev/null; do
+    l=$(session_listeners "$pidf"); [ -n "$l" ] && break
+    sleep 0.1
+  done
+  if kill -0 $p 2>/dev/null; then kill $p; wait $p; echo "listening: $l"; return; fi
+  wait $p; rc=$?
+  l=$(session_listeners "$pidf")
+  wait_for 5 more_than "$before" denied_rfwd "$log" &&
+    echo "refused: rc $rc: $(tr '\n' ' ' < rfwd.out)${l:+; but listening: $l}" ||
+    echo "refused, not by sshd's permission check: rc $rc: $(tr '\n' ' ' < rfwd.out); sshd: $(tail -n 3 "$log" | sed 's/^.*\]: //' | tr '\n' ' ')"
+}
+RP=54390
+for spec in "127.0.0.1:$RP:127.0.0.1:$PPORT" "$RP" "0:127.0.0.1:$PPORT" "127.0.0.1:1:127.0.0.1:$PPORT" "NONE:1:127.0.0.1:$PPORT"; do
+  r=$(remote_fwd $SPORT sshd/sshd.pid sshd/log "$spec"); echo "# ssh -R $spec: $r"
+  check "ssh -R $spec with the tunnel's key: refused by sshd, nothing listens" \
+    bash -c '[[ "$1" == "refused: rc 255: "*"remote port forwarding failed"* && "$1" != *listening* ]]' _ "$r"
+done
+(key_ssh $SPORT -N -L 127.0.0.1:54391:127.0.0.1:$PPORT </dev/null >/dev/null 2>&1) & p=$!
+wait_for 10 bash -c "kill -0 $p && (exec 3<>/dev/tcp/127.0.0.1/54391)"
+check "ssh -L to the permitted target carries a query" test "$(psql_via 54391 "SELECT count(*) FROM items" 2>&1)" = 100000
+kill $p 2>/dev/null; wait $p 2>/dev/null
+# direct-streamlocal: sshd checks the path against the permitopen list,
+# where no path is (no authorized_keys option names one).
+# (By the permitopen list, or by AllowStreamLocalForwarding: two messages.)
+denied_path() { grep -cE "(Received request to connect to path $dir/.s.PGSQL.$PPORT, but the request was denied|refused streamlocal port forward: .*target $dir/.s.PGSQL.$PPORT)" "$1"; }
+sl_local() {  # port log: "refused" if sshd denied -L to the private server's socket
+  local p before r
+  before=$(denied_path "$2"); mkdir -p lsock; rm -f lsock/.s.PGSQL.$PPORT
+  (key_ssh "$1" -N -L "$dir/lsock/.s.PGSQL.$PPORT:$dir/.s.PGSQL.$PPORT" </dev/null >/dev/null 2>&1) & p=$!
+  wait_for 10 bash -c "kill -0 $p && test -S lsock/.s.PGSQL.$PPORT"
+  r=$(psql -X -h "$dir/lsock" -p $PPORT -d postgres -Atc "SELECT 'reached'" 2>&1)
+  kill $p 2>/dev/null; wait $p 2>/dev/null
+  wait_for 5 more_than "$before" denied_path "$2" && [ "$r" != reached ] && echo refused || echo "not refused: $r"
+}
+r=$(sl_local $SPORT sshd/log); echo "# ssh -L to $dir/.s.PGSQL.$PPORT: $r"
+check "ssh -L to a Unix socket on the bastion (the private server's) is denied by sshd" test "$r" = refused
+# ssh -W takes a socket path since OpenSSH 9.4.
+if [ "$(printf '%s\n9.4\n' "$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([0-9]*\.[0-9]*\).*/\1/p')" | sort -V | head -n 1)" = 9.4 ]; then
+  before=$(denied_path sshd/log)
+  out=$( (key_ssh $SPORT -W "$dir/.s.PGSQL.$PPORT" </dev/null) 2>&1); rc=$?
+  echo "# ssh -W $dir/.s.PGSQL.$PPORT: rc $rc: $out"
+  w_refused() { [ "$1" != 0 ] && wait_for 5 more_than "$2" denied_path sshd/log; }
+  check "ssh -W to that socket is denied by sshd" w_refused $rc "$before"
+fi
+# A remote forward to a Unix socket (streamlocal-forward): sshd checks it
+# against no list, so no authorized_keys line can refuse it while it
+# permits -L; README says so and gives the sshd_config that closes it.
+# With the stock sshd here, the key can listen at a path the account can
+# write; with README's Match block, not, and -L/-W still work.
+rm -f "$dir/r.sock"
+r=$(remote_fwd $SPORT sshd/sshd.pid sshd/log "$dir/r.sock:127.0.0.1:$PPORT"); echo "# ssh -R $dir/r.sock: $r"
+check "ssh -R to a Unix socket path: the line alone does not refuse it (README's documented state)" \
+  bash -c '[[ "$1" == listening:*"$2"* ]]' _ "$r" "$dir/r.sock"
+rm -f "$dir/r.sock"
+SLPORT=$((SPORT + 2))
+sed -e "s/^Port .*/Port $SLPORT/" -e "s#sshd.pid#sshd_sl.pid#" sshd/sshd_config > sshd/sl.conf
+cat >> sshd/sl.conf <<C
+Match User $(id -un)
+    AllowTcpForwarding local
+    AllowStreamLocalForwarding no
+    PermitTunnel no
+C
+/usr/sbin/sshd -f "$dir/sshd/sl.conf" -E "$dir/sshd/sl.log"
+wait_for 10 test -s sshd/sshd_sl.pid && extra_pids+=("$(cat sshd/sshd_sl.pid)")
+wait_for 10 port_open $SLPORT || echo "# sshd with the Match block did not start: $(tail -n 3 sshd/sl.log)"
+r=$(remote_fwd $SLPORT sshd/sshd_sl.pid sshd/sl.log "$dir/r.sock:127.0.0.1:$PPORT"); echo "# README's Match block: ssh -R $dir/r.sock: $r"
+check "with README's sshd_config block, ssh -R to a Unix socket path is refused, nothing listens" \
+  bash -c '[[ "$1" == refused*"remote port forwarding failed"* && "$1" != *listening* ]] && [ ! -e "$2" ]' _ "$r" "$dir/r.sock"
+out=$( (key_ssh $SLPORT -W 127.0.0.1:$PPORT </dev/null) 2>&1); rc=$?
+check "... while ssh -W to the permitted target still works there" test "$rc" = 0 || echo "# rc $rc: $out"
+r=$(sl_local $SLPORT sshd/sl.log); echo "# README's Match block: ssh -L to $dir/.s.PGSQL.$PPORT: $r"
+check "... and so is ssh -L to a Unix socket there" test "$r" = refused
+kill $(proc_tree "$(cat sshd/sshd_sl.pid)") 2>/dev/null
 rm -f sh.key
 # A forward added later: the line on the bastion does not permit it yet.
 p=$(lsql "SELECT tunnel_forward_add('sh', '127.0.0.1', $LPORT, local_port => 54323)" 2>fwd.err)
 check "forward_add says the line changed and gives the new one" \
-  grep -q "HINT:  Replace the tunnel's line in authorized_keys on the bastion with: restrict,port-forwarding,permitopen=\"127.0.0.1:$LPORT\",permitopen=\"127.0.0.1:$PPORT\"," fwd.err
+  grep -q "HINT:  Replace the tunnel's line in authorized_keys on the bastion with: restrict,port-forwarding,permitopen=\"127.0.0.1:$LPORT\",permitopen=\"127.0.0.1:$PPORT\",permitlisten=\"NONE:1\",command=" fwd.err
 r=$(lsql "SELECT step || '|' || detail FROM tunnel_test('sh') WHERE NOT ok LIMIT 1"); echo "# $r"
 check "tunnel_test: the line on the bastion does not permit the new target" \
   grep -qF "open_channel|the authorized_keys line on the bastion does not permit 127.0.0.1:$LPORT: replace it with tunnel_public_key('sh')" <<<"$r"

@@ -53,7 +53,7 @@ UPDATE tunnel_ssh.tunnel SET enabled = false WHERE name ~ '^s[0-9]+\$';
 COMMIT;
 SQL
 check "tunnel_create made $NTUNNELS authorized_keys lines" \
-  test "$(grep -cE '^restrict,port-forwarding,permitopen="127.0.0.1:[0-9]+",command="[^"]+" ssh-ed25519 [A-Za-z0-9+/=]+ tunnel_ssh:s[0-9]+$' keys.pub)" = "$NTUNNELS"
+  test "$(grep -cE '^restrict,port-forwarding,permitopen="127.0.0.1:[0-9]+",permitlisten="NONE:1",command="[^"]+" ssh-ed25519 [A-Za-z0-9+/=]+ tunnel_ssh:s[0-9]+$' keys.pub)" = "$NTUNNELS"
 cat keys.pub >> sshd/authorized_keys
 sleep 1
 check "disabled tunnels report disabled" \

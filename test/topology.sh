@@ -23,7 +23,7 @@ lsql "SELECT tunnel_create('b2', '10.231.2.2', '127.0.0.1', 5432, ssh_port => 22
 # b1's line permits b2's sshd already: it is b1's own target.
 check "b2 via b1: b1's line, which permits b2's sshd already, is unchanged (no NOTICE)" test ! -s b2.err
 check "b1's line permits exactly its target" \
-  grep -q '^restrict,port-forwarding,permitopen="10.231.2.2:2222",command=' <<<"$(lsql "SELECT tunnel_public_key('b1')")"
+  grep -q '^restrict,port-forwarding,permitopen="10.231.2.2:2222",permitlisten="NONE:1",command=' <<<"$(lsql "SELECT tunnel_public_key('b1')")"
 
 check "first bastion: connected" wait_state b1 connected 15
 check "second bastion cannot be reached directly" wait_state b2_direct unreachable 15
