@@ -22,6 +22,7 @@
 #include "postgres.h"
 
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -362,6 +363,46 @@ write_client(TunnelChannel *f)
 	}
 }
 
+/*
+ * Has a client at EOF closed its socket for good, rather than only its
+ * sending side (shutdown(SHUT_WR), after which it still reads)?  A Unix
+ * socket says so (POLLHUP: no peer any more), as does a TCP socket the
+ * client reset; a TCP FIN looks the same either way.
+ */
+static bool
+client_gone(TunnelChannel *f)
+{
+	struct pollfd pfd;
+
+	pfd.fd = f->client;
+	pfd.events = 0;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)) != 0;
+}
+
+/*
+ * Has the bastion closed the channel (not only sent its EOF)?  Then bytes
+ * of the client still buffered can never be delivered.  libssh2 says so
+ * only through libssh2_channel_wait_closed, which reads the session like
+ * the session's drain (a read may start a key exchange, so only when we
+ * may send; libssh2's own calls finish a half-sent key exchange packet,
+ * whoever makes them).
+ */
+static bool
+remote_closed(TunnelChannel *f)
+{
+	int			rc;
+
+	if (!may_send(f) || owned_op(f) != TURN_OP_NONE)
+		return false;
+	rc = libssh2_channel_wait_closed(f->channel);
+	if (rc == 0)
+		return true;
+	if (rc != LIBSSH2_ERROR_EAGAIN)
+		channel_failed(f, rc);
+	return false;
+}
+
 /* The window a channel opened now gets (see CHANNEL_WINDOW). */
 static uint32
 window_for_new_channel(void)
@@ -674,12 +715,16 @@ channel_pump(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool may_open,
 	if (f->phase == CHANNEL_WAITING)
 	{
 		/*
-		 * A client that left before its channel was asked for is done; one
-		 * whose open is under way must wait for it (libssh2 cannot abandon
-		 * an open) and is then closed like any other.
+		 * A client at EOF with bytes for the target (a request sent, then
+		 * shutdown(SHUT_WR), the reply awaited) keeps its place: its bytes,
+		 * then its EOF, go out once the channel is open.  One that sent
+		 * nothing, or closed its socket for good, gave up and leaves the
+		 * queue now; if its open is under way it must wait for it (libssh2
+		 * cannot abandon an open) and is then closed like any other.
 		 */
-		if (f->client_eof)
-			close_client(f);	/* it gave up: it leaves the queue now */
+		if (f->client_eof && f->client != PGINVALID_SOCKET &&
+			(buffered(&f->up) == 0 || client_gone(f)))
+			close_client(f);
 		if (f->client == PGINVALID_SOCKET &&
 			!tunnel_turn_holds_open(f->turn, f))
 			abandon(f);
@@ -698,9 +743,14 @@ channel_pump(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool may_open,
 		step_down(f);
 		if (f->phase == CHANNEL_OPEN)
 			write_client(f);
-		/* Both directions done: nothing more will cross this channel. */
+		/*
+		 * Both directions done: nothing more will cross this channel.  The
+		 * client's direction is done once its last bytes and then its EOF
+		 * went out (the target may read on after its own EOF), or when the
+		 * bastion closed the channel: then they never can.
+		 */
 		if (f->phase == CHANNEL_OPEN && f->client_eof && f->remote_eof &&
-			buffered(&f->down) == 0)
+			buffered(&f->down) == 0 && (f->eof_sent || remote_closed(f)))
 			abandon(f);
 	}
 
@@ -804,8 +854,8 @@ channel_give_up(TunnelChannel *f, bool session_ready, char *error,
 bool
 channel_waits_for_session(TunnelChannel *f)
 {
-	return f->phase == CHANNEL_WAITING && f->client != PGINVALID_SOCKET &&
-		!f->client_eof;
+	/* One at EOF but still here has bytes for the target (channel_pump). */
+	return f->phase == CHANNEL_WAITING && f->client != PGINVALID_SOCKET;
 }
 
 LIBSSH2_CHANNEL *

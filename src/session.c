@@ -1221,11 +1221,23 @@ run_pass(TunnelSession *s)
 	 * channels' queues: a call that waits for one packet (an open, the
 	 * keepalive's request) returns as soon as it has it and leaves what came
 	 * with it in libssh2's buffer, where no channel's poll sees it and no
-	 * socket event announces it.  (Not while another's send is stalled and
-	 * the socket has nothing new: a read may have to send, see the header.)
+	 * socket event announces it.
+	 *
+	 * Not while a send is stalled, even with bytes to read: a read may have
+	 * to send, and not only a window adjust.  A KEXINIT from the bastion
+	 * (sshd's RekeyLimit) makes libssh2 send its own at once, and the
+	 * half-sent packet blocks it: libssh2 1.10's send returns BAD_USE, the
+	 * re-exchange is dropped and sshd waits for our KEXINIT while it sends
+	 * nothing else (every channel of the session stops); 1.11.1's returns
+	 * EAGAIN with EXCHANGING_KEYS set, and from then on every send, the
+	 * owner's too, goes into the key exchange first, which cannot send
+	 * before the owner's packet is finished: nothing is sent again.  So the
+	 * socket is not read until the owner has finished its packet
+	 * (update_interest stops waiting for reads meanwhile; sshd reads what
+	 * we send whatever it has to send itself).
 	 */
 	s->writable = false;
-	if (s->readable || tunnel_turn_owner(&s->turn) == NULL)
+	if (tunnel_turn_owner(&s->turn) == NULL)
 	{
 		drain(s, s->readable);
 		s->readable = false;
@@ -1339,8 +1351,9 @@ update_interest(TunnelSession *s)
 				wanted |= WL_SOCKET_WRITEABLE;
 			break;
 		case PHASE_READY:
+			/* A stalled send: nothing reads before it is done (run_pass). */
 			if (tunnel_turn_owner(&s->turn) != NULL)
-				wanted |= WL_SOCKET_WRITEABLE;
+				wanted = WL_SOCKET_WRITEABLE;
 			break;
 		default:
 			break;

@@ -7,6 +7,7 @@
 #      and with a round trip on the SSH leg (bench/latency_relay)
 #   3. a row lock on the tunnel while the worker records its host key
 #   4. worker memory with clients that stop reading
+#   8. clients that half-close at once, before their channel is open
 # "# " lines print the measurements.  Prints "N passed, N failed" last.
 set -uo pipefail
 dir=${1:?work directory}
@@ -66,8 +67,11 @@ for i in 1 2 3; do
 done
 sleep 1.5
 # One more that gives up by itself (libpq's connect_timeout) before ours.
+# Over the Unix socket, where the worker can tell a close from a
+# half-close: over TCP both are a FIN, and a client at EOF that sent bytes
+# keeps its place (section 8) until connect_timeout.
 ( s=$(now_ms)
-  psql -X -h 127.0.0.1 -p $FB -d "dbname=postgres connect_timeout=2" -Atc "SELECT 1" > dark4.out 2>&1
+  psql -X -h "$dir/local/tunnel_ssh" -p $FB -d "dbname=postgres connect_timeout=2" -Atc "SELECT 1" > dark4.out 2>&1
   echo "$? $(( $(now_ms) - s ))" > dark4.res ) &
 # Meanwhile new connections to the healthy target, one every 0.2 s.
 lat=()
@@ -263,6 +267,100 @@ sleep 0.5
 counts=$(fwd $FX "active_connections || '/' || total_connections")
 echo "# forward $FX (new): active/total connections $counts"
 check "7. the new forward's counts are its own (0 active, 1 total)" test "$counts" = "0/1"
+
+# --- 8. clients that half-close at once, before their channel is open ---
+# A request, shutdown(SHUT_WR) at once, then the reply read to EOF (what
+# nc -N and many health checks do): the bytes go out, then the EOF, and the
+# reply comes back whole.  The worker reads the client's bytes and EOF
+# before the bastion has answered the open (through the relay, 10 ms
+# later).  Targets beside the private database: an echo, and a sink that
+# half-closes at once and then reads slowly, so that its EOF reaches the
+# worker while the client's last bytes still wait for channel window.  Each
+# logs how many bytes it read.
+ECHO=58225 SINK=58226 FE=58407 FK=58408
+cat > targets.pl <<'PERL'
+use strict; use IO::Socket::INET;
+my ($kind, $port, $log) = @ARGV;
+$SIG{CHLD} = 'IGNORE';
+my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+                              Listen => 64, ReuseAddr => 1) or die "listen: $!\n";
+while (1) {
+  my $c = $l->accept or next;
+  next if fork;
+  my ($n, $buf) = (0, '');
+  if ($kind eq 'sink') {
+    shutdown($c, 1);
+    while ((my $r = sysread($c, $buf, 16384)) > 0) { $n += $r; select undef, undef, undef, 0.001; }
+  } else {
+    while ((my $r = sysread($c, $buf, 65536)) > 0) {
+      $n += $r;
+      for (my $off = 0; $off < $r; ) { $off += syswrite($c, $buf, $r - $off, $off) // die "write: $!\n"; }
+    }
+    shutdown($c, 1);
+  }
+  open my $fh, '>>', $log or die; print $fh "$n\n"; close $fh;
+  exit 0;
+}
+PERL
+# halfclose.pl PORT SIZE [USER]: SIZE bytes (with USER: a PostgreSQL
+# startup packet, a query and Terminate), shutdown(SHUT_WR) at once, then
+# read to EOF; prints what came back: its length, and whether it is the
+# bytes sent (or the query's complete reply).
+cat > halfclose.pl <<'PERL'
+use strict; use IO::Socket::INET; use Digest::MD5 qw(md5_hex);
+my ($port, $size, $user) = @ARGV;
+alarm 60;
+my $out;
+if (defined $user) {
+  my $params = "user\0$user\0database\0postgres\0\0";
+  my $q = "SELECT repeat('x', 100000)\0";
+  $out = pack('NN', 8 + length($params), 196608) . $params .
+    'Q' . pack('N', 4 + length($q)) . $q . 'X' . pack('N', 4);
+} else {
+  $out = pack('N*', 0 .. $size / 4 - 1);
+}
+my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die "connect: $!\n";
+my $pid = fork // die "fork: $!\n";
+if (!$pid) {
+  for (my $off = 0; $off < length $out; ) { $off += syswrite($c, $out, length($out) - $off, $off) // die "write: $!\n"; }
+  shutdown($c, 1);
+  exit 0;
+}
+my ($in, $buf) = ('', '');
+while ((my $r = sysread($c, $buf, 65536)) > 0) { $in .= $buf; }
+waitpid $pid, 0;
+if (defined $user) {
+  print length($in), ' ', ($in =~ /C\0\0\0\rSELECT 1\0Z/ ? 'complete' : 'incomplete'), "\n";
+} else {
+  print length($in), ' ', (md5_hex($in) eq md5_hex($out) ? 'same' : 'differs'), "\n";
+}
+PERL
+for p in "$FA direct" "$FR relay"; do
+  set -- $p
+  r=$(perl halfclose.pl $1 0 "$me" 2>&1)
+  check "8. $2: a query sent and half-closed at once gets its whole reply ($r)" \
+    test "${r#* }" = complete -a "${r%% *}" -gt 100000
+done
+perl targets.pl echo $ECHO echo.log & extra_pids+=($!)
+perl targets.pl sink $SINK sink.log & extra_pids+=($!)
+wait_for 5 port_open $ECHO; wait_for 5 port_open $SINK
+lsql "SELECT tunnel_forward_add('r', '127.0.0.1', $ECHO, $FE)" >/dev/null
+lsql "SELECT tunnel_forward_add('r', '127.0.0.1', $SINK, $FK)" >/dev/null
+repaste r sshd/authorized_keys
+lsql "SELECT tunnel_disable('r')" >/dev/null
+lsql "SELECT tunnel_enable('r')" >/dev/null
+check "8. tunnel r connected with the echo and sink forwards" wait_state r connected 15
+for size in 20480 8388608; do
+  r=$(perl halfclose.pl $FE $size 2>&1)
+  check "8. echo: $size bytes sent and half-closed at once come back whole ($r)" \
+    test "$r" = "$size same"
+  n0=$(wc -l < sink.log)
+  perl halfclose.pl $FK $size >/dev/null 2>&1
+  sink_logged() { test "$(wc -l < sink.log)" -gt "$n0"; }
+  wait_for 20 sink_logged
+  got=$(tail -n 1 sink.log)
+  check "8. sink, its EOF first: $size bytes half-closed at once all arrive ($got)" test "$got" = "$size"
+done
 
 # --- 5. worker memory with clients that stop reading ---
 # Each client asks for COPY big TO STDOUT and never reads (64 kB socket
