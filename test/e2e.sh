@@ -128,8 +128,8 @@ psql -X -q -At -h 127.0.0.1 -p 54322 -d postgres < held.in > held.out 2>&1 &
 held_psql=$!; extra_pids+=($held_psql)
 exec 7>held.in
 echo "SELECT 'pid', pg_backend_pid();" >&7
-held_line() { grep -q "^$1|" held.out; }
-check "a client holds a connection on the first forward" wait_for 10 held_line pid
+held_line() { grep -q "^$1" held.out; }
+check "a client holds a connection on the first forward" wait_for 10 held_line "pid|"
 held_backend=$(sed -n 's/^pid|//p' held.out)
 attempts0=$(attempts_of sh)
 p=$(lsql "SELECT tunnel_forward_add('sh', '127.0.0.1', $LPORT, local_port => 54323)" 2>fwd.err)
@@ -149,7 +149,7 @@ echo "# first client of the added forward: '$first' after $(since $t0) s; sh: $(
 check "line replaced: the first client of the added forward is served, no reconnect forced" test "$first" = first
 check "... by one new login of the tunnel's session" test "$(attempts_of sh)" = $((attempts0 + 1))
 echo "SELECT 'still', pg_backend_pid();" >&7
-check "the first forward's client is unbroken: a query answers, same backend" wait_for 10 held_line "still|$held_backend"
+check "the first forward's client is unbroken: a query answers, same backend" wait_for 10 held_line "still|$held_backend\$"
 check "... carried meanwhile by the previous login (extra_sessions 1)" test "$(extra_of sh)" = 1
 check "... and the old target through a new connection too" test "$(psql_via 54322 "SELECT count(*) FROM items")" = 100000
 exec 7>&-

@@ -228,9 +228,9 @@ check "7. query through the freed port" wait_for 5 query_ok $OTHER
 # that is still declared dead within the new schedule.
 reload_to() {  # seconds
   local n
-  n=$(grep -c "keepalive_interval\" changed to \"$1s\"" local.log)
+  n=$(grep -cE "keepalive_interval\" changed to \"${1}s?\"" local.log)
   lsql "ALTER SYSTEM SET tunnel_ssh.keepalive_interval = $1" && lsql "SELECT pg_reload_conf()" >/dev/null
-  changed() { test "$(grep -c "keepalive_interval\" changed to \"$1s\"" local.log)" -gt "$2"; }
+  changed() { test "$(grep -cE "keepalive_interval\" changed to \"${1}s?\"" local.log)" -gt "$2"; }
   wait_for 10 changed "$1" "$n"
 }
 sshd_sessions() { proc_tree "$(cat sshd/sshd.pid)" | grep -vx "$(cat sshd/sshd.pid)" | sort | tr '\n' ' '; }
