@@ -492,7 +492,7 @@ tunnel_notice_changed_lines(const char *name, const TunnelLines *before)
 		ereport(NOTICE,
 				(errmsg("the authorized_keys line of tunnel \"%s\" has changed",
 						name),
-				 errdetail("The tunnel's targets changed, and with them the permitopen list of its line.  A running session keeps what the line it logged in with permits until it reconnects."),
+				 errdetail("The tunnel's targets changed, and with them the permitopen list of its line.  sshd grants a session what the line permitted at its login: the worker logs in again when a client uses a target added since, and established connections stay on the previous session until they end."),
 				 errhint("Replace the tunnel's line in authorized_keys on the bastion with: %s",
 						 after.current)));
 	if (line_changed(before->next, after.next))

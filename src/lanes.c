@@ -16,11 +16,25 @@
  * that clients of a target that does not answer wait for the open already
  * pending instead of taking every lane.
  *
+ * sshd fixes a key's permissions (the permitopen list of its line) when the
+ * session logs in.  A forward added later is refused "administratively
+ * prohibited" on a session that logged in before, even once the DBA has
+ * pasted the new line.  So each session remembers the catalog's targets at
+ * its login; a client of a target added since makes the tunnel's session log
+ * in again (tunnel_lanes_relogin): its connection, with every established
+ * channel, moves to a retiring lane that takes no new opens and is closed
+ * when its last channel ends, and the tunnel's session connects anew while
+ * the waiting clients wait for it.  That is one login per change of the
+ * targets; a target still refused on the new login (the line is not pasted
+ * yet) is reported as before, and another login is tried for it only after
+ * a backoff.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "channel.h"
 #include "session_internal.h"
@@ -45,6 +59,13 @@
 #define LANE_WAIT_MS		200
 #define LANE_WAIT_FACTOR	8
 #define LANE_WAIT_MAX_MS	3000
+/*
+ * A target still refused after a login that had it in the catalog is given
+ * another login after this, doubling up to RELOGIN_MAX_MS: the line may have
+ * been pasted since.  (A login that succeeds costs no OpenSSH penalty.)
+ */
+#define RELOGIN_FIRST_MS	5000
+#define RELOGIN_MAX_MS		300000
 
 /* The tunnel's own session, of which s is or may be a lane. */
 TunnelSession *
@@ -90,13 +111,20 @@ drop_lane(TunnelSession *lane)
 	tunnel_session_destroy(lane);
 }
 
+/* Drop the lanes; keep_retiring: those that carry a previous login stay. */
 void
-tunnel_lanes_drop_all(TunnelSession *s)
+tunnel_lanes_drop_all(TunnelSession *s, bool keep_retiring)
 {
 	dlist_mutable_iter iter;
 
 	dlist_foreach_modify(iter, &s->lanes)
-		drop_lane(tunnel_lane_from_node(iter.cur));
+	{
+		TunnelSession *lane = tunnel_lane_from_node(iter.cur);
+
+		if (keep_retiring && lane->retiring)
+			continue;
+		drop_lane(lane);
+	}
 }
 
 /*
@@ -121,6 +149,9 @@ tunnel_lane_failed(TunnelSession *s, const char *message, bool penalised)
 	tunnel_session_free_addrs(s);
 	s->fail_pending = false;
 	s->phase = PHASE_DONE;
+	/* A previous login that ended says nothing of new lanes' chances. */
+	if (s->retiring)
+		return;
 	p->failures_of_lanes++;
 	/* A login sshd penalises waits as long (retry_delay_ms in session.c). */
 	if (penalised)
@@ -131,8 +162,8 @@ tunnel_lane_failed(TunnelSession *s, const char *message, bool penalised)
 	p->lane_retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
 }
 
-static void
-start_lane(TunnelSession *p)
+static TunnelSession *
+new_lane(TunnelSession *p)
 {
 	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
 	TunnelSession *lane = tunnel_session_create(p->def, NULL);
@@ -144,6 +175,13 @@ start_lane(TunnelSession *p)
 	dlist_push_tail(&p->lanes, &lane->lane_node);
 	p->nlanes++;
 	tunnel_status_set_extra_sessions(p->slot, p->nlanes);
+	return lane;
+}
+
+static void
+start_lane(TunnelSession *p)
+{
+	(void) new_lane(p);
 	ereport(DEBUG1,
 			(errmsg("tunnel \"%s\": opening extra session %d to %s port %d",
 					p->def->name, p->nlanes, p->def->ssh_host,
@@ -184,6 +222,159 @@ target_answered_at(TunnelSession *p, TunnelChannel *f)
 	return 0;
 }
 
+/* ---------- what a login permits ---------- */
+
+void
+tunnel_lanes_note_login(TunnelSession *s)
+{
+	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(s));
+	ListCell   *lc;
+
+	tunnel_lanes_forget_login(s);
+	foreach(lc, s->def->forwards)
+	{
+		ForwardDef *fwd = lfirst(lc);
+		LoginTarget *t = palloc(sizeof(LoginTarget));
+
+		t->host = pstrdup(fwd->remote_host);
+		t->port = fwd->remote_port;
+		t->prohibited = false;
+		s->login_targets = lappend(s->login_targets, t);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+void
+tunnel_lanes_forget_login(TunnelSession *s)
+{
+	ListCell   *lc;
+
+	foreach(lc, s->login_targets)
+		pfree(((LoginTarget *) lfirst(lc))->host);
+	list_free_deep(s->login_targets);
+	s->login_targets = NIL;
+}
+
+/* f's target as s's login knew it, or NULL: added to the catalog since. */
+static LoginTarget *
+login_target(TunnelSession *s, TunnelChannel *f)
+{
+	ListCell   *lc;
+
+	foreach(lc, s->login_targets)
+	{
+		LoginTarget *t = lfirst(lc);
+
+		if (t->port == channel_remote_port(f) &&
+			strcmp(t->host, channel_remote_host(f)) == 0)
+			return t;
+	}
+	return NULL;
+}
+
+/* Has the catalog f's target now?  (A forward dropped meanwhile: no.) */
+static bool
+catalog_has_target(TunnelSession *s, TunnelChannel *f)
+{
+	ListCell   *lc;
+
+	foreach(lc, s->def->forwards)
+	{
+		ForwardDef *fwd = lfirst(lc);
+
+		if (fwd->remote_port == channel_remote_port(f) &&
+			strcmp(fwd->remote_host, channel_remote_host(f)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* May an open of f be tried on s, as far as s's login goes? */
+static bool
+login_permits(TunnelSession *s, TunnelChannel *f)
+{
+	LoginTarget *t = login_target(s, f);
+
+	return t != NULL && !t->prohibited;
+}
+
+/*
+ * Would a new login of the tunnel's session p serve f where p's does not?
+ * When f's target was added to the catalog after p logged in: the line on
+ * the bastion may have been replaced since (once per change of the
+ * targets).  When the target was refused on p's login although the catalog
+ * had it then: after a backoff, the line may have been pasted meanwhile.
+ */
+static bool
+relogin_would_serve(TunnelSession *p, TunnelChannel *f, TimestampTz now)
+{
+	LoginTarget *t;
+
+	if (p->primary != NULL || p->phase != PHASE_READY || p->key_check ||
+		!catalog_has_target(p, f))
+		return false;
+	t = login_target(p, f);
+	if (t == NULL)
+		return true;
+	return t->prohibited && now >= p->relogin_at;
+}
+
+/*
+ * Log in again for the targets of waiting clients (relogin_would_serve):
+ * p's connection goes to a new lane that retires it, and p connects anew.
+ * Called after a pass of p, outside its iteration over its channels.
+ */
+void
+tunnel_lanes_relogin(TunnelSession *p)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TunnelSession *lane;
+	dlist_iter	iter;
+	bool		added = false;
+	bool		wanted = false;
+	long		delay_ms;
+
+	p->relogin_wanted = false;
+	if (p->primary != NULL || p->phase != PHASE_READY || p->fail_pending)
+		return;
+	/* Still wanted?  And for a target added since, or one refused? */
+	dlist_foreach(iter, &p->channels)
+	{
+		TunnelChannel *f = channel_from_node(iter.cur);
+
+		if (!channel_waits_for_session(f) ||
+			tunnel_turn_holds_open(&p->turn, f) ||
+			!relogin_would_serve(p, f, now))
+			continue;
+		wanted = true;
+		if (login_target(p, f) == NULL)
+			added = true;
+	}
+	if (!wanted)
+		return;
+
+	/* A target still refused waits longer each time; a new one resets. */
+	p->relogins = added ? 0 : p->relogins + 1;
+	delay_ms = Min((long) RELOGIN_FIRST_MS << Min(p->relogins, 10),
+				   (long) RELOGIN_MAX_MS);
+	p->relogin_at = TimestampTzPlusMilliseconds(now, delay_ms);
+
+	ereport(LOG,
+			(errmsg("tunnel \"%s\": logging in again to %s port %d for a target %s",
+					p->def->name, p->def->ssh_host, p->def->ssh_port,
+					added ? "added since the session logged in" :
+					"the bastion refused on the last login"),
+			 errdetail("sshd grants a key's permitopen targets at login; connections already established stay on the previous session until they end.")));
+
+	lane = new_lane(p);
+	lane->retiring = true;
+	tunnel_session_move_connection(p, lane);
+	tunnel_session_free_addrs(p);
+	/* Should the new login fail, the waiting clients wait for the next. */
+	p->lost_at = now;
+	p->phase = PHASE_IDLE;		/* the next tick starts the attempt */
+}
+
 void
 tunnel_session_open_took(TunnelSession *s, long elapsed_ms)
 {
@@ -200,6 +391,23 @@ tunnel_session_open_answered(TunnelSession *s, TunnelChannel *f)
 	MemoryContext old;
 	ListCell   *lc;
 	TargetAnswer *a;
+	LoginTarget *t = login_target(s, f);
+
+	/*
+	 * Refused for want of permission on this login?  The pump that got the
+	 * answer was the last libssh2 call, so the session's last error is the
+	 * refusal's (RFC 4254 reason 1, as libssh2 words it).
+	 */
+	if (t != NULL && s->ssh != NULL && channel_ssh_channel(f) == NULL &&
+		!channel_wants_open(f))
+	{
+		char	   *msg = NULL;
+
+		if (libssh2_session_last_error(s->ssh, &msg, NULL, 0) ==
+			LIBSSH2_ERROR_CHANNEL_FAILURE && msg != NULL &&
+			strstr(msg, "administratively prohibited") != NULL)
+			t->prohibited = true;
+	}
 
 	foreach(lc, p->answers)
 	{
@@ -255,15 +463,30 @@ target_is_slow(TunnelSession *p, TunnelChannel *f, TimestampTz now)
 	return false;
 }
 
+/*
+ * May f open on s now?  Not while its target is slow (above); and not on a
+ * login that would refuse it when a new login may not: f waits for that one
+ * (tunnel_lanes_relogin, after this pass).
+ */
 bool
 tunnel_session_open_allowed(TunnelSession *s, TunnelChannel *f)
 {
-	return !target_is_slow(tunnel_lanes_pool_of(s), f, GetCurrentTimestamp());
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (relogin_would_serve(s, f, now))
+	{
+		s->relogin_wanted = true;
+		return false;
+	}
+	return !target_is_slow(tunnel_lanes_pool_of(s), f, now);
 }
 
-/* A connected lane with no open in flight, or NULL. */
+/*
+ * A connected lane with no open in flight whose login permits f's target,
+ * or NULL.
+ */
 static TunnelSession *
-free_lane(TunnelSession *p, bool *connecting)
+free_lane(TunnelSession *p, TunnelChannel *f, bool *connecting)
 {
 	dlist_iter	iter;
 
@@ -272,8 +495,11 @@ free_lane(TunnelSession *p, bool *connecting)
 	{
 		TunnelSession *lane = tunnel_lane_from_node(iter.cur);
 
+		if (lane->retiring)
+			continue;
 		if (lane->phase == PHASE_READY && !lane->fail_pending &&
-			tunnel_turn_opener(&lane->turn) == NULL)
+			tunnel_turn_opener(&lane->turn) == NULL &&
+			login_permits(lane, f))
 			return lane;
 		if (lane->phase != PHASE_READY && lane->phase != PHASE_DONE)
 			*connecting = true;
@@ -308,7 +534,7 @@ tunnel_lanes_dispatch(TunnelSession *p)
 		if (f == busy || channel_waiting_since(f) == 0 ||
 			target_is_slow(p, f, now))
 			continue;
-		lane = free_lane(p, &connecting);
+		lane = free_lane(p, f, &connecting);
 		if (lane == NULL)
 		{
 			/* The first one left waiting is the longest waiting. */
@@ -365,6 +591,16 @@ tunnel_lanes_tick(TunnelSession *p, TimestampTz now)
 
 		if (lane->phase == PHASE_DONE)
 		{
+			drop_lane(lane);
+			continue;
+		}
+		/* A previous login is closed with its last channel. */
+		if (lane->retiring && dlist_is_empty(&lane->channels) &&
+			opening_channel(lane) == NULL)
+		{
+			ereport(DEBUG1,
+					(errmsg("tunnel \"%s\": previous session closed, its last connection ended",
+							p->def->name)));
 			drop_lane(lane);
 			continue;
 		}

@@ -242,6 +242,27 @@ on_socket_event(void *arg, uint32 occurred)
 	tunnel_session_mark_dirty(s);
 }
 
+/*
+ * The socket's watch is allocated with it, so that the connection can move
+ * to another TunnelSession (tunnel_session_move_connection) with its place
+ * in the wait set: the socket stays registered, only the callback's
+ * argument changes.
+ */
+static void
+add_watch(TunnelSession *s, uint32 wanted)
+{
+	s->watch = MemoryContextAlloc(GetMemoryChunkContext(s), sizeof(Watch));
+	watch_add(s->watch, s->sock, wanted, on_socket_event, s);
+}
+
+static void
+remove_watch(TunnelSession *s)
+{
+	watch_remove(s->watch);
+	pfree(s->watch);
+	s->watch = NULL;
+}
+
 /* ---------- teardown and backoff ---------- */
 
 void
@@ -272,6 +293,10 @@ tunnel_session_close_connection(TunnelSession *s, bool polite)
 	}
 	s->keepalive = NULL;
 	s->keepalive_phase = KEEPALIVE_NONE;
+	s->probe_since = 0;
+	s->probes = 0;
+	s->relogin_wanted = false;
+	tunnel_lanes_forget_login(s);
 	tunnel_turn_init(&s->turn);
 	tunnel_status_set_methods(s->slot, NULL);
 
@@ -290,7 +315,7 @@ tunnel_session_close_connection(TunnelSession *s, bool polite)
 	}
 	if (s->sock != PGINVALID_SOCKET)
 	{
-		watch_remove(&s->watch);
+		remove_watch(s);
 		close(s->sock);
 		s->sock = PGINVALID_SOCKET;
 	}
@@ -527,14 +552,18 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 
 	if (s->phase == PHASE_READY)
 		s->lost_at = now;
-	/* The lanes go with the session; their waiting clients come back. */
+	/*
+	 * The lanes go with the session; their waiting clients come back.  A
+	 * previous login that still carries connections (a retiring lane) is not
+	 * this connection: it lives on until they end or its own keepalive fails.
+	 */
 	{
 		dlist_iter	iter;
 
 		dlist_foreach(iter, &s->lanes)
 			tunnel_lanes_return_waiting(tunnel_lane_from_node(iter.cur));
 	}
-	tunnel_lanes_drop_all(s);
+	tunnel_lanes_drop_all(s, true);
 	dlist_init(&held);
 	if (!s->penalised)
 		hold_waiting_clients(s, now, &held);
@@ -552,6 +581,13 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 
 		dlist_foreach_modify(iter, &held)
 		{
+			/*
+			 * An open the lost connection had in flight is asked again on
+			 * the next one: its time starts then, or the target would look
+			 * slow to the new session (lanes.c) and the wait be counted in
+			 * the tunnel's usual open time.
+			 */
+			channel_move(channel_from_node(iter.cur), &s->turn, s);
 			dlist_delete(iter.cur);
 			dlist_push_tail(&s->channels, iter.cur);
 		}
@@ -587,6 +623,80 @@ tunnel_session_report_forward_error(TunnelSession *s, const char *message)
 		ereport(LOG, (errmsg("tunnel \"%s\": %s", s->def->name, message)));
 		strlcpy(s->last_logged, message, sizeof(s->last_logged));
 	}
+}
+
+/*
+ * Hand s's connection over to another TunnelSession (a lane that retires
+ * it, lanes.c): the socket with its watch, libssh2's session, the keepalive,
+ * the send turn, and every channel that has something on this connection
+ * (open, closing, or an open in flight).  The clients still waiting for an
+ * open stay with s, which is left without a connection.
+ */
+void
+tunnel_session_move_connection(TunnelSession *s, TunnelSession *to)
+{
+	dlist_mutable_iter iter;
+
+	Assert(to->ssh == NULL && to->sock == PGINVALID_SOCKET);
+	to->sock = s->sock;
+	to->tcp = s->tcp;
+	to->watch = s->watch;
+	if (to->watch)
+		to->watch->arg = to;
+	to->readable = s->readable;
+	to->writable = s->writable;
+	to->ssh = s->ssh;
+	if (to->ssh)
+		*libssh2_session_abstract(to->ssh) = to;
+	to->last_recv = s->last_recv;
+	to->recv_calls = s->recv_calls;
+	to->sock_empty = s->sock_empty;
+	to->out = s->out;
+	to->out_len = s->out_len;
+	to->out_errno = s->out_errno;
+	to->keepalive_started = s->keepalive_started;
+	to->probe_since = s->probe_since;
+	to->probes = s->probes;
+	to->keepalive_phase = s->keepalive_phase;
+	to->keepalive = s->keepalive;
+	to->authed_next = s->authed_next;
+	to->login_targets = s->login_targets;
+	to->turn = s->turn;
+	/* The keepalive's calls name the session as their party. */
+	if (to->turn.owner == s)
+		to->turn.owner = to;
+	if (to->turn.opener == s)
+		to->turn.opener = to;
+	dlist_foreach_modify(iter, &s->channels)
+	{
+		TunnelChannel *f = channel_from_node(iter.cur);
+
+		if (channel_waits_for_session(f) &&
+			!tunnel_turn_holds_open(&s->turn, f) &&
+			tunnel_turn_owner(&s->turn) != f)
+			continue;
+		dlist_delete(iter.cur);
+		channel_move(f, &to->turn, to);
+		dlist_push_tail(&to->channels, iter.cur);
+	}
+	to->phase = PHASE_READY;
+
+	s->sock = PGINVALID_SOCKET;
+	s->watch = NULL;
+	s->ssh = NULL;
+	s->readable = s->writable = false;
+	s->sock_empty = false;
+	s->out = NULL;
+	s->out_len = 0;
+	s->out_errno = 0;
+	s->keepalive = NULL;
+	s->keepalive_phase = KEEPALIVE_NONE;
+	s->probe_since = 0;
+	s->probes = 0;
+	s->login_targets = NIL;
+	s->leftover_passes = 0;
+	tunnel_turn_init(&s->turn);
+	tunnel_session_mark_dirty(to);
 }
 
 /* ---------- connecting ---------- */
@@ -691,7 +801,7 @@ start_jump(TunnelSession *s)
 							  NULL);
 	s->sock = sv[0];
 	s->tcp = false;
-	watch_add(&s->watch, s->sock, WL_SOCKET_READABLE, on_socket_event, s);
+	add_watch(s, WL_SOCKET_READABLE);
 	begin_ssh(s);
 	tunnel_session_mark_dirty(s);
 }
@@ -718,7 +828,7 @@ start_connect(TunnelSession *s)
 		s->sock = fd;
 		s->tcp = true;
 		s->phase = PHASE_CONNECTING;
-		watch_add(&s->watch, fd, WL_SOCKET_WRITEABLE, on_socket_event, s);
+		add_watch(s, WL_SOCKET_WRITEABLE);
 		return;
 	}
 	errno = err;
@@ -738,7 +848,7 @@ finish_connect(TunnelSession *s)
 	if (err != 0)
 	{
 		/* This address failed: try the next one, if any. */
-		watch_remove(&s->watch);
+		remove_watch(s);
 		close(s->sock);
 		s->sock = PGINVALID_SOCKET;
 		if (s->next_addr)
@@ -990,6 +1100,7 @@ step_auth(TunnelSession *s)
 		s->keepalive_started = s->last_recv;
 		s->keepalive_phase = KEEPALIVE_OPENING;
 		s->primary->failures_of_lanes = 0;
+		tunnel_lanes_note_login(s);
 		return;
 	}
 	if (rc != 0 && next && !s->key_check)
@@ -1016,6 +1127,7 @@ step_auth(TunnelSession *s)
 		s->keepalive_started = s->last_recv;
 		/* The keepalive channel first: it may later wait behind no open. */
 		s->keepalive_phase = KEEPALIVE_OPENING;
+		tunnel_lanes_note_login(s);
 		s->last_logged[0] = '\0';
 		set_state(s, TUNNEL_STATE_CONNECTED, "");
 		return;
@@ -1295,6 +1407,8 @@ pass(TunnelSession *s)
 	s->out_hold = false;
 	if (s->sock != PGINVALID_SOCKET)
 		(void) flush_out(s);
+	if (s->relogin_wanted)
+		tunnel_lanes_relogin(s);
 }
 
 static void
@@ -1358,7 +1472,7 @@ update_interest(TunnelSession *s)
 		default:
 			break;
 	}
-	watch_set_events(&s->watch, wanted);
+	watch_set_events(s->watch, wanted);
 }
 
 bool
@@ -1390,12 +1504,74 @@ tunnel_session_service_all(void)
 	}
 }
 
+/*
+ * Liveness of a ready session.  A bastion silent for keepalive_interval is
+ * probed, and probed again every interval while it stays silent; it is dead
+ * once the first of those probes and the ones after it went unanswered for
+ * interval x (count - 1), at least one interval (as OpenSSH's
+ * ServerAliveCountMax counts unanswered probes).  With steady settings that
+ * is interval x count of silence, as before; but what decides is the
+ * probes, not the silence: a session idle under a long interval is not
+ * dropped when a reload shortens it, it is probed first (and a longer
+ * interval does not put off the end of one already probed in vain).
+ */
+static long
+tick_keepalive(TunnelSession *s, TimestampTz now)
+{
+	long		interval_ms = tunnel_keepalive_interval * 1000L;
+	long		patience_ms = interval_ms * Max(tunnel_keepalive_count - 1, 1);
+	long		silent_ms = (long) ((now - s->last_recv) / 1000);
+	long		probing_ms;
+
+	/* Any byte since the first probe answers it. */
+	if (s->probe_since != 0 && s->last_recv > s->probe_since)
+	{
+		s->probe_since = 0;
+		s->probes = 0;
+	}
+	if (silent_ms < interval_ms)
+		return interval_ms - silent_ms;
+
+	if (s->probe_since != 0 &&
+		now - s->probe_since >= (TimestampTz) patience_ms * 1000)
+	{
+		char		text[TUNNEL_ERROR_MAXLEN];
+
+		snprintf(text, sizeof(text),
+				 "connection to bastion lost: no answer for %ld s, %d keepalive probe%s unanswered",
+				 silent_ms / 1000, s->probes, s->probes == 1 ? "" : "s");
+		fail(s, TUNNEL_STATE_BACKOFF, text);
+		return 0;
+	}
+	if (now - s->keepalive_started >= (TimestampTz) interval_ms * 1000)
+	{
+		/*
+		 * A request still in flight (or a keepalive channel still opening or
+		 * closing) is a probe too: the countdown starts all the same.
+		 */
+		if (s->probe_since == 0)
+			s->probe_since = now;
+		if (s->keepalive_phase == KEEPALIVE_IDLE ||
+			s->keepalive_phase == KEEPALIVE_NONE)
+		{
+			s->keepalive_started = now;
+			s->probes++;
+			s->keepalive_phase = s->keepalive_phase == KEEPALIVE_IDLE ?
+				KEEPALIVE_ASKING : KEEPALIVE_OPENING;
+			tunnel_session_mark_dirty(s);
+		}
+		else if (s->probes == 0)
+			s->probes = 1;
+	}
+	/* Next: the probe that falls due, or the end of our patience. */
+	probing_ms = s->probe_since ? (long) ((now - s->probe_since) / 1000) : 0;
+	return Max(1, Min(1000, patience_ms - probing_ms));
+}
+
 /* Timers of s's own connection (connect phases, backoff, keepalive). */
 static long
 tick_connection(TunnelSession *s, TimestampTz now)
 {
-	long		silent_ms;
-	long		interval_ms = tunnel_keepalive_interval * 1000L;
 
 	switch (s->phase)
 	{
@@ -1437,30 +1613,7 @@ tick_connection(TunnelSession *s, TimestampTz now)
 		case PHASE_DONE:
 			return -1;
 		case PHASE_READY:
-			silent_ms = (long) ((now - s->last_recv) / 1000);
-			if (silent_ms >= interval_ms * tunnel_keepalive_count)
-			{
-				char		text[TUNNEL_ERROR_MAXLEN];
-
-				snprintf(text, sizeof(text),
-						 "connection to bastion lost: no answer for %ld s",
-						 silent_ms / 1000);
-				fail(s, TUNNEL_STATE_BACKOFF, text);
-				return 0;
-			}
-			if (silent_ms >= interval_ms &&
-				(s->keepalive_phase == KEEPALIVE_IDLE || s->keepalive_phase == KEEPALIVE_NONE) &&
-				now - s->keepalive_started >= interval_ms * 1000L)
-			{
-				s->keepalive_started = now;
-				s->keepalive_phase = s->keepalive_phase == KEEPALIVE_IDLE ?
-					KEEPALIVE_ASKING : KEEPALIVE_OPENING;
-				tunnel_session_mark_dirty(s);
-			}
-			/* Next: the keepalive that falls due, or the end of our patience. */
-			if (silent_ms < interval_ms)
-				return interval_ms - silent_ms;
-			return Min(1000, interval_ms * tunnel_keepalive_count - silent_ms);
+			return tick_keepalive(s, now);
 	}
 	return -1;
 }
@@ -1583,7 +1736,7 @@ tunnel_session_ready(TunnelSession *s)
 void
 tunnel_session_destroy(TunnelSession *s)
 {
-	tunnel_lanes_drop_all(s);
+	tunnel_lanes_drop_all(s, false);
 	tunnel_session_close_connection(s, true);
 	tunnel_session_free_addrs(s);
 	if (s->dirty)

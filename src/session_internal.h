@@ -27,6 +27,18 @@ typedef struct TargetAnswer
 	TimestampTz at;
 } TargetAnswer;
 
+/*
+ * A target the catalog had when a session logged in.  sshd fixes a key's
+ * permitopen list at login, so a target added later may be refused on that
+ * session however the line on the bastion was changed since (lanes.c).
+ */
+typedef struct LoginTarget
+{
+	char	   *host;
+	int			port;
+	bool		prohibited;		/* refused "administratively prohibited" */
+} LoginTarget;
+
 typedef enum SessionPhase
 {
 	PHASE_IDLE,					/* start an attempt at the next tick */
@@ -60,7 +72,7 @@ struct TunnelSession
 	struct addrinfo *next_addr;
 	pgsocket	sock;
 	bool		tcp;			/* false: a socketpair to a jump session */
-	Watch		watch;
+	Watch	   *watch;			/* of sock; moves with it (lanes.c) */
 	bool		readable;		/* socket reported readable since last pass */
 	bool		writable;
 
@@ -91,6 +103,8 @@ struct TunnelSession
 	bool		out_hold;		/* in a pass: keep packets until its end */
 	int			leftover_passes;	/* in a row, see pass() */
 	TimestampTz keepalive_started;
+	TimestampTz probe_since;	/* first keepalive probe since last_recv, or 0 */
+	int			probes;			/* keepalive probes sent since then */
 	int			failures;		/* consecutive failed attempts */
 	bool		penalised;		/* the last failure was one sshd penalises */
 
@@ -115,6 +129,13 @@ struct TunnelSession
 	bool		authed_next;	/* authenticated with the rotation's key */
 	List	   *answers;		/* of TargetAnswer, on the tunnel's session */
 	double		open_ms;		/* moving average of successful opens' times */
+
+	/* logging in again for targets added since the login (lanes.c) */
+	List	   *login_targets;	/* of LoginTarget: the catalog's at login */
+	bool		relogin_wanted; /* on the tunnel's session: after this pass */
+	TimestampTz relogin_at;		/* no re-login for a refused target before */
+	int			relogins;		/* in a row for targets still refused */
+	bool		retiring;		/* a lane: the previous login, takes no opens */
 
 	/* a failure found inside a pass, acted on after it */
 	bool		fail_pending;
@@ -148,16 +169,23 @@ extern void tunnel_session_fail(TunnelSession *s, const char *why);
 /* A channel could not reach its target through the bastion. */
 extern void tunnel_session_report_forward_error(TunnelSession *s,
 												const char *message);
+/* Hand s's connection and its channels but the waiting ones over to to. */
+extern void tunnel_session_move_connection(TunnelSession *s, TunnelSession *to);
 
 /* lanes.c */
 extern TunnelSession *tunnel_lanes_pool_of(TunnelSession *s);
 extern TunnelSession *tunnel_lane_from_node(dlist_node *node);
 extern void tunnel_lanes_return_waiting(TunnelSession *s);
-extern void tunnel_lanes_drop_all(TunnelSession *s);
+extern void tunnel_lanes_drop_all(TunnelSession *s, bool keep_retiring);
 extern void tunnel_lane_failed(TunnelSession *s, const char *message,
 							   bool penalised);
 extern void tunnel_lanes_dispatch(TunnelSession *p);
 extern long tunnel_lanes_tick(TunnelSession *p, TimestampTz now);
+/* The session authenticated: remember the catalog's targets now. */
+extern void tunnel_lanes_note_login(TunnelSession *s);
+extern void tunnel_lanes_forget_login(TunnelSession *s);
+/* After a pass of p: log in again if a client's target wants it. */
+extern void tunnel_lanes_relogin(TunnelSession *p);
 
 /*
  * One channel open at a time per session, and none while an open to the

@@ -217,6 +217,18 @@ check "... and so is ssh -L to a Unix socket there" test "$r" = refused
 kill $(proc_tree "$(cat sshd/sshd_sl.pid)") 2>/dev/null
 rm -f sh.key
 # A forward added later: the line on the bastion does not permit it yet.
+# Meanwhile a client of the first forward stays connected (psql fed by a
+# fifo): nothing below may break it.
+extra_of() { lsql "SELECT extra_sessions FROM tunnel_status() WHERE name = '$1'"; }
+rm -f held.in; mkfifo held.in
+psql -X -q -At -h 127.0.0.1 -p 54322 -d postgres < held.in > held.out 2>&1 &
+held_psql=$!; extra_pids+=($held_psql)
+exec 7>held.in
+echo "SELECT 'pid', pg_backend_pid();" >&7
+held_line() { grep -q "^$1" held.out; }
+check "a client holds a connection on the first forward" wait_for 10 held_line "pid|"
+held_backend=$(sed -n 's/^pid|//p' held.out)
+attempts0=$(attempts_of sh)
 p=$(lsql "SELECT tunnel_forward_add('sh', '127.0.0.1', $LPORT, local_port => 54323)" 2>fwd.err)
 check "forward_add says the line changed and gives the new one" \
   grep -q "HINT:  Replace the tunnel's line in authorized_keys on the bastion with: restrict,port-forwarding,permitopen=\"127.0.0.1:$LPORT\",permitopen=\"127.0.0.1:$PPORT\",permitlisten=\"NONE:1\",command=" fwd.err
@@ -225,15 +237,38 @@ check "tunnel_test: the line on the bastion does not permit the new target" \
   grep -qF "open_channel|the authorized_keys line on the bastion does not permit 127.0.0.1:$LPORT: replace it with tunnel_public_key('sh')" <<<"$r"
 repaste sh sshd/authorized_keys
 check "line replaced: tunnel_test passes" test "$(lsql "SELECT bool_and(ok) FROM tunnel_test('sh')")" = t
-check "the running session keeps the permissions it logged in with" \
-  bash -c "! psql -X -h 127.0.0.1 -p 54323 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
-check "... and its forward's status says why" \
-  grep -q "does not permit 127.0.0.1:$LPORT" <<<"$(lsql "SELECT last_error FROM tunnel_forward_status() WHERE local_port = 54323")"
-lsql "SELECT tunnel_disable('sh')" >/dev/null; wait_state sh disabled 10 >/dev/null
-lsql "SELECT tunnel_enable('sh')" >/dev/null
-check "after a new login the new target is reached" \
-  bash -c "wait_ok() { for _ in \$(seq 1 50); do psql -X -h 127.0.0.1 -p 54323 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }; wait_ok"
-check "... and the old one still" test "$(psql_via 54322 "SELECT count(*) FROM items")" = 100000
+# sshd grants a key's permitopen list at login: the running session logged
+# in before the forward was added, so the worker logs in again for it, and
+# the first client of the new forward waits for that login.
+t0=$(now_ms)
+first=$(psql -X -h 127.0.0.1 -p 54323 -d postgres -Atc "SELECT 'first'" 2>&1)
+echo "# first client of the added forward: '$first' after $(since $t0) s; sh: $(lsql "SELECT 'attempts ' || connect_attempts || ', extra sessions ' || extra_sessions || ', last_error ' || coalesce(nullif(last_error, ''), '-') FROM tunnel_status() WHERE name = 'sh'")"
+check "line replaced: the first client of the added forward is served, no reconnect forced" test "$first" = first
+check "... by one new login of the tunnel's session" test "$(attempts_of sh)" = $((attempts0 + 1))
+echo "SELECT 'still', pg_backend_pid();" >&7
+check "the first forward's client is unbroken: a query answers, same backend" wait_for 10 held_line "still|$held_backend\$"
+check "... carried meanwhile by the previous login (extra_sessions 1)" test "$(extra_of sh)" = 1
+check "... and the old target through a new connection too" test "$(psql_via 54322 "SELECT count(*) FROM items")" = 100000
+exec 7>&-
+wait $held_psql
+no_extra() { test "$(extra_of sh)" = 0; }
+check "the previous login is closed with its last connection" wait_for 10 no_extra
+# A forward whose line is not pasted yet: one login for it, refused there as
+# before; once the line is pasted, another login after a backoff (5 s).
+banner() { timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; head -c 7 <&3" 2>/dev/null | grep -q '^SSH-2.0'; }
+attempts0=$(attempts_of sh)
+lsql "SELECT tunnel_forward_add('sh', '127.0.0.1', $SPORT, local_port => 54324)" >/dev/null 2>&1
+no_banner() { ! banner "$1"; }
+check "a forward not in the line yet is refused (the bastion's sshd as the target)" no_banner 54324
+check "... after one new login" test "$(attempts_of sh)" = $((attempts0 + 1))
+check "... and its status says why" \
+  grep -q "does not permit 127.0.0.1:$SPORT" <<<"$(lsql "SELECT last_error FROM tunnel_forward_status() WHERE local_port = 54324")"
+repaste sh sshd/authorized_keys
+t0=$(now_ms)
+check "line pasted: the forward works after the backoff, nothing restarted by hand" wait_for 20 banner 54324
+echo "# served $(since $t0) s after the line was pasted; attempts $(attempts_of sh) (were $attempts0)"
+check "... with one more login, not one per client" test "$(attempts_of sh)" = $((attempts0 + 2))
+check "... and the first forwards still work" test "$(psql_via 54323 "SELECT 1")$(psql_via 54322 "SELECT 1")" = 11
 lsql "SELECT tunnel_drop('sh')" >/dev/null
 
 # --- host key pins, against a bastion with RSA, ECDSA and Ed25519 host keys ---

@@ -221,5 +221,45 @@ check "7. port freed: the tunnel binds and connects" wait_state other connected 
 echo "# connected $(since $t0) s after the port was freed"
 check "7. query through the freed port" wait_for 5 query_ok $OTHER
 
+# --- 8. keepalive_interval lowered by reload under an idle session ---
+# Idle under a 12 s interval, the session is never probed; lowered to 2 s
+# (x 3 = 6 s) by reload, it has been silent longer than the new schedule:
+# it must be probed, not declared dead.  A bastion that goes silent after
+# that is still declared dead within the new schedule.
+reload_to() {  # seconds
+  local n
+  n=$(grep -cE "keepalive_interval\" changed to \"${1}s?\"" local.log)
+  lsql "ALTER SYSTEM SET tunnel_ssh.keepalive_interval = $1" && lsql "SELECT pg_reload_conf()" >/dev/null
+  changed() { test "$(grep -cE "keepalive_interval\" changed to \"${1}s?\"" local.log)" -gt "$2"; }
+  wait_for 10 changed "$1" "$n"
+}
+sshd_sessions() { proc_tree "$(cat sshd/sshd.pid)" | grep -vx "$(cat sshd/sshd.pid)" | sort | tr '\n' ' '; }
+check "8. setup: main connected" wait_state main connected 10
+check "8. keepalive_interval 12 s by reload" reload_to 12
+query_ok $MAIN
+before=$(attempts_of main) sessions=$(sshd_sessions) log_lines=$(wc -l < local.log)
+# Idle for longer than the coming schedule (2 s x 3), shorter than 12 s.
+sleep 8.5
+check "8. keepalive_interval 2 s by reload, after 8.5 s idle" reload_to 2
+# Two new intervals, in which the old code declared it dead at once.
+sleep 4
+lost=$(tail -n +$((log_lines + 1)) local.log | grep "connection to bastion" || true)
+[ -n "$lost" ] && echo "# log: $lost"
+check "8. the idle session was kept: no loss logged" test -z "$lost"
+check "8. ... same connect_attempts, connected" test "$(attempts_of main) $(state_of main)" = "$before connected"
+check "8. ... same sshd session processes" test "$(sshd_sessions)" = "$sessions"
+check "8. ... and it carries queries" query_ok $MAIN
+kill -STOP $sessions
+t0=$(now_ms)
+check "8. then silenced: declared dead" wait_for 20 not_connected
+detect=$(( $(now_ms) - t0 ))
+echo "# declared dead after $(secs $detect) s (keepalive 2 s x $KA_COUNT): $(error_of main)"
+check "8. within the new schedule (2 s x $KA_COUNT + 4 s)" test $detect -lt $(( (2 * KA_COUNT + 4) * 1000 ))
+check "8. the log says how long it was silent and how many probes went unanswered" \
+  grep -qE "no answer for [0-9]+ s, [0-9]+ keepalive probes? unanswered" <<<"$(tail -n +$((log_lines + 1)) local.log)"
+kill -CONT $sessions
+kill $sessions 2>/dev/null
+check "8. reconnected" wait_state main connected 20
+
 echo "# suite ran $(( $(date +%s) - suite_t0 )) s"
 suite_end
