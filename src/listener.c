@@ -381,6 +381,35 @@ lock_line(const char *text, int n, char *out, size_t len)
 }
 
 /*
+ * Does process pid live?  As CreateLockFile reasons: kill(pid, 0) fails
+ * with ESRCH if there is no such process, and with EPERM if it belongs to
+ * another OS user, which cannot be a server writing in a directory only we
+ * can enter.  Beyond that, a zombie is no server either: a postmaster that
+ * exited keeps its PID until its parent reaps it, which in a container whose
+ * first process does not reap can take a long time.
+ */
+static bool
+process_lives(pid_t pid)
+{
+	char		path[64];
+	char		stat_line[512];
+	FILE	   *f;
+	char	   *p = NULL;
+
+	if (kill(pid, 0) != 0)
+		return errno != ESRCH && errno != EPERM;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return true;			/* no /proc: trust kill() */
+	if (fgets(stat_line, sizeof(stat_line), f) != NULL)
+		p = strrchr(stat_line, ')');
+	fclose(f);
+	/* "pid (comm) S ...": the state follows the command's parenthesis. */
+	return !(p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+}
+
+/*
  * Take the lock file of the socket at path, as CreateLockFile does: a lock
  * file that names a live process other than our postmaster means another
  * server owns the socket (LISTENER_SOCKET_IN_USE).  One that names our
@@ -442,7 +471,7 @@ lock_socket(const char *dir, int port, const char *path,
 			return false;
 		}
 		if (other != PostmasterPid && other != MyProcPid &&
-			(kill(other, 0) == 0 || (errno != ESRCH && errno != EPERM)))
+			process_lives(other))
 		{
 			*why = LISTENER_SOCKET_IN_USE;
 			snprintf(errbuf, errlen,
@@ -451,11 +480,7 @@ lock_socket(const char *dir, int port, const char *path,
 			return false;
 		}
 
-		/*
-		 * Ours, or nobody's.  EPERM: a process of another OS user, which
-		 * cannot be a server writing in a directory that only we can enter
-		 * (PostgreSQL reasons the same way).
-		 */
+		/* Ours (an earlier worker of this server), or nobody's: stale. */
 		if (unlink(lock_path) < 0 && errno != ENOENT)
 		{
 			snprintf(errbuf, errlen,
