@@ -503,6 +503,9 @@ lsql2 "SELECT tunnel_create('twin', '127.0.0.1', '127.0.0.1', $LPORT, ssh_port =
   >> sshd/authorized_keys 2>/dev/null
 lsql2 "SELECT tunnel_forward_add('twin', '127.0.0.1', $PPORT, 24541)" >/dev/null 2>&1
 repaste twin sshd/authorized_keys lsql2
+# A session that logged in before the new line keeps the old one's
+# permitopen (issue 26, item 6): log in again.
+lsql2 "SELECT tunnel_disable('twin')" >/dev/null; lsql2 "SELECT tunnel_enable('twin')" >/dev/null
 fwd2_has() { grep -qF -- "$3" <<<"$(lsql2 "SELECT last_error FROM tunnel_forward_status() WHERE tunnel = '$1' AND local_port = $2")"; }
 check "second server: port 24501 refused, naming the server that holds it" \
   wait_for 15 fwd2_has twin 24501 "Unix socket \"$dir/shared/.s.PGSQL.24501\" belongs to another server: PID $pm1, data directory \"$dir/local\""
