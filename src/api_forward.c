@@ -218,11 +218,19 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 	char	   *tunnel = tunnel_arg_text(fcinfo, 1, "tunnel name");
 	char	   *dbname = tunnel_arg_text(fcinfo, 2, "dbname");
 	char	   *fdw = tunnel_arg_text(fcinfo, 4, "fdw");
+	const char *host = tunnel_connect_host();
 	int			local_port;
 	StringInfoData sql;
 	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
 	Datum		values[3];
 
+	if (host == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the tunnels have no local endpoint for server \"%s\"",
+						server),
+				 errdetail("The worker does not listen in tunnel_ssh.socket_directory, and tunnel_ssh.listen_address is empty."),
+				 errhint("The server log says why the worker refused the socket directory; fix that, or set tunnel_ssh.listen_address.")));
 	if (PG_ARGISNULL(5))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -259,7 +267,7 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 					 "CREATE SERVER %s FOREIGN DATA WRAPPER %s "
 					 "OPTIONS (host %s, port '%d', dbname %s",
 					 quote_identifier(server), quote_identifier(fdw),
-					 quote_literal_cstr(tunnel_connect_host()), local_port,
+					 quote_literal_cstr(host), local_port,
 					 quote_literal_cstr(dbname));
 	append_options(&sql, PG_GETARG_ARRAYTYPE_P(5));
 	appendStringInfoChar(&sql, ')');

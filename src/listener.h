@@ -22,19 +22,34 @@ typedef void (*ListenerAccept) (void *arg, pgsocket client);
 extern TunnelListener *listener_open(const char *address, int port,
 									 ListenerAccept on_accept, void *arg,
 									 char *errbuf, size_t errlen);
+/* Why listener_open_unix failed. */
+typedef enum ListenerFailure
+{
+	LISTENER_FAILED,			/* socket(), bind() or listen() failed */
+	LISTENER_UNSAFE_DIRECTORY,	/* the directory fails its checks */
+	LISTENER_SOCKET_IN_USE		/* another server holds the socket's lock */
+} ListenerFailure;
+
 /*
- * Bind and listen on the Unix socket dir/.s.PGSQL.port (dir made by
- * listener_prepare_directory), where libpq looks for host 'dir' port
- * 'port'.  A stale socket file left there by a killed worker is replaced.
+ * Bind and listen on the Unix socket dir/.s.PGSQL.port, where libpq looks
+ * for host 'dir' port 'port', with its lock file dir/.s.PGSQL.port.lock
+ * (as PostgreSQL's own sockets have).  Each call first checks the directory
+ * as listener_prepare_directory does.  A socket left by a killed worker of
+ * this server, or by a server that is gone, is replaced; one whose lock
+ * file names another live server is not.  On failure returns NULL, sets
+ * *why and writes the reason into errbuf.
  */
 extern TunnelListener *listener_open_unix(const char *dir, int port,
 										  ListenerAccept on_accept, void *arg,
+										  ListenerFailure *why,
 										  char *errbuf, size_t errlen);
 
 /*
- * Make dir (created if missing) a directory only this OS user can enter:
- * owned by us, mode 0700, not a symbolic link.  False, with the reason in
- * errbuf, if it cannot be.
+ * Make dir (created if missing) a directory only this OS user can enter and
+ * no other user can replace: not a symbolic link, owned by us, mode 0700
+ * (set if it is not), and each parent directory, of the path as written and
+ * as resolved, owned by root or us and not writable by others unless
+ * sticky.  False, with the reason in errbuf, if it cannot be.
  */
 extern bool listener_prepare_directory(const char *dir, char *errbuf,
 									   size_t errlen);
@@ -42,7 +57,7 @@ extern bool listener_prepare_directory(const char *dir, char *errbuf,
 /* Is address (a numeric literal) a loopback address? */
 extern bool listener_is_loopback(const char *address);
 
-/* Closes the socket; a Unix socket's file is removed. */
+/* Closes the socket; a Unix socket's file and lock file are removed. */
 extern void listener_close(TunnelListener *l);
 
 /*

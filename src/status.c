@@ -76,10 +76,15 @@ struct TunnelForwardSlot
 	TunnelCounters counters;
 };
 
+/* A Unix socket's whole path fits in 108 bytes (check_socket_directory). */
+#define SOCKET_DIR_MAXLEN 128
+
 typedef struct TunnelShared
 {
-	slock_t		mutex;			/* guards worker_latch */
+	slock_t		mutex;			/* guards worker_latch and socket_dir */
 	Latch	   *worker_latch;
+	/* where the worker's Unix sockets are, "" when it has none usable */
+	char		socket_dir[SOCKET_DIR_MAXLEN];
 	pg_atomic_uint64 catalog_generation;
 	int			nslots;
 	int			nforward_slots;
@@ -156,6 +161,7 @@ startup_shmem(void)
 	{
 		SpinLockInit(&shared->mutex);
 		shared->worker_latch = NULL;
+		shared->socket_dir[0] = '\0';
 		pg_atomic_init_u64(&shared->catalog_generation, 0);
 		shared->nslots = tunnel_max_tunnels;
 		shared->nforward_slots = tunnel_max_forwards;
@@ -215,6 +221,34 @@ tunnel_status_set_worker_latch(Latch *latch)
 	SpinLockAcquire(&shared->mutex);
 	shared->worker_latch = latch;
 	SpinLockRelease(&shared->mutex);
+}
+
+bool
+tunnel_status_set_socket_directory(const char *dir)
+{
+	bool		changed;
+
+	if (dir == NULL)
+		dir = "";
+	SpinLockAcquire(&shared->mutex);
+	changed = strncmp(shared->socket_dir, dir, sizeof(shared->socket_dir)) != 0;
+	if (changed)
+		strlcpy(shared->socket_dir, dir, sizeof(shared->socket_dir));
+	SpinLockRelease(&shared->mutex);
+	return changed;
+}
+
+char *
+tunnel_status_socket_directory(void)
+{
+	char		dir[SOCKET_DIR_MAXLEN];
+
+	if (shared == NULL)
+		return NULL;			/* not preloaded: there is no worker */
+	SpinLockAcquire(&shared->mutex);
+	strlcpy(dir, shared->socket_dir, sizeof(dir));
+	SpinLockRelease(&shared->mutex);
+	return dir[0] ? pstrdup(dir) : NULL;
 }
 
 TunnelStatusSlot *

@@ -38,6 +38,14 @@ extern void tunnel_status_catalog_changed(void);
 extern uint64 tunnel_status_catalog_generation(void);
 extern void tunnel_status_set_worker_latch(Latch *latch);
 
+/*
+ * The socket directory the worker checked and listens in (its last check
+ * passed), or NULL: none, or refused.  Kept across worker restarts.  The
+ * setter returns whether the value changed.
+ */
+extern bool tunnel_status_set_socket_directory(const char *dir);
+extern char *tunnel_status_socket_directory(void);	/* palloc'd, or NULL */
+
 /* The worker's side: one slot per tunnel it runs. */
 extern TunnelStatusSlot *tunnel_status_acquire(const char *name);
 extern void tunnel_status_release(TunnelStatusSlot *slot);

@@ -96,7 +96,7 @@ check_socket_directory(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("The socket directory's path is %zu bytes long; with \"/.s.PGSQL.65535\" it would exceed the 107 bytes a Unix socket path may have.",
 							len);
-		GUC_check_errhint("Choose a shorter directory, such as /run/postgresql/tunnel_ssh.");
+		GUC_check_errhint("Choose a shorter directory, such as /var/lib/postgresql/tunnel_ssh.");
 		return false;
 	}
 	return true;
@@ -115,10 +115,17 @@ tunnel_socket_directory_path(void)
 const char *
 tunnel_connect_host(void)
 {
-	char	   *dir = tunnel_socket_directory_path();
+	char	   *dir = tunnel_status_socket_directory();
 
+	/*
+	 * The directory the worker listens in, not the setting: the worker may
+	 * have refused it (see listener_prepare_directory), or not have read a
+	 * new value yet.
+	 */
 	if (dir)
 		return dir;
+	if (tunnel_listen_address[0] == '\0')
+		return NULL;
 	if (strcmp(tunnel_listen_address, "0.0.0.0") == 0)
 		return "127.0.0.1";
 	if (strcmp(tunnel_listen_address, "::") == 0)
@@ -167,7 +174,7 @@ define_gucs(void)
 
 	DefineCustomStringVariable("tunnel_ssh.socket_directory",
 							   "Directory of the tunnels' Unix sockets (.s.PGSQL.<local_port>); empty for none.",
-							   "A relative path is taken from the data directory.  The worker keeps it owned by the server's OS user with mode 0700, so only that user can connect.",
+							   "A relative path is taken from the data directory.  The worker keeps it owned by the server's OS user with mode 0700, so only that user can connect, and refuses it if it is a symbolic link or another user could replace it.",
 							   &tunnel_socket_directory,
 							   "tunnel_ssh",
 							   PGC_SIGHUP,

@@ -31,8 +31,9 @@ extern char *tunnel_socket_directory_path(void);
 
 /*
  * The host clients of the tunnels' ports use (a foreign server's "host"):
- * the socket directory, which only the server's OS user can enter, else the
- * TCP listen address.
+ * the socket directory while the worker listens there (only the server's
+ * OS user can enter it), else the TCP listen address, else NULL: the worker
+ * refused the socket directory and TCP is off.
  */
 extern const char *tunnel_connect_host(void);
 extern int	tunnel_keepalive_interval;	/* seconds */

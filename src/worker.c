@@ -79,6 +79,7 @@ typedef struct WorkerForward
 	TunnelListener *listener;	/* NULL while the port cannot be bound */
 	TunnelListener *unix_listener;	/* in socket_dir, or NULL */
 	char		bind_error[TUNNEL_ERROR_MAXLEN];
+	char		unix_error[TUNNEL_ERROR_MAXLEN];	/* last one logged */
 	TunnelForwardSlot *slot;
 } WorkerForward;
 
@@ -106,8 +107,13 @@ static MemoryContext round_cxt;	/* emptied after every round of the loop */
 static List *tunnels = NIL;
 /* The listen settings the listeners were made with (listen_settings()). */
 static char *bound_address = NULL;
-/* tunnel_ssh.socket_directory, absolute, if set and usable; else NULL. */
+/*
+ * tunnel_ssh.socket_directory, absolute, if set; else NULL.  Checked again
+ * before each bind (listener_open_unix): it may be refused at any time.
+ */
 static char *socket_dir = NULL;
+/* Why socket_dir was last refused, as logged once; "" while it is usable. */
+static char socket_dir_refused[TUNNEL_ERROR_MAXLEN];
 
 static void
 on_accept(void *arg, pgsocket client)
@@ -241,46 +247,114 @@ stop_key_check(WorkerTunnel *t)
 }
 
 /*
+ * Publish where clients find the tunnels (tunnel_connect_host()).  When that
+ * changes, a catalog reload follows, which points the foreign servers of
+ * tunnel_server_create there (catalog_servers_follow_host).
+ */
+static void
+publish_socket_dir(const char *dir)
+{
+	if (tunnel_status_set_socket_directory(dir))
+		tunnel_status_catalog_changed();
+}
+
+/*
+ * The socket directory was refused (the reason in error): the tunnels stop
+ * offering it, to clients and as tunnel_connect_host().  Logged once per
+ * reason, not at every forward's bind retry.
+ */
+static void
+socket_dir_refuse(const char *error)
+{
+	publish_socket_dir(NULL);
+	if (strcmp(error, socket_dir_refused) == 0)
+		return;
+	strlcpy(socket_dir_refused, error, sizeof(socket_dir_refused));
+	ereport(WARNING,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("tunnel_ssh refuses its socket directory: %s", error),
+			 errdetail("The tunnels listen on no Unix socket until it is fixed; they are retried every second."),
+			 errhint("Let tunnel_ssh.socket_directory name a directory that the server's OS user owns (or can create), not a symbolic link, in parent directories that no other user can write to (unless they have the sticky bit).")));
+}
+
+static void
+socket_dir_accept(void)
+{
+	publish_socket_dir(socket_dir);
+	socket_dir_refused[0] = '\0';
+}
+
+/*
  * The listen settings in one string, to tell when they change, and the
- * socket directory made ready for them (LOG if it cannot be).
+ * socket directory made ready for them (WARNING if it cannot be).
  */
 static char *
 listen_settings(void)
 {
 	char		error[TUNNEL_ERROR_MAXLEN];
 	MemoryContext old = MemoryContextSwitchTo(worker_cxt);
-	char	   *dir = tunnel_socket_directory_path();
 	char	   *settings;
 
 	if (socket_dir)
 		pfree(socket_dir);
-	socket_dir = NULL;
-	if (dir && listener_prepare_directory(dir, error, sizeof(error)))
-		socket_dir = pstrdup(dir);
-	else if (dir)
-		ereport(LOG,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("tunnel_ssh: %s", error),
-				 errdetail("The tunnels listen on no Unix socket."),
-				 errhint("Let tunnel_ssh.socket_directory name a directory the server's OS user owns, or one it can create.")));
+	socket_dir = tunnel_socket_directory_path();
+	if (socket_dir == NULL)
+		publish_socket_dir(NULL);
+	else if (listener_prepare_directory(socket_dir, error, sizeof(error)))
+		socket_dir_accept();
+	else
+		socket_dir_refuse(error);
 	settings = psprintf("%s|%d|%s", tunnel_listen_address,
-						tunnel_allow_remote_listen, dir ? dir : "");
-	if (dir)
-		pfree(dir);
+						tunnel_allow_remote_listen,
+						socket_dir ? socket_dir : "");
 	MemoryContextSwitchTo(old);
 	return settings;
 }
 
 /*
+ * The forward's Unix socket could not be opened.  Logged when the reason
+ * changes: a socket another server holds as a WARNING of its own (the
+ * DBA has two servers sharing a directory), a refused directory once for
+ * all forwards.
+ */
+static void
+unix_listener_failed(WorkerForward *wf, ListenerFailure why,
+					 const char *error)
+{
+	if (why == LISTENER_UNSAFE_DIRECTORY)
+		socket_dir_refuse(error);
+	else
+		socket_dir_accept();	/* the directory passed its checks */
+	if (strcmp(error, wf->unix_error) == 0)
+		return;
+	strlcpy(wf->unix_error, error, sizeof(wf->unix_error));
+	if (why == LISTENER_SOCKET_IN_USE)
+		ereport(WARNING,
+				(errcode(ERRCODE_LOCK_FILE_EXISTS),
+				 errmsg("tunnel \"%s\" cannot listen on its Unix socket for port %d",
+						wf->tunnel->def->name, wf->local_port),
+				 errdetail("%s", error),
+				 errhint("Give each server its own tunnel_ssh.socket_directory, or its own ports.  If no such server runs, remove \"%s/.s.PGSQL.%d.lock\".",
+						 socket_dir, wf->local_port)));
+	else if (why == LISTENER_FAILED)
+		ereport(LOG,
+				(errmsg("tunnel \"%s\": %s", wf->tunnel->def->name, error)));
+}
+
+/*
  * Open the listeners a forward lacks: a Unix socket in socket_dir, and TCP
  * on tunnel_ssh.listen_address (if set, and loopback unless allowed).  False,
- * with the reason in error, if one could not be opened.
+ * with the reason in error, if the forward listens nowhere or TCP failed.
+ * A Unix socket refused while TCP serves is in the forward's last_error,
+ * and retried.
  */
 static bool
 open_forward_listeners(WorkerForward *wf, char *error, size_t errlen)
 {
 	bool		tcp = tunnel_listen_address[0] != '\0';
+	char		unix_error[TUNNEL_ERROR_MAXLEN];
 
+	unix_error[0] = '\0';
 	if (!tcp && socket_dir == NULL)
 	{
 		snprintf(error, errlen,
@@ -289,10 +363,18 @@ open_forward_listeners(WorkerForward *wf, char *error, size_t errlen)
 	}
 	if (socket_dir && wf->unix_listener == NULL)
 	{
+		ListenerFailure why;
+
 		wf->unix_listener = listener_open_unix(socket_dir, wf->local_port,
-											   on_accept, wf, error, errlen);
+											   on_accept, wf, &why,
+											   unix_error, sizeof(unix_error));
 		if (wf->unix_listener == NULL)
-			return false;
+			unix_listener_failed(wf, why, unix_error);
+		else
+		{
+			socket_dir_accept();
+			wf->unix_error[0] = '\0';
+		}
 	}
 	if (tcp && wf->listener == NULL)
 	{
@@ -308,6 +390,19 @@ open_forward_listeners(WorkerForward *wf, char *error, size_t errlen)
 									 on_accept, wf, error, errlen);
 		if (wf->listener == NULL)
 			return false;
+	}
+	if (unix_error[0] != '\0')
+	{
+		if (!tcp)
+		{
+			strlcpy(error, unix_error, errlen);
+			/* Logged above: bind_listeners need not log it again. */
+			strlcpy(wf->bind_error, unix_error, sizeof(wf->bind_error));
+			return false;
+		}
+		tunnel_status_forward_error(wf->slot, unix_error);
+		wf->tunnel->bind_retry_at =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BIND_RETRY_MS);
 	}
 	return true;
 }
@@ -628,8 +723,13 @@ reload(int elevel)
 		MemoryContextDelete(load_cxt);
 		return false;
 	}
-	/* Foreign servers of tunnel_server_create use this data directory's sockets. */
-	if (installed)
+
+	/*
+	 * Foreign servers of tunnel_server_create use this data directory's
+	 * sockets; with none usable (TCP off, the directory refused) they are
+	 * left as they are.
+	 */
+	if (installed && tunnel_connect_host() != NULL)
 		(void) catalog_servers_follow_host(tunnel_connect_host());
 	MemoryContextSwitchTo(old);
 	foreach(lc, tunnels)

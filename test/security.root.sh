@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Root part of the security suite: another OS user of the database host,
-# tunnel_other, whose connection attempts the suite asks for.  "setup"
+# tunnel_other, whose connection attempts the suite asks for, and
+# directories of theirs ($dir/rootmade) that section 7 must refuse as socket
+# directories.  "setup"
 # creates the user and starts, as that user, a loop that serves the
 # suite's requests in $dir/other (one "host port" line per request file,
 # answered by psql's output and exit status); "teardown" stops the loop and
@@ -30,6 +32,11 @@ setup() {
   # Still there if a process of it outlived a run cut short: reused.
   id "$other" >/dev/null 2>&1 || useradd -M -d /nonexistent -s /bin/bash "$other" || return 1
   mkdir -p "$dir/other" && chmod 1777 "$dir/other"
+  # other_owned: tunnel_other's; other_parent/sock: ours, in theirs.
+  mkdir -p "$dir/rootmade/other_owned" "$dir/rootmade/other_parent/sock" || return 1
+  chmod 755 "$dir/rootmade" "$dir/rootmade/other_owned" "$dir/rootmade/other_parent"
+  chown "$other" "$dir/rootmade/other_owned" "$dir/rootmade/other_parent"
+  chown "$user" "$dir/rootmade/other_parent/sock" && chmod 700 "$dir/rootmade/other_parent/sock"
   cat > "$dir/other/loop.sh" <<'L'
 # As tunnel_other: for each request file req.N ("host port", written as
 # tmp.N and renamed), try to log in and write the outcome to res.N.

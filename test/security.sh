@@ -4,7 +4,8 @@
 # view, loopback-only listeners, an impostor bastion, and hostile catalog rows
 # written by hand.  One local server (log_min_messages = debug5, every
 # statement logged), one private database, one real sshd, all on 127.0.0.1.
-# Prints "N passed, N failed" last.
+# Section 7 checks the socket directory before each bind, and shares it
+# with a second local server.  Prints "N passed, N failed" last.
 set -uo pipefail
 dir=${1:?work directory}
 cd "$dir"
@@ -30,7 +31,8 @@ kill_impostor() {
   done
   sleep 0.5
 }
-trap 'kill_impostor; cleanup' EXIT
+# The second local server of section 7 too.
+trap 'kill_impostor; $B/pg_ctl -D "$dir/local2" stop -m immediate >/dev/null 2>&1; cleanup' EXIT
 
 # psql as a given role, errors with their SQLSTATE ("ERROR:  42501: ...").
 as_role() { psql -X -q -h "$dir" -p $LPORT -U "$1" -d postgres -v VERBOSITY=verbose -Atc "$2" 2>&1; }
@@ -392,9 +394,158 @@ for _ in $(seq 1 25); do port_open 24501 && break; sleep 0.2; done
 check "... the port answers again" port_open 24501
 
 # ======================================================================
+# 7. The socket directory: checked before each bind; a lock file per socket
+# ======================================================================
+# security.root.sh made rootmade/ (root's): other_owned, a directory of
+# tunnel_other's, and other_parent/sock, ours in a directory of theirs.
+fwd_error() { lsql "SELECT last_error FROM tunnel_forward_status() WHERE tunnel = '$1' AND local_port = $2"; }
+fwd_error_has() { grep -qF -- "$3" <<<"$(fwd_error "$1" "$2")"; }
+set_sockdir() {
+  lsql "ALTER SYSTEM SET tunnel_ssh.socket_directory = '$1'"
+  lsql "SELECT pg_reload_conf()" >/dev/null
+}
+sql_true() { test "$("$1" "$2")" = t; }
+# Returns once the forward's failing bind was retried for 2 s more (each
+# retry stamps last_error_at): a WARNING logged at every retry would show.
+retried() {  # psql-function tunnel port
+  local t0
+  t0=$("$1" "SELECT last_error_at FROM tunnel_forward_status() WHERE tunnel = '$2' AND local_port = $3")
+  wait_for 15 sql_true "$1" "SELECT last_error_at > '$t0'::timestamptz + interval '2 s' FROM tunnel_forward_status() WHERE tunnel = '$2' AND local_port = $3"
+}
+srv_host() { lsql "SELECT split_part(srvoptions[1], '=', 2) FROM pg_foreign_server WHERE srvname = '$1'"; }
+srv_host_is() { test "$(srv_host "$1")" = "$2"; }
+
+# A parent that becomes writable by others after the directory was checked
+# at reload: the next bind (a new forward) checks again.
+mkdir -p pw/sock && chmod 755 pw && chmod 700 pw/sock
+set_sockdir "$dir/pw/sock"
+check "socket_directory changed by reload: the sockets move there" wait_for 10 test -S pw/sock/.s.PGSQL.24501
+chmod 777 pw
+lsql "SELECT tunnel_forward_add('ed', '127.0.0.1', $PPORT, 24507)" >/dev/null
+check "a bind after a parent became writable by others is refused, the forward says why" \
+  wait_for 10 fwd_error_has ed 24507 "socket directory \"$dir/pw/sock\" is unsafe: its parent \"$dir/pw\" is writable by other users and has no sticky bit"
+echo "# forward 24507: $(fwd_error ed 24507)"
+check "... no socket was made there" test ! -e pw/sock/.s.PGSQL.24507
+check "... while its TCP port serves" query_ok 24507
+check "... and ed stays connected" test "$(state_of ed)" = connected
+chmod 1777 pw
+check "sticky bit set: the socket is made at a retry" wait_for 10 test -S pw/sock/.s.PGSQL.24507
+chmod 755 pw
+check "... with its lock file, naming this server's postmaster" \
+  test "$(head -n 1 pw/sock/.s.PGSQL.24507.lock)" = "$(head -n 1 local/postmaster.pid)"
+lsql "SELECT tunnel_forward_drop('ed', 24507)" >/dev/null
+check "a dropped forward's socket and lock file are removed" \
+  wait_for 10 test ! -e pw/sock/.s.PGSQL.24507 -a ! -e pw/sock/.s.PGSQL.24507.lock
+
+# A symbolic link: refused; TCP serves, and foreign servers follow it.
+mkdir -m 700 realsock && ln -s "$dir/realsock" linksock
+set_sockdir "$dir/linksock"
+check "a socket directory that is a symbolic link is refused, the forward says why" \
+  wait_for 10 fwd_error_has ed 24501 "socket directory \"$dir/linksock\" is a symbolic link"
+check "... no socket behind the link" test -z "$(ls -A realsock)"
+check "... TCP still serves" query_ok 24501
+check "... ed stays connected" test "$(state_of ed)" = connected
+retried lsql ed 24501
+n=$(grep -c "WARNING:  tunnel_ssh refuses its socket directory: socket directory \"$dir/linksock\" is a symbolic link" local.log)
+check "... one WARNING names the path and why, not one per forward or retry ($n)" test "$n" = 1
+lsql "SELECT tunnel_server_create('ed_tcp', 'ed', 'postgres', local_port => 24501)" >/dev/null
+check "tunnel_server_create points a server at TCP while the directory is refused" \
+  srv_host_is ed_tcp 127.0.0.1
+check "... and the worker points the older server there too" wait_for 10 srv_host_is ed_db 127.0.0.1
+check "postgres_fdw works on through TCP" test "$(lsql "SELECT count(*) FROM ed_items")" = 1000
+lsql "ALTER SYSTEM SET tunnel_ssh.listen_address = ''"; lsql "SELECT pg_reload_conf()" >/dev/null
+check "TCP off and the directory refused: ed is bind_failed" wait_state ed bind_failed 10
+out=$(lsql "SELECT tunnel_server_create('ed_none', 'ed', 'postgres', local_port => 24501)" 2>&1)
+echo "# $(tr '\n' ' ' <<<"$out")"
+check "tunnel_server_create then fails, saying where to look" \
+  bash -c 'grep -q "ERROR:  the tunnels have no local endpoint" <<<"$1" && grep -q "HINT:  The server log says why" <<<"$1"' _ "$out"
+check "... and the worker leaves the servers as they were" srv_host_is ed_db 127.0.0.1
+lsql "ALTER SYSTEM RESET tunnel_ssh.listen_address"
+
+# Directories another OS user could replace.
+other_uid=$(id -u tunnel_other)
+set_sockdir "$dir/rootmade/other_owned"
+check "a socket directory owned by another user is refused" \
+  wait_for 10 fwd_error_has ed 24501 "socket directory \"$dir/rootmade/other_owned\" is owned by user ID $other_uid"
+set_sockdir "$dir/rootmade/other_parent/sock"
+check "one in a parent directory another user owns is refused" \
+  wait_for 10 fwd_error_has ed 24501 "its parent \"$dir/rootmade/other_parent\" is owned by user ID $other_uid"
+check "... no socket made there" test ! -e rootmade/other_parent/sock/.s.PGSQL.24501
+check "ed connected all along (TCP back on)" wait_state ed connected 10
+
+# Two servers sharing one absolute socket directory: the second is refused
+# the port the first holds, and the first keeps it.
+set_sockdir "$dir/shared"
+check "the first server listens in the shared directory" wait_for 10 test -S shared/.s.PGSQL.24501
+check "the worker points the servers back at the sockets" wait_for 10 srv_host_is ed_db "$dir/shared"
+ino=$(stat -c %i shared/.s.PGSQL.24501)
+pm1=$(head -n 1 local/postmaster.pid)
+L2PORT=24434
+lsql2() { psql -X -q -h "$dir" -p $L2PORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"; }
+$B/initdb -D local2 -A trust >/dev/null
+cat >> local2/postgresql.conf <<C
+port = $L2PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'tunnel_ssh'
+log_error_verbosity = verbose
+tunnel_ssh.keepalive_interval = 2
+tunnel_ssh.reconnect_max_delay = 2
+tunnel_ssh.port_range = '24540-24549'
+tunnel_ssh.listen_address = ''
+tunnel_ssh.socket_directory = '$dir/shared'
+C
+$B/pg_ctl -D local2 -l local2.log start -w >/dev/null
+lsql2 "CREATE EXTENSION tunnel_ssh"
+# Its port 24501 leads to the first server's own database, which has no
+# table "items": a client that lands there shows at once.
+lsql2 "SELECT tunnel_create('twin', '127.0.0.1', '127.0.0.1', $LPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 24501)" \
+  >> sshd/authorized_keys 2>/dev/null
+lsql2 "SELECT tunnel_forward_add('twin', '127.0.0.1', $PPORT, 24541)" >/dev/null 2>&1
+repaste twin sshd/authorized_keys lsql2
+# A session that logged in before the new line keeps the old one's
+# permitopen (issue 26, item 6): log in again.
+lsql2 "SELECT tunnel_disable('twin')" >/dev/null; lsql2 "SELECT tunnel_enable('twin')" >/dev/null
+fwd2_has() { grep -qF -- "$3" <<<"$(lsql2 "SELECT last_error FROM tunnel_forward_status() WHERE tunnel = '$1' AND local_port = $2")"; }
+check "second server: port 24501 refused, naming the server that holds it" \
+  wait_for 15 fwd2_has twin 24501 "Unix socket \"$dir/shared/.s.PGSQL.24501\" belongs to another server: PID $pm1, data directory \"$dir/local\""
+check "... and does not listen there" \
+  test "$(lsql2 "SELECT listening FROM tunnel_forward_status() WHERE local_port = 24501")" = f
+check "... the first server's socket is the same file" test "$(stat -c %i shared/.s.PGSQL.24501)" = "$ino"
+check "... and its lock file still names the first server" test "$(head -n 1 shared/.s.PGSQL.24501.lock)" = "$pm1"
+shared_ok() { test "$(psql -X -h "$dir/shared" -p "$1" -d 'dbname=postgres connect_timeout=5' -Atc "SELECT count(*) FROM items" 2>&1)" = 1000; }
+c0=$(lsql "SELECT total_connections FROM tunnel_forward_status() WHERE tunnel = 'ed' AND local_port = 24501")
+check "the first server keeps serving the shared socket" shared_ok 24501
+check "... through its own tunnel (its forward counted the connection)" \
+  test "$(lsql "SELECT total_connections FROM tunnel_forward_status() WHERE tunnel = 'ed' AND local_port = 24501")" -gt "$c0"
+check "the second server serves its own port in the shared directory" wait_for 20 shared_ok 24541
+retried lsql2 twin 24501
+n=$(grep -c "WARNING:  F0001: tunnel \"twin\" cannot listen on its Unix socket for port 24501" local2.log)
+check "... one WARNING with SQLSTATE F0001, not one per retry ($n)" test "$n" = 1
+check "... with a hint that names the lock file" \
+  grep -qF "HINT:  Give each server its own tunnel_ssh.socket_directory, or its own ports.  If no such server runs, remove \"$dir/shared/.s.PGSQL.24501.lock\"." local2.log
+# The first lets go (tunnel disabled): the second takes the port.  Then it
+# dies without cleaning up: its lock file names a dead postmaster, stale.
+lsql "SELECT tunnel_disable('ed')" >/dev/null
+check "once the first server lets go, the second takes the socket" \
+  wait_for 15 sql_true lsql2 "SELECT listening FROM tunnel_forward_status() WHERE local_port = 24501"
+pm2=$(head -n 1 local2/postmaster.pid)
+check "... its lock file names the second server" test "$(head -n 1 shared/.s.PGSQL.24501.lock)" = "$pm2"
+$B/pg_ctl -D local2 stop -m immediate >/dev/null
+echo "# its postmaster $pm2 after the stop: $(ps -o stat= -p "$pm2" || echo gone)"
+check "second server killed: its lock file stays behind" test "$(head -n 1 shared/.s.PGSQL.24501.lock)" = "$pm2"
+lsql "SELECT tunnel_enable('ed')" >/dev/null
+lock_is() { test "$(head -n 1 shared/.s.PGSQL.24501.lock 2>/dev/null)" = "$1"; }
+check "the first server takes over the stale lock" wait_for 15 lock_is "$pm1" ||
+  echo "# forward 24501: $(fwd_error ed 24501)"
+check "... and is connected" wait_state ed connected 15
+check "... and serves the socket" shared_ok 24501
+check "no server process of the second server crashed" bash -c "! grep -E 'terminated by signal|PANIC' local2.log"
+
+# ======================================================================
 # 2. No private key anywhere (last: the log holds everything above)
 # ======================================================================
-logs=(local.log private.log sshd/log impostor/log)
+logs=(local.log local2.log private.log sshd/log impostor/log)
 log_bytes=$(cat "${logs[@]}" | wc -c)
 views=$(lsql "SELECT * FROM pg_stat_activity; SELECT * FROM tunnel_ssh.status; SELECT * FROM tunnel_ssh.tunnels")
 views+=$(as_role mon "SELECT * FROM pg_stat_activity; SELECT * FROM tunnel_ssh.status; SELECT * FROM tunnel_ssh.tunnels")
