@@ -200,13 +200,18 @@ check "the forward's status says the line the session logged in with does not pe
 lsql "SELECT tunnel_alter('main', remote_port => $PPORT)"
 sleep 1
 check "target changed back: queries work" test "$(psql_via 54321 "SELECT count(*) FROM pgbench_branches")" = 1
-check "changing the target never reconnected the SSH session" test "$(col main connect_attempts)" = "$attempts"
+# sshd grants a login what the line permitted then: a target added since
+# the login gets one new login (issue #26), no more, per change.
+relogins=$(( $(col main connect_attempts) - attempts ))
+echo "# logins for two changes of the target: $relogins"
+check "changing the target twice took at most one login per change" test "$relogins" -le 2
+attempts=$(col main connect_attempts)
 lsql "SELECT tunnel_alter('main', local_port => 54399)"
 sleep 1
 check "new local port: listening there" test "$(psql_via 54399 "SELECT count(*) FROM pgbench_branches")" = 1
 check "... and no longer on the old one" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54321) 2>/dev/null"
 check "the foreign server followed the port" test "$(lsql "SELECT count(*) FROM branches")" = 1
-check "a new local port did not reconnect the session either" test "$(col main connect_attempts)" = "$attempts"
+check "a new local port (same target) did not log in again" test "$(col main connect_attempts)" = "$attempts"
 lsql "SELECT tunnel_alter('main', ssh_port => $SPORT2)" 2>alter.err
 check "a new bastion: connected through it" wait_state main connected 15
 check "... with a new session" test "$(col main connect_attempts)" -gt "$attempts"
