@@ -108,8 +108,10 @@ suite_timeout=${TUNNEL_SSH_SUITE_TIMEOUT:-1500}
 for suite in "$@"; do
   echo "=== $suite"
   log=$work/$suite.log
+  suite_start=$(date +%s)
   if [ "$suite" = regress ]; then
     regress 2>&1 | tee "$log" || suite_failed regress "$log"
+    echo "# $suite took $(( $(date +%s) - suite_start )) s"
     continue
   fi
   case "$suite" in lib|run-tests) suite=none ;; esac
@@ -130,6 +132,7 @@ timeout -k 30 $suite_timeout su $user -c 'bash $work/$suite/$suite.sh $work/$sui
 [ \$rc -eq 0 ] || rc=1
 $teardown || true
 exit \$rc" 2>&1 | tee "$log" || suite_failed "$suite" "$log"
+  echo "# $suite took $(( $(date +%s) - suite_start )) s"
   root_teardown=
 done
 if [ ${#failed[@]} -gt 0 ]; then
