@@ -281,7 +281,7 @@ sshd_penalises && echo "PerSourcePenaltyExemptList 127.0.0.1" >> sshd/pins.conf
 # which OpenSSH 8.8+ offers only when told to.
 libssh2_11 || echo "HostKeyAlgorithms +ssh-rsa" >> sshd/pins.conf
 start_pins() { /usr/sbin/sshd -f "$dir/sshd/pins.conf" -E "$dir/sshd/pins.log"; }
-kill_pins() { local pid; for pid in $(pgrep -f "sshd -f $dir/sshd/pins.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done; sleep 0.5; }
+kill_pins() { kill_sshd_by_config "$dir/sshd/pins.conf"; }
 trap 'kill_pins; cleanup' EXIT
 start_pins
 kl() { ssh-keygen -l -f "sshd/$1.pub"; }           # "256 SHA256:... comment (ED25519)"

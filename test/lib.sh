@@ -28,15 +28,42 @@ proc_tree() {
 # does; kill_sshd also ends the sessions (its children, so not another suite's).
 stop_sshd()  { [ -f "$dir/sshd/sshd.pid" ] && kill "$(cat "$dir/sshd/sshd.pid")" 2>/dev/null; rm -f "$dir/sshd/sshd.pid"; sleep 0.5; }
 kill_sshd()  {
-  local pid
   # By its config, not only its pid file, which a just-started sshd may not
   # have written yet.
-  for pid in $(pgrep -f "sshd -f $dir/sshd/sshd_config"); do
-    kill $(proc_tree "$pid") 2>/dev/null || true
-  done
+  kill_sshd_by_config "$dir/sshd/sshd_config"
   rm -f "$dir/sshd/sshd.pid"
-  sleep 0.5
 }
+# Each process of the tree is stopped as it is found, so none can fork a
+# child we miss: a session the listener forks while we list its children
+# would otherwise live on, serving with the keys and settings we meant to
+# replace.  Then all are ended, and we wait until they have.
+proc_tree_stopped() {
+  local p
+  kill -STOP "$1" 2>/dev/null || return 0
+  echo "$1"
+  for p in $(pgrep -P "$1"); do proc_tree_stopped "$p"; done
+}
+kill_tree() {  # pid...
+  local p all=() i
+  for p in "$@"; do all+=($(proc_tree_stopped "$p")); done
+  [ ${#all[@]} -gt 0 ] || return 0
+  kill "${all[@]}" 2>/dev/null || true
+  kill -CONT "${all[@]}" 2>/dev/null || true
+  for i in $(seq 100); do
+    alive "${all[@]}" || return 0
+    sleep 0.05
+  done
+  kill -KILL "${all[@]}" 2>/dev/null || true
+}
+# True while one of the pids is a process that has not ended (a zombie has).
+alive() {
+  local p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && return 0
+  done
+  return 1
+}
+kill_sshd_by_config() { kill_tree $(pgrep -f "sshd -f $1( |\$)"); }
 # What a suite starts beyond these servers: pids in extra_pids, and a
 # second sshd under $dir/sshd2; cleanup stops them too.
 extra_pids=()
@@ -44,9 +71,7 @@ extra_pids=()
 cleanup() {
   local p
   for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in $(pgrep -f "sshd -f $dir/sshd2/sshd_config"); do
-    kill $(proc_tree "$p") 2>/dev/null || true
-  done
+  kill_sshd_by_config "$dir/sshd2/sshd_config"
   kill_sshd
   # Under valgrind a fast shutdown, so every process reports its leaks.
   if [ -n "${TUNNEL_SSH_POSTGRES:-}" ]; then
