@@ -6,10 +6,13 @@
 # there first; it may set LPORT, PPORT and SPORT and LOCAL_CONF (extra
 # settings for the local server) before harness_start.
 B=$(${PG_CONFIG:-pg_config} --bindir)
-# TAP: every check prints "ok N - what" or "not ok N - what".
-pass=0 fail=0
-ok()   { pass=$((pass+1)); echo "ok $((pass+fail)) - $1"; }
-notok(){ fail=$((fail+1)); echo "not ok $((pass+fail)) - $1"; }
+# TAP: every check prints "ok N - what" or "not ok N - what"; a check that
+# cannot be made here (on this platform) is a named skip, "ok N - what #
+# SKIP why", counted apart and never as a pass.
+pass=0 fail=0 skipped=0
+ok()   { pass=$((pass+1)); echo "ok $((pass+fail+skipped)) - $1"; }
+notok(){ fail=$((fail+1)); echo "not ok $((pass+fail+skipped)) - $1"; }
+skip() { skipped=$((skipped+1)); echo "ok $((pass+fail+skipped)) - $1 # SKIP $2"; }
 # Returns non-zero on failure, so "check ... || show details" works.
 check(){ local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; return 1; fi; }
 
@@ -217,7 +220,7 @@ suite_end() {
       gdb -batch -q -ex 'bt 30' "$B/postgres" "$core" 2>&1 | grep -E '^#' | sed 's/^/#   /'
     done
   fi
-  echo "1..$((pass+fail))"
-  echo "$pass passed, $fail failed"
+  echo "1..$((pass+fail+skipped))"
+  echo "$pass passed, $fail failed, $skipped skipped"
   [ "$fail" -eq 0 ]
 }

@@ -6,9 +6,10 @@
 #                                     chroot suites on Debian 13 and testing
 #   bash test/run-tests.sh e2e faults only these, on every platform
 #   bash test/run-tests.sh demo       the demo, here
-# PLATFORMS selects platforms: "native" is this machine, any other word a
-# Debian release run in a chroot by test/platform.sh (default: "native
-# trixie forky").  PG_CONFIG selects the PostgreSQL installation.
+# PLATFORMS selects platforms: "native" is this machine, "harness" the
+# checks of this script itself (test/harness.sh), any other word a Debian
+# release run in a chroot by test/platform.sh (default: "native trixie forky
+# harness").  PG_CONFIG selects the PostgreSQL installation.
 set -euo pipefail
 SUITES="e2e topology day2 faults isolation security dba durability scale soak"
 # What the chroots run by default: the long durability, scale and soak
@@ -21,11 +22,14 @@ if [ -z "${TUNNEL_SSH_PLATFORM:-}" ] && [ "${1:-}" != demo ]; then
   results=() bad=0
   out=$(mktemp /tmp/tunnel_ssh_run.XXXXXX)
   trap 'rm -f "$out"' EXIT
-  for platform in ${PLATFORMS:-native trixie forky}; do
+  for platform in ${PLATFORMS:-native trixie forky harness}; do
     start=$(date +%s)
     mark=$(grep -c '^not ok ' "$out" || true)
     if [ "$platform" = native ]; then
       TUNNEL_SSH_PLATFORM=native bash test/run-tests.sh "$@" 2>&1 | tee -a "$out" && rc=0 || rc=$?
+    elif [ "$platform" = harness ]; then
+      # Not a platform: the checks of this script itself (test/harness.sh).
+      bash test/harness.sh 2>&1 | tee -a "$out" && rc=0 || rc=$?
     else
       bash test/platform.sh "$platform" ${@:-$CHROOT_SUITES} 2>&1 | tee -a "$out" && rc=0 || rc=$?
     fi
@@ -41,12 +45,14 @@ if [ -z "${TUNNEL_SSH_PLATFORM:-}" ] && [ "${1:-}" != demo ]; then
   printf '%s\n' "${results[@]}"
   # Every check of every suite prints "ok N - what" or "not ok N - what"
   # (pg_regress too: regress() below), a skip "ok N - what # SKIP why".
-  skipped=$(grep -c '^ok .*# SKIP' "$out" || true)
+  skipped=$(grep -ci '^ok .*# SKIP' "$out" || true)
   passed=$(( $(grep -c '^ok ' "$out" || true) - skipped ))
   failed=$(grep -c '^not ok ' "$out" || true)
+  # The exit status and the last line agree: a failed check fails the run.
+  [ "$failed" -eq 0 ] || bad=1
   if [ "$skipped" -gt 0 ]; then
     echo "=== skipped"
-    grep '^ok .*# SKIP' "$out" | sed 's/^ok [0-9]* - /  /'
+    grep -i '^ok .*# SKIP' "$out" | sed 's/^ok [0-9]* - /  /'
   fi
   if [ "$failed" -gt 0 ]; then
     echo "=== failed"
@@ -57,7 +63,9 @@ if [ -z "${TUNNEL_SSH_PLATFORM:-}" ] && [ "${1:-}" != demo ]; then
 fi
 
 . test/prepare.sh
-prepare_machine
+# TUNNEL_SSH_EXTRA_PACKAGES: more Debian packages to install (the harness's
+# own check of a platform whose packages cannot be installed).
+prepare_machine ${TUNNEL_SSH_EXTRA_PACKAGES:-}
 
 work=$(mktemp -d /tmp/tunnel_ssh_test.XXXXXX)
 chown "$user" "$work"
