@@ -200,10 +200,12 @@ deliberate_kill() {
 # check says what crashed, what the log said just before, and the
 # backtrace of any core; then the TAP plan and the summary.
 suite_end() {
-  local crashes core line pid logs
+  local crashes core line pid logs f
   logs=$(find "$dir" -maxdepth 2 -name '*.log' -type f 2>/dev/null | sort)
+  # The postmaster's words for a child that died of a signal; sshd's own
+  # "terminated by signal" (a session it ended) is not a crash of ours.
   crashes=$(for f in $logs; do
-    grep -H -E 'terminated by signal' "$f" 2>/dev/null | while IFS= read -r line; do
+    grep -H -E '\(PID [0-9]+\) was terminated by signal' "$f" 2>/dev/null | while IFS= read -r line; do
       pid=$(sed -n 's/.*(PID \([0-9]*\)).*/\1/p' <<<"$line")
       [ -n "$pid" ] && grep -qx "$pid" "$dir/deliberate_kills" 2>/dev/null && continue
       echo "$line"
@@ -211,9 +213,10 @@ suite_end() {
   done)
   if ! check "no server process crashed" test -z "$crashes"; then
     printf '%s\n' "$crashes" | head -5 | sed 's/^/# /'
-    for f in $logs; do
-      grep -B 30 -m 1 -E 'terminated by signal' "$f" 2>/dev/null | sed "s|^|#   ${f##*/}: |"
-    done | head -80
+    # What the log said before the first crash that is not excused.
+    line=$(head -n 1 <<<"$crashes")
+    f=${line%%:*}
+    grep -B 30 -m 1 -F -- "${line#*:}" "$f" 2>/dev/null | sed "s|^|#   ${f##*/}: |" | head -80
     for core in "$dir"/*/core*; do
       [ -f "$core" ] && command -v gdb >/dev/null || continue
       echo "# backtrace of $core:"
