@@ -382,10 +382,10 @@ if sshd_penalises; then
   # A source that failed to log in four times is refused: tunnel_test run
   # four times on a key not pasted yet (a DBA checking before pasting), then
   # once more.  Against a bastion of its own, so that no other test pays,
-  # whose penalties last at most 14 s (max:14; min:10, so that they start):
+  # whose penalties last at most 12 s (max:12; min:10, so that they start):
   # then the worker's first retry, 15 to 30 s after the refusal, finds the
   # penalty over, and the wait for it ends within 30 s instead of 75.
-  echo "PerSourcePenalties min:10 max:14" >> sshd/sshd4.conf
+  echo "PerSourcePenalties min:10 max:12" >> sshd/sshd4.conf
   /usr/sbin/sshd -f "$dir/sshd/sshd4.conf" -E "$dir/sshd/log4"
   create p_key "ssh_port => $SPORT4, local_port => 54351" >/dev/null
   lsql "SELECT tunnel_disable('p_key')" >/dev/null
