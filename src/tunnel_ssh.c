@@ -136,12 +136,22 @@ tunnel_connect_host(void)
 static void
 define_gucs(void)
 {
+	/*
+	 * PostgreSQL ends the session (FATAL) when a setting read only at server
+	 * start is defined after start-up.  Loaded without the preload, where
+	 * CREATE EXTENSION warns that no tunnel runs, they are defined as
+	 * reloadable instead: they still take postgresql.conf's values, and no
+	 * worker reads them.
+	 */
+	GucContext	restart = process_shared_preload_libraries_in_progress ?
+		PGC_POSTMASTER : PGC_SIGHUP;
+
 	DefineCustomStringVariable("tunnel_ssh.database",
 							   "Database that holds the tunnel catalog and that the worker connects to.",
 							   "CREATE EXTENSION tunnel_ssh is refused in any other database.",
 							   &tunnel_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   restart,
 							   0,
 							   NULL, NULL, NULL);
 
@@ -242,7 +252,7 @@ define_gucs(void)
 							NULL,
 							&tunnel_max_tunnels,
 							1000, 1, 100000,
-							PGC_POSTMASTER,
+							restart,
 							0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("tunnel_ssh.max_forwards",
@@ -250,7 +260,7 @@ define_gucs(void)
 							"A forward is a local port of a tunnel; most tunnels have one.",
 							&tunnel_max_forwards,
 							4000, 1, 400000,
-							PGC_POSTMASTER,
+							restart,
 							0,
 							NULL, NULL, NULL);
 
@@ -269,7 +279,7 @@ define_gucs(void)
 							 "Only with libssh2 older than 1.11, which encrypts one block per call; a no-op with libssh2 1.11 and later. See keystream.c.",
 							 &tunnel_bulk_keystream,
 							 false,
-							 PGC_POSTMASTER,
+							 restart,
 							 0,
 							 NULL, NULL, NULL);
 

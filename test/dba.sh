@@ -99,6 +99,8 @@ echo "# 2a. 20 new connections through a under the lock: $failed failed, worst $
 check "2a. every new connection through a is served under the lock" test "$failed" = 0
 check "2a. the lock is still held after the connections (the check ran under it)" lock_held tunnel_ssh.server
 release_lock
+locker_gone() { ! kill -0 $locker 2>/dev/null; }
+check "2a. the lock's session ended when cancelled" wait_for 10 locker_gone
 wait $locker
 check "2a. the worker is the same process" test "$(worker_pid)" = "$wpid"
 check "2a. the worker said why it could not point the servers" \
@@ -113,18 +115,21 @@ locker=$!
 check "2b. another session holds ACCESS EXCLUSIVE on tunnel_ssh.tunnel" wait_for 5 lock_held tunnel_ssh.tunnel
 $B/pgbench -n -S -c 1 -T 6 -P 1 -h 127.0.0.1 -p $FA postgres > pgbench.out 2> pgbench.progress &
 bench=$!
-sleep 1
+# Once pgbench reports its first second, a reload and a catalog read.
+wait_for 10 grep -q '^progress' pgbench.progress
 lsql "SELECT pg_reload_conf()" >/dev/null
 nudge_worker
-wait $bench
+wait $bench; bench_rc=$?
 zero=$(grep -c ' 0.0 tps' pgbench.progress || true)
 echo "# 2b. pgbench -S through a, tunnel_ssh.tunnel locked: $(grep -Eo '[0-9.]+ tps' pgbench.progress | tr '\n' ' ')"
-check "2b. pgbench ran through the lock" grep -q 'number of failed transactions: 0\|^tps = ' pgbench.out
+check "2b. pgbench ran through the lock (exit $bench_rc, no failed transaction)" \
+  bash -c "[ $bench_rc = 0 ] && grep -q '^number of failed transactions: 0 ' pgbench.out"
 check "2b. no second without a transaction" test "$zero" = 0
 check "2b. the lock was held the whole time" lock_held tunnel_ssh.tunnel
 check "2b. the worker logged that it could not read the catalog" \
   grep -q 'could not read the tunnel catalog, will retry' local.log
 release_lock
+check "2b. the lock's session ended when cancelled" wait_for 10 locker_gone
 wait $locker
 check "2b. after the lock, the worker reads the catalog again" \
   wait_for 10 grep -q 'read the tunnel catalog after [0-9]* failed attempts' local.log
@@ -225,5 +230,86 @@ check "6. the worker did not claim to have recorded a host key for p" \
   test -z "$(grep -E 'tunnel "p": recorded host key' local.log)"
 check "6. other tunnels are untouched" query_ok $FB
 lsql "SELECT tunnel_disable('p')" >/dev/null
+
+# --- 7. tunnel_test granted to a role that is not a superuser ---
+# README: tunnel_test is not granted to pg_monitor; EXECUTE on it may be
+# given to whoever may run it.  It reads the key as its owner (SECURITY
+# DEFINER) and shows none of it.
+lsql "CREATE ROLE tester LOGIN"
+tsql() { psql -X -q -h "$dir" -p $LPORT -U tester -d postgres -Atc "$1" 2>&1; }
+check "7. without the grant, tunnel_test is refused to the role" \
+  grep -q 'permission denied for function tunnel_test' <<<"$(tsql "SELECT * FROM tunnel_test('b')")"
+lsql "GRANT EXECUTE ON FUNCTION tunnel_test(text) TO tester"
+out=$(tsql "SELECT step || '|' || ok || '|' || detail FROM tunnel_test('b')")
+echo "# tunnel_test('b') as tester: $(cut -d'|' -f1,2 <<<"$out" | tr '\n' ' ')"
+check "7. with EXECUTE granted, every step of tunnel_test is ok for the role (b has two forwards: two probes)" \
+  test "$(cut -d'|' -f1,2 <<<"$out" | tr '\n' ' ')" = "resolve|true tcp_connect|true ssh_handshake|true authenticate|true open_channel|true postgres_probe|true open_channel|true postgres_probe|true "
+check "7. the role still cannot read the secret table" \
+  grep -q 'permission denied' <<<"$(tsql "SELECT count(*) FROM tunnel_ssh.secret")"
+# No 16-character piece of b's private key (its base64 body) in what the
+# role saw, nor a PEM or OpenSSH key header.
+leaked=0
+for line in $(lsql "SELECT private_key FROM tunnel_ssh.secret WHERE tunnel = 'b'" | grep -v -- '-----'); do
+  for ((i = 0; i + 16 <= ${#line}; i += 16)); do
+    grep -qF -- "${line:i:16}" <<<"$out" && leaked=$((leaked + 1))
+  done
+done
+check "7. tunnel_test shows the role no part of the private key" \
+  bash -c "[ $leaked = 0 ] && ! grep -q 'PRIVATE KEY\|BEGIN OPENSSH' <<<\"\$1\"" _ "$out"
+
+# --- 8. tunnel_ssh.database, and a server without the preload ---
+# A second small cluster whose catalog lives in database "tdb".
+C2PORT=53434
+$B/initdb -D c2 -A trust >/dev/null
+cat >> c2/postgresql.conf <<C
+port = $C2PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'tunnel_ssh'
+tunnel_ssh.database = 'tdb'
+tunnel_ssh.port_range = '53420-53429'
+tunnel_ssh.reconnect_max_delay = 2
+C
+trap '$B/pg_ctl -D "$dir/c2" stop -m immediate >/dev/null 2>&1; cleanup' EXIT
+$B/pg_ctl -D c2 -l c2.log start -w >/dev/null
+c2sql() {  # database sql
+  psql -X -q -h "$dir" -p $C2PORT -d "$1" -v ON_ERROR_STOP=1 -Atc "$2"
+}
+err=$(c2sql postgres "CREATE EXTENSION tunnel_ssh" 2>&1)
+echo "# CREATE EXTENSION in postgres, tunnel_ssh.database = tdb: $(tr '\n' ' ' <<<"$err")"
+check "8. CREATE EXTENSION outside tunnel_ssh.database is refused, naming it" \
+  grep -q 'ERROR:  tunnel_ssh can only be created in database "tdb"' <<<"$err"
+check "8. ... and nothing was created" test "$(c2sql postgres "SELECT count(*) FROM pg_extension WHERE extname = 'tunnel_ssh'")" = 0
+c2sql postgres "CREATE DATABASE tdb"
+err=$(c2sql tdb "CREATE EXTENSION tunnel_ssh" 2>&1)
+check "8. CREATE EXTENSION in tdb: no error, no warning" test -z "$err"
+c2worker() { c2sql postgres "SELECT datname FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'"; }
+c2sql tdb "SELECT tunnel_create('d', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 53420)" \
+  >> sshd/authorized_keys
+c2state() { c2sql tdb "SELECT state FROM tunnel_status() WHERE name = 'd'"; }
+# The worker started before tdb existed and failed to connect; it is
+# started again (bgw_restart_time).
+check "8. the worker runs in tdb" wait_for 30 eval 'test "$(c2worker)" = tdb'
+check "8. a tunnel made in tdb connects" wait_for 15 eval 'test "$(c2state)" = connected'
+check "8. queries through it work" wait_for 5 query_ok 53420
+# Without the preload: no worker; tunnel_status says why; CREATE EXTENSION
+# installs with a warning; tunnel_create still writes the catalog.
+sed -i '/^shared_preload_libraries/d' c2/postgresql.conf
+$B/pg_ctl -D c2 -l c2.log restart -m fast -w >/dev/null
+check "8. without the preload: no worker" test -z "$(c2worker)"
+check "8. ... the tunnel's port is closed" eval '! port_open 53420'
+err=$(c2sql tdb "SELECT * FROM tunnel_status()" 2>&1)
+echo "# tunnel_status() without the preload: $(tr '\n' ' ' <<<"$err")"
+check "8. tunnel_status() says the module is not preloaded, and what to do" \
+  bash -c "grep -q 'ERROR:  tunnel_ssh is not loaded through shared_preload_libraries' <<<\"\$1\" && grep -q 'HINT:  Add tunnel_ssh to shared_preload_libraries' <<<\"\$1\"" _ "$err"
+c2sql tdb "DROP EXTENSION tunnel_ssh CASCADE" >/dev/null 2>&1
+err=$(c2sql tdb "CREATE EXTENSION tunnel_ssh" 2>&1)
+echo "# CREATE EXTENSION without the preload: $(tr '\n' ' ' <<<"$err")"
+check "8. CREATE EXTENSION without the preload installs, with a warning that no tunnel runs" \
+  bash -c "grep -q 'WARNING:  tunnel_ssh is not loaded through shared_preload_libraries' <<<\"\$1\" && grep -q 'DETAIL:  No tunnel will run' <<<\"\$1\" && [ \"\$(psql -X -h $dir -p $C2PORT -d tdb -Atc \"SELECT count(*) FROM pg_extension WHERE extname = 'tunnel_ssh'\")\" = 1 ]" _ "$err"
+line=$(c2sql tdb "SELECT tunnel_create('e', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 53421)" 2>&1)
+check "8. tunnel_create without the preload returns the key line" grep -q '^restrict,port-forwarding,permitopen="127.0.0.1:'$PPORT'"' <<<"$line"
+check "8. ... and nothing listens" eval '! port_open 53421'
+$B/pg_ctl -D c2 stop -m immediate >/dev/null 2>&1
 
 suite_end

@@ -112,8 +112,8 @@ p3=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', 56535, local_port => 
 check "forward_add picks a port from the range" test "$p2" -ge 56500 -a "$p2" -le 56519
 p4=$(lsql "SELECT tunnel_forward_add('multi', '127.0.0.1', $PPORT, local_port => 56513)" 2>fwd.err)
 check "a forward to a target the line already permits: no new line" test ! -s fwd.err
-sleep 1
-check "... and it works at once on the running session" test "$(psql_via 56513 'SHOW port')" = "$PPORT"
+port_is() { test "$(psql_via "$1" 'SHOW port')" = "$2"; }
+check "... and it works at once on the running session" wait_for 3 port_is 56513 "$PPORT"
 check "adding forwards kept the session (one connect attempt)" \
   test "$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'multi'")" = 1
 check "new targets are refused until the line is replaced and the session logs in again" \
@@ -131,10 +131,16 @@ $B/pgbench -n -S -c 4 -j 2 -T 6 -h 127.0.0.1 -p 56510 postgres > pgb1.out 2>&1 &
 b1job=$!
 $B/pgbench -n -S -c 4 -j 2 -T 6 -h 127.0.0.1 -p "$p3" postgres > pgb3.out 2>&1 &
 b3job=$!
-sleep 2
+# Both pgbench runs connected (8 backends on the two clusters), then the drop.
+benching() {
+  test $(( $(psql -X -h 127.0.0.1 -p $PPORT -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'") +
+           $(psql -X -h 127.0.0.1 -p 56535 -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'") )) -ge 8
+}
+wait_for 10 benching
 lsql "SELECT tunnel_forward_drop('multi', $p2)" >/dev/null
-sleep 1
-check "dropped forward's port is closed" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$p2) 2>/dev/null"
+closed() { ! (exec 3<>/dev/tcp/127.0.0.1/$p2) 2>/dev/null; }
+check "dropped forward's port is closed" wait_for 3 closed
+check "... while pgbench still ran on the others" kill -0 $b1job $b3job
 wait $b1job $b3job
 echo "# pgbench during the drop: $(grep -h '^tps' pgb1.out pgb3.out | cut -c1-16 | tr '\n' ' ')"
 check "the other forwards carried pgbench without a failure" \
@@ -168,8 +174,8 @@ check "dblink over the same server" \
 lsql "UPDATE tunnel_ssh.forward SET local_port = 56515 WHERE local_port = 56510" >/dev/null
 check "the server followed the port" \
   grep -q "port=56515" <<<"$(lsql "SELECT array_to_string(srvoptions, ' ') FROM pg_foreign_server WHERE srvname = 'multi_db'")"
-sleep 1
-check "and still works" test "$(lsql "SELECT count(*) FROM remote.pgbench_branches")" = 1
+branches() { test "$(lsql "SELECT count(*) FROM remote.pgbench_branches")" = 1; }
+check "and still works" wait_for 5 branches
 err=$(lsql "SELECT tunnel_server_create('x', 'multi', 'postgres', options => '{port=1}')" 2>&1 >/dev/null)
 check "options cannot override host or port" grep -q 'option "port" is set by tunnel_server_create' <<<"$err"
 err=$(lsql "SELECT tunnel_drop('multi')" 2>&1 >/dev/null)
