@@ -572,11 +572,12 @@ check "other tunnels keep working meanwhile" test "$(psql_via 54321 "SELECT coun
 lsql "SELECT tunnel_drop('taken')" >/dev/null
 
 lsql "BEGIN; SELECT tunnel_create('rolled', '127.0.0.1', '127.0.0.1', local_port => 54400); ROLLBACK;" >/dev/null
-sleep 1
-check "rolled-back tunnel_create never opens a port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54400) 2>/dev/null"
+# The worker reads catalog changes in commit order: once it has acted on the
+# drop committed after the rollback, it would have opened 54400 before.
 lsql "SELECT tunnel_drop('main')" >/dev/null
-sleep 1
-check "tunnel_drop closes the port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54321) 2>/dev/null"
+port_closed() { ! port_open "$1"; }
+check "tunnel_drop closes the port" wait_for 10 port_closed 54321
+check "rolled-back tunnel_create never opens a port" port_closed 54400
 
 # --- a clean shutdown says goodbye to the bastion ---
 lsql "SELECT tunnel_create('bye', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', local_port => 54323)" >> sshd/authorized_keys
