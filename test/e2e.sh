@@ -262,7 +262,9 @@ check "ssh -R to a Unix socket path: the line alone does not refuse it (README's
   bash -c '[[ "$1" == listening:*"$2"* ]]' _ "$r" "$dir/r.sock"
 rm -f "$dir/r.sock"
 SLPORT=$((SPORT + 2))
-sed -e "s/^Port .*/Port $SLPORT/" -e "s#sshd.pid#sshd_sl.pid#" sshd/sshd_config > sshd/sl.conf
+# At LogLevel VERBOSE, as before: suite_end reads *.log files for crashes,
+# and sshd at DEBUG1 logs a session it ends as "terminated by signal 15".
+sed -e "s/^Port .*/Port $SLPORT/" -e "s#sshd.pid#sshd_sl.pid#" -e "s/^LogLevel .*/LogLevel VERBOSE/" sshd/sshd_config > sshd/sl.conf
 cat >> sshd/sl.conf <<C
 Match User $(id -un)
     AllowTcpForwarding local
@@ -340,7 +342,7 @@ lsql "SELECT tunnel_drop('sh')" >/dev/null
 # A second sshd with the same three host keys and accounts takes the
 # deliberate mismatches; on OpenSSH 9.8+ it exempts us from its penalties.
 PINPORT=$((SPORT + 1))
-sed -e "s/^Port .*/Port $PINPORT/" -e "s#sshd.pid#sshd_pins.pid#" sshd/sshd_config > sshd/pins.conf
+sed -e "s/^Port .*/Port $PINPORT/" -e "s#sshd.pid#sshd_pins.pid#" -e "s/^LogLevel .*/LogLevel VERBOSE/" sshd/sshd_config > sshd/pins.conf
 sshd_penalises && echo "PerSourcePenaltyExemptList 127.0.0.1" >> sshd/pins.conf
 # libssh2 1.10 verifies RSA host keys with ssh-rsa (SHA-1) signatures only,
 # which OpenSSH 8.8+ offers only when told to.
