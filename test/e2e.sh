@@ -18,11 +18,19 @@ kill_sshd
 ssh-keygen -q -t ecdsa -N '' -f sshd/host_key_ecdsa
 ssh-keygen -q -t rsa -b 3072 -N '' -f sshd/host_key_rsa
 sed -i "s#^HostKey .*#&\nHostKey $dir/sshd/host_key_ecdsa\nHostKey $dir/sshd/host_key_rsa#" sshd/sshd_config
+# LogLevel DEBUG1: sshd logs each channel request (the worker's keepalive)
+# and the cipher each session negotiates.
+sed -i 's/^LogLevel .*/LogLevel DEBUG1/' sshd/sshd_config
 start_sshd
-psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -c \
-  "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;
-   CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, 800000) g;"
+psql_priv() { psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -v ON_ERROR_STOP=1 -Atc "$1"; }
+more_than() { [ "$("${@:2}")" -gt "$1" ]; }   # N cmd...: cmd prints more than N
+psql_priv "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;
+   CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, 800000) g;" >/dev/null
 $B/pgbench -i -s 2 -q -h 127.0.0.1 -p $PPORT postgres >/dev/null 2>&1
+# Every comparison below is against these tables: an empty or missing one
+# would make two empty streams "equal".
+check "setup: the private database's tables are built (items 100000, big 800000, pgbench_accounts 200000 rows)" \
+  test "$(psql_priv "SELECT (SELECT count(*) FROM items) || ' ' || (SELECT count(*) FROM big) || ' ' || (SELECT count(*) FROM pgbench_accounts)" 2>&1)" = "100000 800000 200000"
 
 lsql "CREATE EXTENSION tunnel_ssh; CREATE EXTENSION postgres_fdw; CREATE EXTENSION dblink;"
 
@@ -48,13 +56,24 @@ done
 
 # --- bad input: clear error, nothing changed ---
 before=$(lsql "SELECT count(*) FROM tunnel_ssh.tunnel")
-for bad in "NULL, '127.0.0.1', 'db'" "'', '127.0.0.1', 'db'" "'a b', '127.0.0.1', 'db'" \
-           "'main', '127.0.0.1', 'db'" "'x', '999.1.1.1', 'db'" "'x', '127.0.0.1', 'bad_host!'" \
-           "'x', '127.0.0.1', 'db', remote_port => 70000" "'x', '127.0.0.1', 'db', local_port => 54321" \
-           "'x', '127.0.0.1', 'db', local_port => 80" "'x', '127.0.0.1', 'db', key_type => 'dsa'" \
-           "'x', '127.0.0.1', 'db', host_key_fingerprint => 'SHA256:nope'"; do
-  err=$(lsql "SELECT tunnel_create($bad)" 2>&1 >/dev/null)
-  check "bad input refused: tunnel_create($bad)" grep -q "ERROR" <<<"$err"
+# arguments | the error that names what is wrong with them
+bad_inputs=(
+  "NULL, '127.0.0.1', 'db'|tunnel name must not be null"
+  "'', '127.0.0.1', 'db'|invalid tunnel name \"\""
+  "'a b', '127.0.0.1', 'db'|invalid tunnel name \"a b\""
+  "'main', '127.0.0.1', 'db'|tunnel \"main\" already exists"
+  "'x', '999.1.1.1', 'db'|invalid ssh_host \"999.1.1.1\""
+  "'x', '127.0.0.1', 'bad_host!'|invalid remote_host \"bad_host!\""
+  "'x', '127.0.0.1', 'db', remote_port => 70000|invalid remote_port: 70000"
+  "'x', '127.0.0.1', 'db', local_port => 54321|local port 54321 is already used by tunnel \"main\""
+  "'x', '127.0.0.1', 'db', local_port => 80|invalid local_port: 80"
+  "'x', '127.0.0.1', 'db', key_type => 'dsa'|unknown key_type \"dsa\""
+  "'x', '127.0.0.1', 'db', host_key_fingerprint => 'SHA256:nope'|invalid host_key_fingerprint \"SHA256:nope\""
+)
+for b in "${bad_inputs[@]}"; do
+  err=$(lsql "SELECT tunnel_create(${b%%|*})" 2>&1 >/dev/null)
+  check "bad input refused: tunnel_create(${b%%|*}): ${b#*|}" grep -qxF "ERROR:  ${b#*|}" <<<"$err" ||
+    echo "# got: $err"
 done
 check "bad input changed nothing" test "$(lsql "SELECT count(*) FROM tunnel_ssh.tunnel")" = "$before"
 lsql "CREATE ROLE plain LOGIN" >/dev/null
@@ -84,14 +103,59 @@ else
 fi
 
 # --- the restricted line against sshd ---
-# Keepalive (a session channel opened and closed) works with it: idle for
-# over three keepalive intervals, the session stays up.
-attempts=$(lsql "SELECT connect_attempts FROM tunnel_status() WHERE name = 'main'")
-sleep 8
-check "restricted line: idle 8 s (keepalive 2 s), still connected on the same session" \
+# Keepalive works with it: the worker's probe is an "env" request on a
+# session channel it keeps open, which sshd (LogLevel DEBUG1) logs, and
+# answers (a refusal is an answer).  main is the only session on this sshd
+# now.  Four probes at keepalive_interval 2 s span more than the 6 s
+# (interval x keepalive_count 3) after which a session whose probes went
+# unanswered is declared dead: still connected on the same session means
+# they were answered.  No probe at all fails the wait, whatever the state.
+env_requests() { grep -c "server_input_channel_req: channel [0-9]* request env reply 1" sshd/log; }
+attempts=$(attempts_of main) env0=$(env_requests)
+t0=$(now_ms)
+check "restricted line: the idle session is probed (4 keepalive requests logged by sshd within 15 s)" \
+  wait_for 15 more_than $((env0 + 3)) env_requests
+echo "# $(( $(env_requests) - env0 )) keepalive requests in $(since $t0) s"
+check "... answered: still connected on the same session" \
   test "$(lsql "SELECT state || ' ' || connect_attempts FROM tunnel_status() WHERE name = 'main'")" = "connected $attempts"
 check "restricted line: tunnel_test passes every step" \
   test "$(lsql "SELECT bool_and(ok) FROM tunnel_test('main')")" = t
+
+# --- tunnel_ssh.ciphers changed by reload: new sessions and tunnel_test
+# negotiate the new list, the established session keeps its cipher ---
+kex_cipher() { grep -c "kex: client->server cipher: $1 " sshd/log; }
+cipher_of() { lsql "SELECT cipher FROM tunnel_status() WHERE name = '$1'"; }
+# The postmaster logs the change, then signals the worker.
+set_ciphers() {  # value, or DEFAULT
+  local n
+  n=$(grep -c 'parameter "tunnel_ssh.ciphers"' local.log)
+  if [ "$1" = DEFAULT ]; then lsql "ALTER SYSTEM RESET tunnel_ssh.ciphers"
+  else lsql "ALTER SYSTEM SET tunnel_ssh.ciphers = '$1'"; fi
+  lsql "SELECT pg_reload_conf()" >/dev/null
+  wait_for 10 more_than "$n" grep -c 'parameter "tunnel_ssh.ciphers"' local.log
+}
+# Ends main's session on the bastion (the only one there): the worker logs in again.
+new_session_of_main() {
+  local a
+  a=$(attempts_of main)
+  kill $(pgrep -P "$(cat sshd/sshd.pid)") 2>/dev/null
+  wait_for 15 sql_is "SELECT state = 'connected' AND connect_attempts > $a FROM tunnel_status() WHERE name = 'main'" t
+}
+sql_is() { test "$(lsql "$1")" = "$2"; }
+c0=$(cipher_of main) attempts=$(attempts_of main) n256=$(kex_cipher aes256-ctr)
+check "tunnel_ssh.ciphers = 'aes256-ctr' by ALTER SYSTEM and reload" set_ciphers aes256-ctr
+r=$(lsql "SELECT bool_and(ok) FROM tunnel_test('main')")
+check "... tunnel_test negotiates it (sshd logs aes256-ctr) and passes" \
+  bash -c '[ "$1" = t ] && [ "$2" -gt "$3" ]' _ "$r" "$(kex_cipher aes256-ctr)" "$n256"
+check "... the established session is kept, with its cipher ($c0)" \
+  test "$(lsql "SELECT state || ' ' || connect_attempts || ' ' || cipher FROM tunnel_status() WHERE name = 'main'")" = "connected $attempts $c0"
+n256=$(kex_cipher aes256-ctr)
+check "... a new session of the tunnel logs in" new_session_of_main
+check "... and negotiates aes256-ctr, which tunnel_status() shows and sshd logs" \
+  bash -c '[ "$1" = aes256-ctr ] && [ "$2" -gt "$3" ]' _ "$(cipher_of main)" "$(kex_cipher aes256-ctr)" "$n256"
+check "tunnel_ssh.ciphers reset by reload" set_ciphers DEFAULT
+new_session_of_main
+check "... a new session negotiates the default again ($c0)" test "$(cipher_of main)" = "$c0"
 # The key itself, used by OpenSSH's ssh: an ECDSA tunnel (ssh reads its PEM
 # key; Ed25519 in PKCS#8 only since OpenSSH 9.6), exported here from the
 # catalog as the superuser, kept in a 600 file and removed at once after.
@@ -137,7 +201,6 @@ session_listeners() {
 # "refused ..." once ssh gives up on the forward (ExitOnForwardFailure),
 # "listening: ..." as soon as one of that sshd's sessions listens.
 denied_rfwd() { grep -c "to remote forward to .*, but the request was denied" "$1"; }
-more_than() { [ "$("${@:2}")" -gt "$1" ]; }   # N cmd...: cmd prints more than N
 remote_fwd() {
   local port=$1 pidf=$2 log=$3 spec=$4 p l= rc before
   before=$(denied_rfwd "$log")
@@ -185,6 +248,8 @@ if [ "$(printf '%s\n9.4\n' "$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([0-9]*\.[0-9]*\
   echo "# ssh -W $dir/.s.PGSQL.$PPORT: rc $rc: $out"
   w_refused() { [ "$1" != 0 ] && wait_for 5 more_than "$2" denied_path sshd/log; }
   check "ssh -W to that socket is denied by sshd" w_refused $rc "$before"
+else
+  skip "ssh -W to that socket is denied by sshd" "OpenSSH $(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^ ,]*\).*/\1/p'): ssh -W takes a socket path since 9.4"
 fi
 # A remote forward to a Unix socket (streamlocal-forward): sshd checks it
 # against no list, so no authorized_keys line can refuse it while it
@@ -197,7 +262,9 @@ check "ssh -R to a Unix socket path: the line alone does not refuse it (README's
   bash -c '[[ "$1" == listening:*"$2"* ]]' _ "$r" "$dir/r.sock"
 rm -f "$dir/r.sock"
 SLPORT=$((SPORT + 2))
-sed -e "s/^Port .*/Port $SLPORT/" -e "s#sshd.pid#sshd_sl.pid#" sshd/sshd_config > sshd/sl.conf
+# At LogLevel VERBOSE, as before: suite_end reads *.log files for crashes,
+# and sshd at DEBUG1 logs a session it ends as "terminated by signal 15".
+sed -e "s/^Port .*/Port $SLPORT/" -e "s#sshd.pid#sshd_sl.pid#" -e "s/^LogLevel .*/LogLevel VERBOSE/" sshd/sshd_config > sshd/sl.conf
 cat >> sshd/sl.conf <<C
 Match User $(id -un)
     AllowTcpForwarding local
@@ -275,7 +342,7 @@ lsql "SELECT tunnel_drop('sh')" >/dev/null
 # A second sshd with the same three host keys and accounts takes the
 # deliberate mismatches; on OpenSSH 9.8+ it exempts us from its penalties.
 PINPORT=$((SPORT + 1))
-sed -e "s/^Port .*/Port $PINPORT/" -e "s#sshd.pid#sshd_pins.pid#" sshd/sshd_config > sshd/pins.conf
+sed -e "s/^Port .*/Port $PINPORT/" -e "s#sshd.pid#sshd_pins.pid#" -e "s/^LogLevel .*/LogLevel VERBOSE/" sshd/sshd_config > sshd/pins.conf
 sshd_penalises && echo "PerSourcePenaltyExemptList 127.0.0.1" >> sshd/pins.conf
 # libssh2 1.10 verifies RSA host keys with ssh-rsa (SHA-1) signatures only,
 # which OpenSSH 8.8+ offers only when told to.
@@ -294,6 +361,12 @@ ED=$(fp_of host_key) EC=$(fp_of host_key_ecdsa) RS=$(fp_of host_key_rsa)
 pin pin_ed 54331 "$ED"
 pin pin_ec 54332 "$(kl host_key_ecdsa)"
 pin pin_rs 54333 "ssh-rsa $RS"
+# A bare pin of the ECDSA key: the first attempt sees Ed25519, the retry (5-10
+# s later) asks for ECDSA, and the algorithm is then recorded.  Made now, so
+# that its backoff runs while the other pins are checked.
+pin pin_ec_bare 54334 "$EC"
+wait_state pin_ec_bare host_key_mismatch 15 >/dev/null
+err_bare=$(st pin_ec_bare last_error); echo "# pin_ec_bare first: $err_bare"
 check "pin Ed25519 (bare, as ssh -v shows it first): connected" wait_state pin_ed connected 15
 check "pin ECDSA as ssh-keygen -l prints it: connected" wait_state pin_ec connected 15
 check "pin RSA with its algorithm: connected" wait_state pin_rs connected 15
@@ -306,21 +379,16 @@ check "the pinned algorithm was negotiated at once, no mismatch first" \
        "ecdsa-sha2-nistp256:1 $(libssh2_11 && echo rsa-sha2-512 || echo ssh-rsa):1"
 check "tunnel_test negotiates the pinned key too" \
   grep -q "^host key ecdsa-sha2-nistp256 $EC matches" <<<"$(lsql "SELECT detail FROM tunnel_test('pin_ec') WHERE step = 'ssh_handshake'")"
-# A bare pin of the ECDSA key: the first attempt sees Ed25519, the retry asks
-# for ECDSA, and the algorithm is then recorded.
-pin pin_ec_bare 54334 "$EC"
-wait_state pin_ec_bare host_key_mismatch 15 >/dev/null
-err=$(st pin_ec_bare last_error); echo "# pin_ec_bare first: $err"
 check "bare pin of another key: the mismatch says the next attempt asks for ECDSA" \
-  grep -q "bastion presented ssh-ed25519 $ED; the pin names no algorithm, so the next attempt asks for the bastion's ECDSA key" <<<"$err"
-check "bare ECDSA pin: connected on the retry" wait_state pin_ec_bare connected 30
-check "... with its algorithm recorded for next time" \
-  test "$(lsql "SELECT host_key_algorithms FROM tunnel_ssh.tunnel WHERE name = 'pin_ec_bare'")" = ecdsa-sha2-nistp256
+  grep -q "bastion presented ssh-ed25519 $ED; the pin names no algorithm, so the next attempt asks for the bastion's ECDSA key" <<<"$err_bare"
 # Two pins: the bastion rotates from Ed25519 to RSA.
 pin pin_two 54335 "$(kl host_key)
 $(kl host_key_rsa)"
 check "two pins: connected (Ed25519)" wait_state pin_two connected 15
 check "both pins stored with their algorithms" test "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'pin_two'")" = "ssh-ed25519 $ED, ssh-rsa $RS"
+check "bare ECDSA pin: connected on the retry" wait_state pin_ec_bare connected 30
+check "... with its algorithm recorded for next time" \
+  test "$(lsql "SELECT host_key_algorithms FROM tunnel_ssh.tunnel WHERE name = 'pin_ec_bare'")" = ecdsa-sha2-nistp256
 kill_pins
 sed -i "\#^HostKey $dir/sshd/host_key\$#d" sshd/pins.conf      # the Ed25519 key retired
 start_pins
@@ -354,9 +422,17 @@ check "postgres_fdw join through the tunnel" test \
 check "dblink through the tunnel" test \
   "$(lsql "SELECT s FROM dblink('host=127.0.0.1 port=54321 dbname=postgres', 'SELECT sum(id) FROM items') AS t(s bigint)")" = 5000050000
 
-sum_direct=$(psql -X -h 127.0.0.1 -p $PPORT -d postgres -Atc "COPY big TO STDOUT" | md5sum)
-sum_tunnel=$(psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc "COPY big TO STDOUT" | md5sum)
-check "large COPY (~230 MB) through the tunnel arrives byte-exact" test "$sum_direct" = "$sum_tunnel"
+# "md5 lines" of a stream: equal digests of two empty or cut-short streams
+# prove nothing, so each comparison also wants the table's row count.
+digest() { perl -MDigest::MD5 -e 'my ($m, $n) = (Digest::MD5->new, 0); while (<STDIN>) { $m->add($_); $n++ } print $m->hexdigest, " $n\n"'; }
+copy_out() { psql -X -h 127.0.0.1 -p "$1" -d postgres -v ON_ERROR_STOP=1 -Atc "$2" | digest; }
+same_rows() {  # expected-rows digest digest
+  echo "# $2 | $3 (want $1 rows)"
+  [ "${2#* }" = "$1" ] && [ "$2" = "$3" ]
+}
+sum_direct=$(copy_out $PPORT "COPY big TO STDOUT")
+sum_tunnel=$(copy_out 54321 "COPY big TO STDOUT")
+check "large COPY (~230 MB, 800000 rows) through the tunnel arrives byte-exact" same_rows 800000 "$sum_direct" "$sum_tunnel"
 # libssh2 1.10 crypts block by block, so the worker serves AES-CTR from a
 # keystream computed in bulk (src/keystream.c); 1.11 and later need not.
 if ! libssh2_11; then
@@ -386,13 +462,14 @@ if [ -z "${TUNNEL_SSH_POSTGRES:-}" ]; then
   check "sshd agrees on the cipher and MAC tunnel_status() shows ($cipher)" \
     grep -qF "kex: client->server cipher: $cipher" sshd/log
 
-  sum_tunnel=$(psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc "COPY big TO STDOUT" | md5sum)
-  check "COPY out byte-exact while sshd rekeys every 4 MB" test "$sum_direct" = "$sum_tunnel"
+  sum_tunnel=$(copy_out 54321 "COPY big TO STDOUT")
+  check "COPY out byte-exact while sshd rekeys every 4 MB" same_rows 800000 "$sum_direct" "$sum_tunnel"
   psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -Atc "COPY (SELECT * FROM big WHERE id <= 400000) TO STDOUT" > big_in.copy
   psql -X -q -h 127.0.0.1 -p 54321 -d postgres -v ON_ERROR_STOP=1 \
     -c "CREATE TABLE big_in (id int, v text)" -c "COPY big_in FROM STDIN" < big_in.copy
-  check "COPY in (~115 MB) byte-exact while sshd rekeys" test \
-    "$(psql -X -h 127.0.0.1 -p $PPORT -d postgres -Atc "COPY (SELECT * FROM big_in ORDER BY id) TO STDOUT" | md5sum)" = "$(md5sum < big_in.copy)"
+  check "COPY in (~115 MB, 400000 rows) through the tunnel: psql reports success" test $? = 0
+  check "COPY in byte-exact while sshd rekeys" same_rows 400000 \
+    "$(digest < big_in.copy)" "$(copy_out $PPORT "COPY (SELECT * FROM big_in ORDER BY id) TO STDOUT")"
   rekeys=$(( $(grep -c "ssh_set_newkeys: rekeying" sshd/log) - rekeys0 ))
   echo "# sshd rekeyed $rekeys times during the two COPYs"
   check "sshd did rekey (more than 50 times)" test "$rekeys" -gt 50
@@ -401,6 +478,8 @@ if [ -z "${TUNNEL_SSH_POSTGRES:-}" ]; then
   mv sshd/sshd_config.orig sshd/sshd_config
   start_sshd
   wait_state main connected 15 >/dev/null
+else
+  skip "COPY out and in byte-exact while sshd rekeys every 4 MB" "under valgrind: libssh2 1.10 leaks a buffer at every re-key"
 fi
 
 # Strict key exchange (Terrapin, CVE-2023-48795): libssh2 1.11.1 offers
@@ -417,6 +496,8 @@ if libssh2_11; then
   mv sshd/sshd_config.orig sshd/sshd_config
   start_sshd
   wait_state main connected 15 >/dev/null
+else
+  skip "strict key exchange in use, per sshd" "libssh2 $(pkg-config --modversion libssh2) has none (1.11.1 and later)"
 fi
 
 out=$($B/pgbench -n -S -c 50 -j 2 -t 40 -h 127.0.0.1 -p 54321 postgres 2>&1)
@@ -436,21 +517,24 @@ check "bastion back: connected again on its own" wait_state main connected 15
 check "new queries work after the bastion returns" test "$(psql_via 54321 "SELECT count(*) FROM items")" = 100000
 
 pid=$(lsql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'")
+t_kill=$(lsql "SELECT now()")
 kill -TERM "$pid"
-sleep 1
-check "worker stopped by SIGTERM comes back with its tunnels" wait_state main connected 20
+check "worker stopped by SIGTERM comes back with its tunnels" wait_for 20 sql_is \
+  "SELECT t.state = 'connected' AND t.state_since > '$t_kill' AND a.pid <> $pid FROM tunnel_status() t, pg_stat_activity a WHERE t.name = 'main' AND a.backend_type = 'tunnel_ssh worker'" t
 
-kill_sshd
 mv sshd/host_key sshd/host_key.orig; mv sshd/host_key.pub sshd/host_key.pub.orig
 ssh-keygen -q -t ed25519 -N '' -f sshd/host_key
-start_sshd
+swap_sshd start_sshd
 check "changed bastion host key: host_key_mismatch" wait_state main host_key_mismatch 20
 check "no connection forwarded through an impostor" bash -c "! psql -X -h 127.0.0.1 -p 54321 -d postgres -Atc 'SELECT 1' >/dev/null 2>&1"
 check "mismatch logged as WARNING" grep -q "WARNING:.*host key of" local.log
 kill_sshd
 mv sshd/host_key.orig sshd/host_key; mv sshd/host_key.pub.orig sshd/host_key.pub
 start_sshd
-wait_state main connected 45 >/dev/null
+# The loss and the mismatch make two failures (swap_sshd: no third for a
+# port with nothing on it): main's next attempt is 10-20 s after the
+# mismatch (sshd penalises refused host keys).  The key types
+# below need no main meanwhile: main's return is checked after them.
 
 # --- each key type against OpenSSH 9 ---
 for kt in ecdsa rsa; do
@@ -477,6 +561,10 @@ else
 fi
 check "query through the rsa tunnel" test "$(psql_via "$(lsql "SELECT local_port FROM tunnel_ssh.tunnels WHERE name = 'auth_rsa'")" "SELECT count(*) FROM items")" = 100000
 lsql "SELECT tunnel_drop('auth_ecdsa'), tunnel_drop('auth_rsa')" >/dev/null
+t0=$(now_ms)
+check "bastion's own host key back: main connects again on its own (retry 10-20 s after the mismatch)" \
+  wait_state main connected 45
+echo "# main back $(since $t0) s after the key types were checked"
 
 # --- a local port held by another process ---
 lsql "SELECT tunnel_create('taken', '127.0.0.1', '127.0.0.1', ssh_port => 9, local_port => $PPORT)" >/dev/null
@@ -486,11 +574,12 @@ check "other tunnels keep working meanwhile" test "$(psql_via 54321 "SELECT coun
 lsql "SELECT tunnel_drop('taken')" >/dev/null
 
 lsql "BEGIN; SELECT tunnel_create('rolled', '127.0.0.1', '127.0.0.1', local_port => 54400); ROLLBACK;" >/dev/null
-sleep 1
-check "rolled-back tunnel_create never opens a port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54400) 2>/dev/null"
+# The worker reads catalog changes in commit order: once it has acted on the
+# drop committed after the rollback, it would have opened 54400 before.
 lsql "SELECT tunnel_drop('main')" >/dev/null
-sleep 1
-check "tunnel_drop closes the port" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/54321) 2>/dev/null"
+port_closed() { ! port_open "$1"; }
+check "tunnel_drop closes the port" wait_for 10 port_closed 54321
+check "rolled-back tunnel_create never opens a port" port_closed 54400
 
 # --- a clean shutdown says goodbye to the bastion ---
 lsql "SELECT tunnel_create('bye', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$(id -un)', local_port => 54323)" >> sshd/authorized_keys

@@ -228,6 +228,20 @@ suite_end() {
   [ "$fail" -eq 0 ]
 }
 
-# skip "what" "why": a check that cannot mean anything here (the platform
-# lacks what it proves), counted apart: "ok N - what # SKIP why".
-skip() { pass=$((pass+1)); echo "ok $((pass+fail)) - $1 # SKIP $2"; }
+# swap_sshd CMD...: the bastion on $SPORT replaced with no moment in which
+# nothing listens there: its listener stops (its sessions stay), CMD starts
+# the replacement, then the old sessions end, so that the tunnels' next
+# attempt meets the replacement.  (An attempt that finds nothing listening
+# is one more failure: after a host key mismatch it doubles the backoff.)
+swap_sshd() {
+  local listener sessions
+  listener=$(cat "$dir/sshd/sshd.pid")
+  # Stopped while its sessions are listed, so it forks none we miss.
+  kill -STOP "$listener"
+  sessions=$(proc_tree "$listener" | grep -vx "$listener")
+  kill "$listener"; kill -CONT "$listener"; rm -f "$dir/sshd/sshd.pid"
+  wait_for 5 bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$SPORT) 2>/dev/null"
+  "$@"
+  wait_for 5 port_open "$SPORT"
+  kill $sessions 2>/dev/null || true
+}

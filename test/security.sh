@@ -199,35 +199,40 @@ check "ed's recorded host key is the bastion's" \
   test "$(lsql "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'ed'")" = "$real_fp"
 psql_priv "ALTER SYSTEM SET log_connections = on" >/dev/null
 psql_priv "SELECT pg_reload_conf()" >/dev/null
-sleep 0.5
+# A new session reads the configuration file itself: on once SHOW says so.
+log_connections_on() { test "$(psql_priv "SHOW log_connections")" = on; }
+wait_for 10 log_connections_on
 conn_lines() { grep -c "connection received: host=127.0.0.1" private.log; }
+more_conn_lines() { test "$(conn_lines)" -gt "$1"; }
 c0=$(conn_lines)
 psql_via 24501 "SELECT 1" >/dev/null
-sleep 0.3
-check "log_connections counts a connection through the tunnel" test "$(conn_lines)" -gt "$c0"
+check "log_connections counts a connection through the tunnel" wait_for 10 more_conn_lines "$c0"
 
 mkdir -p impostor
 ssh-keygen -q -t ed25519 -N '' -f impostor/host_key
 fake_fp=$(ssh-keygen -l -f impostor/host_key.pub | awk '{print $2}')
 sed -e "s|^HostKey .*|HostKey $dir/impostor/host_key|" -e "s|^PidFile .*|PidFile $dir/impostor/sshd.pid|" \
   sshd/sshd_config > impostor/sshd_config
-kill_sshd
-start_impostor
+swap_sshd start_impostor
 check "impostor: ed goes to host_key_mismatch" wait_state ed host_key_mismatch 20
-before=$(conn_lines)
+# The loss of the session and the mismatch are two failures: ed's next
+# attempt is 10-20 s after the mismatch.  The clients below come within it,
+# and must not bring it forward (sshd penalises connections it closes
+# before authentication).  A client forwarded to the private database would
+# be logged there before its psql returned.
+before=$(conn_lines) a_ed=$(attempts_of ed)
 fails=0
-t0=$(date +%s%N)
+t0=$(now_ms)
 for i in 1 2 3 4 5; do
   psql -X -h 127.0.0.1 -p 24501 -d 'dbname=postgres connect_timeout=10' -Atc "SELECT 1" >/dev/null 2>&1 || fails=$((fails+1))
   psql -X -h 127.0.0.1 -p 24504 -d 'dbname=postgres connect_timeout=10' -Atc "SELECT 1" >/dev/null 2>&1 || fails=$((fails+1))
-  sleep 0.4
 done
-echo "# 10 clients through the impostor in $(( ($(date +%s%N) - t0) / 1000000 )) ms (incl. 2 s of pauses), $fails failed"
-sleep 1
-after=$(conn_lines)
+a_ed_after=$(attempts_of ed) after=$(conn_lines)
+echo "# 10 clients through the impostor in $(since $t0) s, $fails failed; ed's connect_attempts $a_ed before, $a_ed_after after"
 echo "# private database connection lines: $before before, $after after"
 check "every client through the impostor failed" test "$fails" = 10
 check "the private database saw no new connection" test "$after" = "$before"
+check "the clients brought no attempt forward (connect_attempts unchanged)" test "$a_ed_after" = "$a_ed"
 check "the clients did reach the impostor" grep -q "Connection from 127.0.0.1" impostor/log
 check "the impostor never saw an authentication" bash -c "! grep -q 'Accepted\|Failed publickey\|Postponed' impostor/log"
 err=$(last_error ed)
@@ -246,14 +251,16 @@ if sshd_penalises; then
   penalties=$(penalty_lines impostor/log)
   [ -n "$penalties" ] && echo "$penalties" | sed 's/^/# impostor: /'
   check "three tunnels refusing the impostor: no penalty from its sshd (OpenSSH 9.8+)" test -z "$penalties"
+else
+  skip "three tunnels refusing the impostor: no penalty from its sshd" "OpenSSH $(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^ ,]*\).*/\1/p') has no PerSourcePenalties (9.8+)"
 fi
 kill_impostor
 start_sshd
-t0=$(date +%s%N)
+t0=$(now_ms)
 # A host key mismatch is retried in 10 s, 20 s, ... (sshd penalises
 # connections closed before authentication), not at once.
-check "real bastion back: ed connected again" wait_state ed connected 45
-echo "# back in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+check "real bastion back: ed connected again on its own" wait_state ed connected 45
+echo "# back in $(since $t0) s"
 check "query through ed after the real bastion returns" test "$(psql_via 24501 "SELECT count(*) FROM items")" = 1000
 for t in ec rs; do wait_state $t connected 45 >/dev/null; done
 
@@ -266,9 +273,10 @@ wpid=$(worker_pid)
 psql_via 24501 "DO \$\$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM stopflag) LOOP PERFORM pg_sleep(0.2); END LOOP; END \$\$; SELECT 'survived'" \
   > held.out 2>&1 &
 held=$!
-sleep 0.5
+held_running() { test "$(psql_priv "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO %stopflag%'")" = 1; }
+check "a connection is held open through ed" wait_for 10 held_running
 garbage='this is not a key: garbage-text-0123456789'
-# name | ssh_host | ssh_user | private key (SQL over ed's or rs's secret, or none) | remote_host | expected states | last_error pattern
+# name | ssh_host | ssh_user | private key (SQL over ed's or rs's secret, or none) | remote_host | expected state | last_error pattern
 hostile=(
   "h_proxy|'-oProxyCommand=touch $pwned'|'$me'|private_key|'127.0.0.1'|invalid|invalid definition: .*host"
   "h_long|repeat('a', 300)|'$me'|private_key|'127.0.0.1'|invalid|invalid definition: .*at most 253"
@@ -276,9 +284,9 @@ hostile=(
   "u_shell|'127.0.0.1'|'a b;id&'|private_key|'127.0.0.1'|invalid|invalid definition: .*SSH user name may not contain"
   "u_long|'127.0.0.1'|'x;touch$pwned'|private_key|'127.0.0.1'|invalid|invalid definition: .*SSH user name"
   "u_option|'127.0.0.1'|'-oProxyCommand=touch'|private_key|'127.0.0.1'|invalid|invalid definition: .*SSH user name"
-  "k_garbage|'127.0.0.1'|'$me'|'$garbage'|'127.0.0.1'|invalid|private key|PEM"
-  "k_empty|'127.0.0.1'|'$me'|''|'127.0.0.1'|invalid|private key"
-  "k_trunc|'127.0.0.1'|'$me'|left(private_key, length(private_key) / 2)|'127.0.0.1'|invalid auth_failed unreachable|."
+  "k_garbage|'127.0.0.1'|'$me'|'$garbage'|'127.0.0.1'|invalid|invalid definition: The stored private key cannot be read"
+  "k_empty|'127.0.0.1'|'$me'|''|'127.0.0.1'|invalid|invalid definition: The stored private key cannot be read"
+  "k_trunc|'127.0.0.1'|'$me'|left(private_key, length(private_key) / 2)|'127.0.0.1'|invalid|invalid definition: The stored private key cannot be read or does not match key_fingerprint"
   "k_none|'127.0.0.1'|'$me'|NONE|'127.0.0.1'|invalid|no private key"
   "f_proxy|'127.0.0.1'|'$me'|private_key|'-oProxyCommand=touch $pwned'|invalid|invalid definition: .*host"
   "f_newline|'127.0.0.1'|'$me'|private_key|E'127.0.0.1\\nX'|invalid|invalid definition: .*host"
@@ -286,7 +294,7 @@ hostile=(
 port=24520
 declare -A HPORT
 for h in "${hostile[@]}"; do
-  IFS='|' read -r name host user keysql rhost states pattern <<<"$h"
+  IFS='|' read -r name host user keysql rhost want pattern <<<"$h"
   src=ed; [ "$name" = k_trunc ] && src=rs
   secret_sql="INSERT INTO tunnel_ssh.secret (tunnel, private_key) SELECT '$name', $keysql FROM tunnel_ssh.secret WHERE tunnel = '$src';"
   [ "$keysql" = NONE ] && secret_sql=
@@ -302,12 +310,12 @@ for h in "${hostile[@]}"; do
   st=
   for _ in $(seq 1 75); do
     st=$(state_of "$name")
-    [ -n "$st" ] && grep -qw -- "$st" <<<"$states" && break
+    [ "$st" = "$want" ] && break
     sleep 0.2
   done
   err=$(last_error "$name")
   echo "# $name: state $st, last_error: $err"
-  check "$name: state $states" grep -qw -- "$st" <<<"$states"
+  check "$name: state $want" test "$st" = "$want"
   check "$name: last_error says why" grep -qE -- "$pattern" <<<"$err"
   check "$name: last_error holds no key text" \
     bash -c '! grep -qE "PRIVATE|BEGIN|-----|garbage-text" <<<"$1" && ! grep -qF -f <(printf "%s\n" "${@:2}") <<<"$1"' _ "$err" "${chunks[@]}"
@@ -566,6 +574,8 @@ if sshd_penalises; then
   penalties=$(penalty_lines sshd/log)
   [ -n "$penalties" ] && echo "$penalties" | sed 's/^/# sshd: /'
   check "the whole suite drew no penalty from the bastion's sshd (OpenSSH 9.8+)" test -z "$penalties"
+else
+  skip "the whole suite drew no penalty from the bastion's sshd" "OpenSSH $(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^ ,]*\).*/\1/p') has no PerSourcePenalties (9.8+)"
 fi
 echo "# whole suite: $(( $(date +%s) - t_start )) s"
 suite_end
