@@ -344,8 +344,10 @@ echo "# update path from 1.1: $(sql_at $U11PORT "SELECT path FROM pg_extension_u
 # The 1.1 signature: ten arguments, via last.
 sql_at $U11PORT "SELECT tunnel_create('v1', '127.0.0.1', '127.0.0.1', $PPORT, $SPORT, '$me', 58412, 'ed25519', NULL, NULL)" >> sshd/authorized_keys
 check "1.1 tunnel connected" wait_at $U11PORT v1 connected 15
-sql_at $U11PORT "SELECT tunnel_forward_add('v1', '127.0.0.1', $PPORT, 58413);
-  SELECT tunnel_server_create('v1_db', 'v1', 'postgres', 58413);
+sql_at $U11PORT "SELECT tunnel_forward_add('v1', '127.0.0.1', $PPORT, 58413)" >/dev/null
+# The foreign server uses the forward's Unix socket: once the worker has made it.
+wait_for 10 test -S "$dir/upg11/tunnel_ssh/.s.PGSQL.58413"
+sql_at $U11PORT "SELECT tunnel_server_create('v1_db', 'v1', 'postgres', 58413);
   CREATE USER MAPPING FOR CURRENT_USER SERVER v1_db OPTIONS (user '$me');
   CREATE SCHEMA remote; IMPORT FOREIGN SCHEMA public LIMIT TO (pgbench_branches) FROM SERVER v1_db INTO remote;" >/dev/null
 check "1.1: query through the second forward's foreign server" test "$(sql_at $U11PORT "SELECT count(*) FROM remote.pgbench_branches")" = 1
