@@ -13,12 +13,13 @@ RPORT=58434   # restored cluster
 R2PORT=58437  # restored from an INSERT dump
 SBPORT=58435  # standby
 UPORT=58436   # upgrade cluster
+U11PORT=58438 # upgrade cluster from 1.1
 RANGE="tunnel_ssh.port_range = '58400-58419'"
 LOCAL_CONF=$RANGE
 . "$(dirname "$0")/lib.sh"
 harness_start
 me=$(id -un)
-extra_clusters="restored restored2 standby upg"
+extra_clusters="restored restored2 standby upg upg11"
 trap 'cleanup; for c in $extra_clusters; do $B/pg_ctl -D "$dir/$c" stop -m immediate >/dev/null 2>&1; done' EXIT
 
 sql_at() { psql -X -q -h "$dir" -p "$1" -d postgres -v ON_ERROR_STOP=1 -Atc "$2"; }
@@ -121,10 +122,14 @@ check "the jump chain restored" test "$(sql_at $RPORT "SELECT via FROM tunnel_ss
 check "query through the restored tunnel d1" test "$(psql_via 58401 "SELECT count(*) FROM pgbench_branches")" = 1
 check "query through the restored jump chain d3" test "$(psql_via 58406 "SELECT count(*) FROM pgbench_branches")" = 1
 check "query through d2's second forward" test "$(psql_via 58403 "SELECT count(*) FROM pgbench_branches")" = 1
+# The foreign server's connection (a new backend, so a new one) must be one
+# more on d2's count: the query above already made it non-zero.
+total_of() { sql_at "$1" "SELECT total_connections FROM tunnel_status() WHERE name = '$2'"; }
+d2_total=$(total_of $RPORT d2)
 check "the restored foreign server works through the tunnel" \
   test "$(sql_at $RPORT "SELECT count(*) FROM remote.pgbench_accounts")" = 100000
-check "and it is the restored worker that carried it" \
-  test "$(sql_at $RPORT "SELECT total_connections > 0 FROM tunnel_status() WHERE name = 'd2'")" = t
+check "and it is the restored worker's d2 that carried it (one more connection: $d2_total -> $(total_of $RPORT d2))" \
+  test "$(total_of $RPORT d2)" = $(( ${d2_total:-0} + 1 ))
 check "the restored server still follows its forward" \
   test "$(sql_at $RPORT "SELECT server || ' ' || local_port FROM tunnel_ssh.server")" = "d2_db 58403"
 check "the pending rotation of d2 was restored" \
@@ -178,10 +183,14 @@ check "standby runs the same tunnels and host keys" \
   test "$(sql_at $SBPORT "SELECT name, local_port, host_key_fingerprint FROM tunnel_status() ORDER BY name")" = \
        "$(lsql "SELECT name, local_port, host_key_fingerprint FROM tunnel_status() ORDER BY name")"
 via2() { psql -X -q -h 127.0.0.2 -p "$1" -d postgres -Atc "$2"; }
+sb_totals=$(sql_at $SBPORT "SELECT string_agg(name || ':' || total_connections, ' ' ORDER BY name) FROM tunnel_status() WHERE name IN ('d1', 'd2')")
 check "query through 127.0.0.2:58401 (standby's tunnel)" test "$(via2 58401 "SELECT count(*) FROM pgbench_branches")" = 1
 check "query through 127.0.0.2:58403 (standby's second forward)" test "$(via2 58403 "SELECT count(*) FROM pgbench_branches")" = 1
-check "the standby's worker carried them" \
-  test "$(sql_at $SBPORT "SELECT sum(total_connections) >= 2 FROM tunnel_status()")" = t
+# Only the standby listens on 127.0.0.2, so what this adds is that its
+# status counts each connection on its own tunnel: one more on d1, one on d2.
+sb_totals_after=$(sql_at $SBPORT "SELECT string_agg(name || ':' || total_connections, ' ' ORDER BY name) FROM tunnel_status() WHERE name IN ('d1', 'd2')")
+check "the standby's worker counted one connection on d1 and one on d2 ($sb_totals -> $sb_totals_after)" \
+  test "$sb_totals_after" = "$(awk '{ for (i = 1; i <= NF; i++) { split($i, a, ":"); printf "%s%s:%d", (i > 1 ? " " : ""), a[1], a[2] + 1 } }' <<<"$sb_totals")"
 
 # A tunnel created on the primary reaches the standby by WAL replay and the
 # worker's standby poll (every 5 s): no trigger fires there.
@@ -203,26 +212,29 @@ echo "# standby: s3 gone $(( $(ms) - t0 )) ms after tunnel_drop on the primary"
 check "a tunnel dropped on the primary leaves the standby within 15 s" test $gone = yes
 check "and its port on 127.0.0.2 is closed" bash -c "! (exec 3<>/dev/tcp/127.0.0.2/58404) 2>/dev/null"
 
-attempts_before=$(sql_at $SBPORT "SELECT string_agg(name || ':' || connect_attempts, ' ' ORDER BY name) FROM tunnel_status()")
+d_attempts() { sql_at "$1" "SELECT string_agg(name || ':' || connect_attempts, ' ' ORDER BY name) FROM tunnel_status() WHERE name IN ('d1', 'd2', 'd3')"; }
+attempts_before=$(d_attempts $SBPORT)
 worker_before=$(sql_at $SBPORT "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'")
 t0=$(ms)
 $B/pg_ctl -D standby promote -w >/dev/null
 echo "# promote: $(( $(ms) - t0 )) ms"
 check "standby promoted" test "$(sql_at $SBPORT "SELECT pg_is_in_recovery()")" = f
-sleep 3   # room for a worker restart or a session drop to show
+# A tunnel created on the promoted server: once it is connected, the worker
+# has read the catalog as a primary's, the moment a restart or a dropped
+# session would come, so the checks below follow it, not a pause.
+t0=$(ms)
+sql_at $SBPORT "SELECT tunnel_create('p4', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 58405)" >> sshd/authorized_keys
+check "tunnel_create on the promoted server: connected" wait_at $SBPORT p4 connected 15
+echo "# promoted: p4 connected $(( $(ms) - t0 )) ms after tunnel_create"
 check "promoted: d1 still connected" wait_at $SBPORT d1 connected 5
 check "promoted: d2 still connected" wait_at $SBPORT d2 connected 5
 check "promoted: d3 still connected" wait_at $SBPORT d3 connected 5
-attempts_after=$(sql_at $SBPORT "SELECT string_agg(name || ':' || connect_attempts, ' ' ORDER BY name) FROM tunnel_status()")
+attempts_after=$(d_attempts $SBPORT)
 echo "# connect attempts before/after promotion: $attempts_before / $attempts_after"
 check "promotion kept the sessions (no reconnect)" test "$attempts_after" = "$attempts_before"
 check "promotion kept the worker" \
   test "$(sql_at $SBPORT "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tunnel_ssh worker'")" = "$worker_before"
 check "query through 127.0.0.2:58401 after promotion" test "$(via2 58401 "SELECT count(*) FROM pgbench_branches")" = 1
-t0=$(ms)
-sql_at $SBPORT "SELECT tunnel_create('p4', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => 58405)" >> sshd/authorized_keys
-check "tunnel_create on the promoted server: connected" wait_at $SBPORT p4 connected 15
-echo "# promoted: p4 connected $(( $(ms) - t0 )) ms after tunnel_create"
 check "query through the promoted server's new tunnel" test "$(via2 58405 "SELECT count(*) FROM pgbench_branches")" = 1
 check "the promoted server records the new tunnel's host key" \
   test "$(sql_at $SBPORT "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'p4'")" = "$host_key"
@@ -284,9 +296,11 @@ sql_at $UPORT "SELECT tunnel_create('u1', '127.0.0.1', '127.0.0.1', $PPORT, $SPO
 check "1.0 tunnel connected" wait_at $UPORT u1 connected 15
 u_defs=$(defs_at $UPORT)
 u_attempts=$(sql_at $UPORT "SELECT connect_attempts FROM tunnel_status() WHERE name = 'u1'")
-$B/pgbench -n -S -c 4 -j 2 -T 8 -h 127.0.0.1 -p 58410 postgres > pgb_upd.out 2>&1 &
+active_at() { test "$(sql_at "$1" "SELECT active_connections FROM tunnel_status() WHERE name = '$2'")" -ge "$3"; }
+$B/pgbench -n -S -c 4 -j 2 -T 4 -h 127.0.0.1 -p 58410 postgres > pgb_upd.out 2>&1 &
 pgb=$!
-sleep 3
+# The update runs while pgbench's 4 clients are connected through u1.
+wait_for 10 active_at $UPORT u1 4
 t0=$(ms)
 sql_at $UPORT "ALTER EXTENSION tunnel_ssh UPDATE" > update.out 2>&1
 rc=$?
@@ -309,13 +323,73 @@ check "the updated extension has exactly the objects of a fresh install" test "$
 [ "$updated" = "$fresh" ] || diff <(echo "$fresh") <(echo "$updated") | sed 's/^/#   /' | head -20
 p=$(sql_at $UPORT "SELECT tunnel_forward_add('u1', '127.0.0.1', $PPORT)" 2>&1)
 check "tunnel_forward_add works after the update (port $p)" test "$p" -ge 58400 -a "$p" -le 58419 2>/dev/null
-sleep 1
+wait_for 10 port_open "$p"
 check "query through the new forward" test "$(psql_via "$p" "SELECT count(*) FROM pgbench_branches" 2>&1)" = 1
 check "on the same session" \
   test "$(sql_at $UPORT "SELECT connect_attempts FROM tunnel_status() WHERE name = 'u1'")" = "$u_attempts"
 line=$(sql_at $UPORT "SELECT tunnel_create('u2', '127.0.0.1', '127.0.0.1', via => 'u1', ssh_port => $SPORT, ssh_user => '$me')" 2>&1)
 check "tunnel_create with via works after the update" grep -q "tunnel_ssh:u2$" <<<"$line"
 $B/pg_ctl -D upg stop -m fast -w >/dev/null
+
+# ===================== 4. the upgrade from 1.1: through 1.2 to the default
+# A tunnel made under 1.1 with what 1.1 brought (a second forward, a foreign
+# server that follows it), updated in one ALTER EXTENSION under traffic:
+# same session, every row of 1.1's tables unchanged, traffic through both
+# forwards and the foreign server after.
+extversion_at() { sql_at "$1" "SELECT extversion FROM pg_extension WHERE extname = 'tunnel_ssh'"; }
+new_cluster upg11 $U11PORT
+sql_at $U11PORT "CREATE EXTENSION tunnel_ssh VERSION '1.1'; CREATE EXTENSION postgres_fdw"
+check "CREATE EXTENSION tunnel_ssh VERSION '1.1'" test "$(extversion_at $U11PORT)" = 1.1
+echo "# update path from 1.1: $(sql_at $U11PORT "SELECT path FROM pg_extension_update_paths('tunnel_ssh') WHERE source = '1.1' AND target = '$default_version'")"
+# The 1.1 signature: ten arguments, via last.
+sql_at $U11PORT "SELECT tunnel_create('v1', '127.0.0.1', '127.0.0.1', $PPORT, $SPORT, '$me', 58412, 'ed25519', NULL, NULL)" >> sshd/authorized_keys
+check "1.1 tunnel connected" wait_at $U11PORT v1 connected 15
+sql_at $U11PORT "SELECT tunnel_forward_add('v1', '127.0.0.1', $PPORT, 58413)" >/dev/null
+# The foreign server uses the forward's Unix socket: once the worker has made it.
+wait_for 10 test -S "$dir/upg11/tunnel_ssh/.s.PGSQL.58413"
+sql_at $U11PORT "SELECT tunnel_server_create('v1_db', 'v1', 'postgres', 58413);
+  CREATE USER MAPPING FOR CURRENT_USER SERVER v1_db OPTIONS (user '$me');
+  CREATE SCHEMA remote; IMPORT FOREIGN SCHEMA public LIMIT TO (pgbench_branches) FROM SERVER v1_db INTO remote;" >/dev/null
+check "1.1: query through the second forward's foreign server" test "$(sql_at $U11PORT "SELECT count(*) FROM remote.pgbench_branches")" = 1
+# Every row of every table of 1.1, by the columns 1.1 has (an update may
+# add columns, never change what was there): key, forwards, server.
+has_host_key() { test -n "$(sql_at $U11PORT "SELECT host_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'v1'")"; }
+wait_for 10 has_host_key
+rows_sql=$(sql_at $U11PORT "SELECT string_agg(format('SELECT %L || '': '' || coalesce((SELECT string_agg(x::text, '' | '' ORDER BY x::text) FROM (SELECT %s FROM %s) x), '''')',
+    c.relname, (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+    c.oid::regclass), ' UNION ALL ' ORDER BY c.relname)
+  FROM pg_class c WHERE c.relnamespace = 'tunnel_ssh'::regnamespace AND c.relkind = 'r'")
+rows11=$(sql_at $U11PORT "$rows_sql")
+echo "# 1.1 tables: $(sed -n 's/^\([a-z_]*\): .*/\1/p' <<<"$rows11" | tr '\n' ' ')"
+check "the 1.1 rows are read (tunnel, key, two forwards, server)" \
+  bash -c 'grep -q "^tunnel: (v1," <<<"$1" && grep -q "^secret: (v1," <<<"$1" && [ "$(grep "^forward: " <<<"$1" | grep -o "[0-9],v1," | wc -l)" = 2 ] && grep -q "^server: (v1_db," <<<"$1"' _ "$rows11" ||
+  cut -c1-150 <<<"$rows11" | sed 's/^/#   /'
+v_attempts=$(sql_at $U11PORT "SELECT connect_attempts FROM tunnel_status() WHERE name = 'v1'")
+$B/pgbench -n -S -c 4 -j 2 -T 4 -h 127.0.0.1 -p 58412 postgres > pgb_upd11.out 2>&1 &
+pgb=$!
+wait_for 10 active_at $U11PORT v1 4
+sql_at $U11PORT "ALTER EXTENSION tunnel_ssh UPDATE" > update11.out 2>&1
+rc=$?
+check "ALTER EXTENSION tunnel_ssh UPDATE from 1.1 succeeds" test $rc = 0 || sed 's/^/#   /' update11.out
+wait $pgb
+pgb_rc=$?
+check "pgbench through the 1.1 tunnel during the update: exit 0 and no failed transaction" \
+  bash -c "[ $pgb_rc = 0 ] && grep -q 'number of failed transactions: 0 ' pgb_upd11.out" || sed 's/^/#   /' pgb_upd11.out | tail -5
+check "from 1.1, extversion is the default ($default_version)" test "$(extversion_at $U11PORT)" = "$default_version"
+# 1.1--1.2 gave every recorded host key its algorithm preference.
+check "the update went through 1.2 (the host key has its algorithms)" \
+  test -n "$(sql_at $U11PORT "SELECT host_key_algorithms FROM tunnel_ssh.tunnel WHERE name = 'v1'")"
+rows13=$(sql_at $U11PORT "$rows_sql")
+check "every row of 1.1's tables unchanged by the update" test "$rows13" = "$rows11"
+[ "$rows13" = "$rows11" ] || diff <(echo "$rows11") <(echo "$rows13") | sed 's/^/#   /' | cut -c1-200 | head -10
+updated11=$(sql_at $U11PORT "$members_sql")
+check "from 1.1, the extension has exactly the objects of a fresh install" test "$updated11" = "$fresh"
+[ "$updated11" = "$fresh" ] || diff <(echo "$fresh") <(echo "$updated11") | sed 's/^/#   /' | head -20
+check "the 1.1 tunnel still connected, on the same session" \
+  test "$(sql_at $U11PORT "SELECT state || ' ' || connect_attempts FROM tunnel_status() WHERE name = 'v1'")" = "connected $v_attempts"
+check "query through the 1.1 tunnel after the update" test "$(psql_via 58412 "SELECT count(*) FROM pgbench_branches")" = 1
+check "the 1.1 foreign server works after the update" test "$(sql_at $U11PORT "SELECT count(*) FROM remote.pgbench_branches")" = 1
+$B/pg_ctl -D upg11 stop -m fast -w >/dev/null
 
 echo "# suite time: $SECONDS s"
 suite_end
