@@ -38,7 +38,7 @@ silent_pid=$!
 day2_cleanup() {
   kill $silent_pid 2>/dev/null
   for n in 2 3 4; do
-    for pid in $(pgrep -f "sshd -f $dir/sshd/sshd$n.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done
+    kill_sshd_by_config "$dir/sshd/sshd$n.conf"
   done
   cleanup
 }
@@ -414,7 +414,7 @@ if sshd_penalises; then
   echo "# p_ok connected $(since $t0) s after the clients, in $(col p_ok connect_attempts) attempts"
   penalty_all sshd/log4 | sed 's/^/# sshd 4: /'
   lsql "SELECT tunnel_drop('p_key'), tunnel_drop('p_ok')" >/dev/null
-  for pid in $(pgrep -f "sshd -f $dir/sshd/sshd4.conf"); do kill $(proc_tree "$pid") 2>/dev/null; done
+  kill_sshd_by_config "$dir/sshd/sshd4.conf"
 else
   for what in "sshd penalised our address after failed logins" \
       "tunnel_test: the bastion refused the connection, PerSourcePenalties named" \

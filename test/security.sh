@@ -24,13 +24,7 @@ rm -f "$pwned"
 
 # The impostor bastion of section 4, stopped at exit with everything else.
 start_impostor() { /usr/sbin/sshd -f "$dir/impostor/sshd_config" -E "$dir/impostor/log"; }
-kill_impostor() {
-  local pid
-  for pid in $(pgrep -f "sshd -f $dir/impostor/sshd_config"); do
-    kill $(proc_tree "$pid") 2>/dev/null
-  done
-  sleep 0.5
-}
+kill_impostor() { kill_sshd_by_config "$dir/impostor/sshd_config"; }
 # The second local server of section 7 too.
 trap 'kill_impostor; $B/pg_ctl -D "$dir/local2" stop -m immediate >/dev/null 2>&1; cleanup' EXIT
 
