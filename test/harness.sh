@@ -43,8 +43,10 @@ read -r on_purpose by_accident <<<"$killed"
 check "a backend killed by accident, in a cluster logging in a subdirectory, is a crash" \
   grep -qE "^not ok [0-9]+ - no server process crashed$" <<<"$crash" || show "$out1"
 check "... named by its pid" grep -q "(PID ${by_accident:-none}) was terminated by signal 9" <<<"$crash"
+# suite_end lists each crash as "# <log>:<line>" (the log lines it shows
+# before one, which may include the deliberate kill, as "#   <log>: ...").
 check "... and the deliberate kill beside it is not" \
-  bash -c '! grep -q "^# .*(PID $1) was terminated" <<<"$2"' _ "${on_purpose:-none}" "$crash"
+  bash -c '! grep -q "^# /.*(PID $1) was terminated" <<<"$2"' _ "${on_purpose:-none}" "$crash"
 check "a skip is named and counted apart" \
   has "$out1" "ok 2 - a check this platform cannot make # SKIP the fixture says so" || show "$out1"
 check "the last line counts every failure and the skip" \
