@@ -5,7 +5,10 @@
  *	  calling backend and say, at the first step that fails, what to fix.
  *
  * It runs apart from the worker so that it answers even when the worker is
- * stuck or the tunnel is disabled.  Every wait has a limit
+ * stuck or the tunnel is disabled, but it reaches the bastion with the
+ * worker's own connect machine (connect.h): the same preferences, the same
+ * host key decision, the same keys in the same order, and the same words
+ * for a failure, to which it adds only its advice.  Every wait has a limit
  * (tunnel_ssh.connect_timeout per step) and ends in CHECK_FOR_INTERRUPTS, so
  * statement_timeout and a cancel stop it at any step; the sockets and the
  * libssh2 sessions (one per hop with via) are released on every way out.
@@ -83,6 +86,7 @@ struct Probe
 	char	   *ssh_host;
 	int			ssh_port;
 	char	   *ssh_user;
+	char	   *key_type;
 	char	   *public_key;
 	char	   *key_fingerprint;
 	char	   *private_key;	/* secret */
@@ -94,9 +98,7 @@ struct Probe
 	char	   *via;
 	List	   *targets;		/* of ProbeTarget */
 
-	struct addrinfo *addrs;
-	pgsocket	sock;
-	LIBSSH2_SESSION *ssh;
+	TunnelConnect connect;		/* holds the socket and libssh2's session */
 	LIBSSH2_CHANNEL *channel;
 
 	Probe	   *outer;			/* the jump tunnel's probe, with via */
@@ -154,15 +156,19 @@ static bool
 probe_wait(Probe *p, int events)
 {
 	long		ms = (long) ((p->deadline - GetCurrentTimestamp()) / 1000);
+	pgsocket	sock = p->connect.sock;
 
 	if (ms <= 0)
 		return false;
-	if (p->outer)
+	if (p->outer && sock != PGINVALID_SOCKET)
 		return chain_wait(p, events, ms);
+	if (sock == PGINVALID_SOCKET)
+		events = 0;
+	/* Without a descriptor (a name being looked up), look again soon. */
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
-							 (p->sock != PGINVALID_SOCKET ? events : 0),
-							 p->sock, Min(ms, 1000), PG_WAIT_EXTENSION);
+							 events, sock, Min(ms, events ? 1000 : 10),
+							 PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 	return true;
@@ -171,7 +177,7 @@ probe_wait(Probe *p, int events)
 static bool
 probe_wait_ssh(Probe *p)
 {
-	int			dirs = libssh2_session_block_directions(p->ssh);
+	int			dirs = libssh2_session_block_directions(p->connect.ssh);
 	int			events = 0;
 
 	if (dirs & LIBSSH2_SESSION_BLOCK_INBOUND)
@@ -280,7 +286,7 @@ chain_wait(Probe *p, int events, long ms)
 	int			n = 0;
 
 	pump(p);
-	fds[n].fd = p->sock;
+	fds[n].fd = p->connect.sock;
 	fds[n++].events = ((events & WL_SOCKET_READABLE) ? POLLIN : 0) |
 		((events & WL_SOCKET_WRITEABLE) ? POLLOUT : 0);
 	for (Probe *q = p; q->outer; q = q->outer)
@@ -293,8 +299,8 @@ chain_wait(Probe *p, int events, long ms)
 			fds[n++].events = (h->up_off == h->up_len ? POLLIN : 0) |
 				(h->down_off < h->down_len ? POLLOUT : 0);
 		}
-		fds[n].fd = q->outer->sock;
-		fds[n++].events = ssh_poll_events(q->outer->ssh);
+		fds[n].fd = q->outer->connect.sock;
+		fds[n++].events = ssh_poll_events(q->outer->connect.ssh);
 	}
 	(void) poll(fds, n, Min(ms, 100));
 	CHECK_FOR_INTERRUPTS();
@@ -313,27 +319,18 @@ chain_wait(Probe *p, int events, long ms)
 static const char *
 ssh_message(Probe *p)
 {
-	return tunnel_ssh_error_text(p->ssh);
+	return tunnel_ssh_error_text(p->connect.ssh);
 }
 
-/*
- * Why p's bastion refused a direct-tcpip channel to host:port, in p->detail.
- * sshd answers "administratively prohibited" when the key's permitopen list
- * (or its own AllowTcpForwarding or PermitOpen) does not allow the target.
- */
+/* Why p's bastion refused a direct-tcpip channel to host:port, in p->detail. */
 static void
 open_error_text(Probe *p, const char *host, int port)
 {
-	const char *msg = ssh_message(p);
+	char	   *msg = NULL;
 
-	if (msg && strstr(msg, "administratively prohibited"))
-		snprintf(p->detail, sizeof(p->detail),
-				 strchr(host, ':') ?
-				 "the authorized_keys line on the bastion does not permit [%s]:%d: replace it with tunnel_public_key('%s') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)" :
-				 "the authorized_keys line on the bastion does not permit %s:%d: replace it with tunnel_public_key('%s') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)",
-				 host, port, p->name);
-	else
-		tunnel_open_error_text(p->detail, sizeof(p->detail), host, port, msg);
+	(void) libssh2_session_last_error(p->connect.ssh, &msg, NULL, 0);
+	tunnel_open_error_text(p->detail, sizeof(p->detail), p->name, host, port,
+						   msg);
 }
 
 /* ---------- reading the definition ---------- */
@@ -353,7 +350,7 @@ read_definition(Probe *p, bool missing_ok)
 						  "       t.key_fingerprint, s.private_key, t.next_public_key, "
 						  "       t.next_key_fingerprint, s.next_private_key, "
 						  "       t.host_key_fingerprint, t.via, "
-						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL " "
+						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", t.key_type "
 						  "FROM tunnel_ssh.tunnel t "
 						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 						  "WHERE t.name = $1",
@@ -379,6 +376,7 @@ read_definition(Probe *p, bool missing_ok)
 	p->host_key = tunnel_spi_value(tuple, desc, 10, false);
 	p->via = tunnel_spi_value(tuple, desc, 11, false);
 	p->host_key_algorithms = tunnel_spi_value(tuple, desc, 12, false);
+	p->key_type = tunnel_spi_value(tuple, desc, 13, false);
 	/* What the DBA is told to paste: the lines tunnel_public_key returns. */
 	p->public_key = tunnel_authorized_line(p->name, true, false);
 	if (p->next_public_key)
@@ -426,61 +424,97 @@ read_definition(Probe *p, bool missing_ok)
 
 /* ---------- the steps ---------- */
 
+/* What the connect machine is to reach, and with which keys, in order. */
+static void
+prepare_connect(Probe *p)
+{
+	TunnelConnect *c = &p->connect;
+
+	c->tunnel = p->name;
+	c->host = p->ssh_host;
+	c->port = p->ssh_port;
+	c->user = p->ssh_user;
+	c->via = p->via;
+	c->key_type = p->key_type;
+	c->host_keys = p->host_key;
+	c->host_key_algorithms = p->host_key_algorithms;
+	c->trust_first_use = true;
+	c->nkeys = 0;
+	/* As the worker: the rotation's new key first, the current one after. */
+	if (p->next_private_key)
+	{
+		c->keys[c->nkeys].private_key = p->next_private_key;
+		c->keys[c->nkeys++].fingerprint = p->next_key_fingerprint;
+	}
+	c->keys[c->nkeys].private_key = p->private_key;
+	c->keys[c->nkeys++].fingerprint = p->key_fingerprint;
+}
+
+/*
+ * Step the connect machine until it is past `until` or has failed; a wait
+ * beyond the step's deadline fails it, naming the step.
+ */
+static bool
+drive(Probe *p, TunnelConnectStep until)
+{
+	TunnelConnect *c = &p->connect;
+
+	for (;;)
+	{
+		tunnel_connect_step(c);
+		if (c->step == CONNECT_FAILED)
+			return false;
+		if (c->step > until)
+			return true;
+		if (!probe_wait(p, tunnel_connect_events(c)))
+		{
+			tunnel_connect_timed_out(c, tunnel_connect_timeout);
+			return false;
+		}
+	}
+}
+
+/*
+ * Drive the machine through step `which`: true if it got past it (a failure
+ * of a later step is that step's to report).
+ */
+static bool
+through(Probe *p, TunnelConnectStep which)
+{
+	TunnelConnect *c = &p->connect;
+
+	if (c->step == CONNECT_FAILED)
+		return c->failed_at > which;
+	return drive(p, which) || c->failed_at > which;
+}
+
+/* The machine's words for its failure, then advice only tunnel_test gives. */
+static void
+failure_detail(Probe *p, const char *advice)
+{
+	snprintf(p->detail, sizeof(p->detail), "%s%s%s", p->connect.message,
+			 advice ? "; " : "", advice ? advice : "");
+}
+
 static bool
 step_resolve(Probe *p)
 {
-	struct gaicb *gai;
-	int			rc;
+	TunnelConnect *c = &p->connect;
 	StringInfoData seen;
 
 	begin_step(p);
-	gai = tunnel_resolve_start(p->ssh_host, p->ssh_port, &p->addrs, &rc);
-	if (gai)
+	prepare_connect(p);
+	tunnel_connect_begin(c);
+	if (!through(p, CONNECT_RESOLVE))
 	{
-		PG_TRY();
-		{
-			while ((rc = gai_error(gai)) == EAI_INPROGRESS)
-			{
-				long		ms = (long) ((p->deadline - GetCurrentTimestamp()) / 1000);
-
-				if (ms <= 0)
-					break;
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 Min(ms, 10), PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-			}
-		}
-		PG_CATCH();
-		{
-			tunnel_resolve_free(gai);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-		if (rc == 0)
-		{
-			p->addrs = gai->ar_result;
-			gai->ar_result = NULL;
-		}
-		tunnel_resolve_free(gai);
-	}
-	if (rc == EAI_INPROGRESS)
-	{
-		snprintf(p->detail, sizeof(p->detail),
-				 "resolving \"%s\" timed out after %d s: check the DNS servers of this host, or use the bastion's IP address",
-				 p->ssh_host, tunnel_connect_timeout);
-		return end_step(p, "resolve", false);
-	}
-	if (rc != 0)
-	{
-		snprintf(p->detail, sizeof(p->detail),
-				 "could not resolve \"%s\": %s; check the ssh_host of the tunnel (tunnel_alter) or use the bastion's IP address",
-				 p->ssh_host, gai_strerror(rc));
+		failure_detail(p, c->failure == CONNECT_FAILURE_TIMEOUT ?
+					   "check the DNS servers of this host, or use the bastion's IP address" :
+					   "check the ssh_host of the tunnel (tunnel_alter) or use the bastion's IP address");
 		return end_step(p, "resolve", false);
 	}
 
 	initStringInfo(&seen);
-	for (struct addrinfo *ai = p->addrs; ai; ai = ai->ai_next)
+	for (struct addrinfo *ai = c->addrs; ai; ai = ai->ai_next)
 	{
 		char		host[NI_MAXHOST];
 
@@ -492,80 +526,52 @@ step_resolve(Probe *p)
 	return end_step(p, "resolve", true);
 }
 
+static const char *
+tcp_advice(TunnelConnect *c)
+{
+	if (c->failure == CONNECT_FAILURE_TIMEOUT)
+		return "a firewall or security group may drop traffic from this server to the bastion";
+	if (c->tcp_errno == ECONNREFUSED)
+		return "nothing listens there: check that sshd runs on the bastion and the tunnel's ssh_port";
+	return NULL;
+}
+
 static bool
 step_connect(Probe *p)
 {
-	int			err = 0;
-	char		host[NI_MAXHOST] = "";
+	TunnelConnect *c = &p->connect;
 
 	begin_step(p);
-	for (struct addrinfo *ai = p->addrs; ai; ai = ai->ai_next)
+	if (!through(p, CONNECT_TCP))
 	{
-		(void) getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host),
-						   NULL, 0, NI_NUMERICHOST);
-		p->sock = tunnel_connect_start(ai);
-		if (p->sock == PGINVALID_SOCKET)
-		{
-			err = errno;
-			continue;
-		}
-		err = ETIMEDOUT;
-		while (probe_wait(p, WL_SOCKET_WRITEABLE))
-		{
-			struct pollfd pfd = {.fd = p->sock, .events = POLLOUT};
-
-			if (poll(&pfd, 1, 0) > 0)
-			{
-				err = tunnel_connect_result(p->sock);
-				break;
-			}
-		}
-		if (err == 0)
-			break;
-		close(p->sock);
-		p->sock = PGINVALID_SOCKET;
+		failure_detail(p, tcp_advice(c));
+		return end_step(p, "tcp_connect", false);
 	}
-	if (err == 0 && p->sock != PGINVALID_SOCKET)
-	{
-		snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
-				 host, p->ssh_port);
-		return end_step(p, "tcp_connect", true);
-	}
-	if (err == ECONNREFUSED)
-		snprintf(p->detail, sizeof(p->detail),
-				 "nothing listens on %s port %d (connection refused): check that sshd runs on the bastion and the tunnel's ssh_port",
-				 host, p->ssh_port);
-	else if (err == ETIMEDOUT)
-		snprintf(p->detail, sizeof(p->detail),
-				 "no answer from %s port %d within %d s: a firewall or security group may drop traffic from this server to the bastion",
-				 host, p->ssh_port, tunnel_connect_timeout);
-	else
-		snprintf(p->detail, sizeof(p->detail),
-				 "could not connect to %s port %d: %s",
-				 host, p->ssh_port, strerror(err));
-	return end_step(p, "tcp_connect", false);
+	snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
+			 c->address, p->ssh_port);
+	return end_step(p, "tcp_connect", true);
 }
 
 /*
  * With via, the jump tunnel's session connects to this bastion (it resolves
- * the name, as ssh -J does), and this session runs over a socketpair.
+ * the name, as ssh -J does), and this session runs over a socketpair handed
+ * to the connect machine.  False, with p->detail, if the jump host could not.
  */
 static bool
-step_jump_connect(Probe *p)
+open_jump(Probe *p)
 {
 	Probe	   *o = p->outer;
 	LIBSSH2_CHANNEL *channel;
 	int			rc;
 	int			sv[2];
 
-	begin_step(p);
 	/* The waits below are the jump session's: give them this deadline. */
 	o->deadline = p->deadline;
 	for (;;)
 	{
-		channel = libssh2_channel_direct_tcpip_ex(o->ssh, p->ssh_host,
+		channel = libssh2_channel_direct_tcpip_ex(o->connect.ssh, p->ssh_host,
 												  p->ssh_port, "127.0.0.1", 0);
-		rc = channel ? 0 : libssh2_session_last_errno(o->ssh);
+		rc = channel ? 0 : libssh2_session_last_errno(o->connect.ssh);
 		if (rc != LIBSSH2_ERROR_EAGAIN)
 			break;
 		if (!probe_wait_ssh(o))
@@ -579,164 +585,164 @@ step_jump_connect(Probe *p)
 		snprintf(p->detail, sizeof(p->detail),
 				 "jump host \"%s\" did not connect to %s port %d within %d s: a firewall between the two bastions may drop the traffic",
 				 o->name, p->ssh_host, p->ssh_port, tunnel_connect_timeout);
-		return end_step(p, "tcp_connect", false);
+		return false;
 	}
 	if (rc != 0)
 	{
 		open_error_text(o, p->ssh_host, p->ssh_port);
 		strlcpy(p->detail, o->detail, sizeof(p->detail));
-		return end_step(p, "tcp_connect", false);
+		return false;
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		ereport(ERROR,
 				(errcode_for_socket_access(),
 				 errmsg("could not create a socket pair: %m")));
-	p->pump = palloc0(sizeof(HopPump));
+	/* An earlier connection's channel is left to the jump session's end. */
+	if (p->pump)
+	{
+		(void) shutdown(p->pump->sock, SHUT_RDWR);
+		close(p->pump->sock);
+	}
+	else
+		p->pump = palloc0(sizeof(HopPump));
+	memset(p->pump, 0, sizeof(HopPump));
 	p->pump->channel = channel;
 	p->pump->sock = sv[1];
-	p->sock = sv[0];
-	snprintf(p->detail, sizeof(p->detail),
-			 "jump host \"%s\" (%s) connected to %s port %d",
-			 o->name, o->ssh_host, p->ssh_host, p->ssh_port);
-	return end_step(p, "tcp_connect", true);
+	tunnel_connect_begin_on(&p->connect, sv[0]);
+	return true;
 }
 
 static bool
-step_handshake(Probe *p)
+step_jump_connect(Probe *p)
 {
-	int			rc;
-	const char *type;
-	char	   *seen;
-	char	   *shown;
-
 	begin_step(p);
-	p->ssh = libssh2_session_init();
-	if (p->ssh == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not create an SSH session")));
-	libssh2_session_set_blocking(p->ssh, 0);
-	/* The worker's preferences, so that both negotiate alike. */
-	if (!tunnel_methods_apply(p->ssh,
-							  hostkeys_preference(p->host_key,
-												  p->host_key_algorithms, 0),
-							  p->detail, sizeof(p->detail)))
-		return end_step(p, "ssh_handshake", false);
-	SSH_CALL(p, rc, libssh2_session_handshake(p->ssh, p->sock));
-	if (rc == PROBE_TIMED_OUT)
-	{
-		snprintf(p->detail, sizeof(p->detail),
-				 "no SSH handshake within %d s: something listens on %s port %d but does not speak SSH",
-				 tunnel_connect_timeout, p->ssh_host, p->ssh_port);
-		return end_step(p, "ssh_handshake", false);
-	}
-	if (rc != 0)
-	{
-		bool		refused;
-		const char *why = tunnel_ssh_handshake_error(p->ssh, rc, &refused);
-
-		snprintf(p->detail, sizeof(p->detail),
-				 "SSH handshake with %s port %d failed: %s%s",
-				 p->ssh_host, p->ssh_port, why,
-				 refused ? "" : "; is it an SSH server?");
-		return end_step(p, "ssh_handshake", false);
-	}
-	shown = tunnel_ssh_host_key(p->ssh, &seen);
-	if (shown == NULL)
-	{
-		snprintf(p->detail, sizeof(p->detail), "the bastion sent no host key");
-		return end_step(p, "ssh_handshake", false);
-	}
-	type = hostkeys_received_type(p->ssh);
-	if (p->host_key == NULL)
-	{
-		snprintf(p->detail, sizeof(p->detail),
-				 "host key %s; none recorded yet: the worker will trust it on first use",
-				 shown);
-		return end_step(p, "ssh_handshake", true);
-	}
-	if (!hostkeys_match(p->host_key, seen))
-	{
-		bool		bare = !hostkeys_typed(p->host_key) &&
-			p->host_key_algorithms == NULL;
-
-		snprintf(p->detail, sizeof(p->detail),
-				 "host key %s does not match the expected %s%s%s",
-				 shown, hostkeys_display(p->host_key),
-				 hostkeys_rsa_note(p->host_key, type),
-				 bare ? "; the pin names no algorithm and the bastion presented its first: if the pin is another of its host keys, give its algorithm as ssh-keygen -l prints it, or let the worker ask for the others" :
-				 "; compare them with ssh-keygen -l of the bastion's host keys before changing host_key_fingerprint");
-		return end_step(p, "ssh_handshake", false);
-	}
-	snprintf(p->detail, sizeof(p->detail), "host key %s matches", shown);
-	return end_step(p, "ssh_handshake", true);
+	prepare_connect(p);
+	if (!open_jump(p))
+		return end_step(p, "tcp_connect", false);
+	snprintf(p->detail, sizeof(p->detail),
+			 "jump host \"%s\" (%s) connected to %s port %d",
+			 p->outer->name, p->outer->ssh_host, p->ssh_host, p->ssh_port);
+	return end_step(p, "tcp_connect", true);
 }
 
-static int
-try_key(Probe *p, const char *key)
+/* A new connection for the next host key family: TCP or jump, no row. */
+static bool
+reconnect(Probe *p)
 {
-	int			rc;
+	TunnelConnect *c = &p->connect;
 
-	if (key == NULL)
-		return LIBSSH2_ERROR_FILE;
-	SSH_CALL(p, rc, libssh2_userauth_publickey_frommemory(p->ssh, p->ssh_user,
-														  strlen(p->ssh_user),
-														  NULL, 0, key,
-														  strlen(key), NULL));
-	return rc;
+	tunnel_connect_close(c);
+	prepare_connect(p);
+	if (p->outer)
+		return open_jump(p);
+	tunnel_connect_begin(c);
+	if (through(p, CONNECT_TCP))
+		return true;
+	failure_detail(p, tcp_advice(c));
+	return false;
+}
+
+static const char *
+handshake_advice(TunnelConnect *c)
+{
+	switch (c->failure)
+	{
+		case CONNECT_FAILURE_TIMEOUT:
+			return "something listens there but does not speak SSH";
+		case CONNECT_FAILURE_HANDSHAKE:
+			return "is it an SSH server?";
+		case CONNECT_FAILURE_HOST_KEY:
+			return "compare them with ssh-keygen -l of the bastion's host keys before changing host_key_fingerprint";
+		default:
+			return NULL;
+	}
+}
+
+/*
+ * The handshake and the host key.  A pin without algorithm may be any of
+ * the bastion's keys: the worker asks for the next family after a mismatch,
+ * so this asks for each in turn too, on a new connection each (sshd counts
+ * a connection that ends before authentication no more than a human's).
+ */
+static bool
+step_handshake(Probe *p)
+{
+	TunnelConnect *c = &p->connect;
+	StringInfoData others;
+
+	begin_step(p);
+	initStringInfo(&others);
+	for (int try = 0;; try++)
+	{
+		if (through(p, CONNECT_HANDSHAKE))
+			break;
+		/* A key presented again: the bastion has none of the family asked. */
+		if (c->failure != CONNECT_FAILURE_HOST_KEY || !c->next_family ||
+			try + 1 >= HOSTKEYS_FAMILIES ||
+			strstr(others.data, c->host_key_shown) != NULL)
+		{
+			failure_detail(p, handshake_advice(c));
+			if (others.len > 0)
+			{
+				strlcat(p->detail, "; its other host keys do not match either: ",
+						sizeof(p->detail));
+				strlcat(p->detail, others.data, sizeof(p->detail));
+			}
+			return end_step(p, "ssh_handshake", false);
+		}
+		appendStringInfo(&others, "%s%s", others.len ? ", " : "",
+						 c->host_key_shown);
+		c->host_key_try = try + 1;
+		if (!reconnect(p))
+			return end_step(p, "ssh_handshake", false);
+	}
+	if (c->host_key_trusted)
+		snprintf(p->detail, sizeof(p->detail),
+				 "host key %s; none recorded yet: the worker will trust it on first use",
+				 c->host_key_shown);
+	else if (others.len > 0)
+		snprintf(p->detail, sizeof(p->detail),
+				 "host key %s matches; the pin names no algorithm and the bastion presents %s first: the worker asks for the next family after that mismatch, then remembers this key's algorithm",
+				 c->host_key_shown, others.data);
+	else
+		snprintf(p->detail, sizeof(p->detail), "host key %s matches",
+				 c->host_key_shown);
+	return end_step(p, "ssh_handshake", true);
 }
 
 static bool
 step_auth(Probe *p)
 {
-	int			rc = LIBSSH2_ERROR_AUTHENTICATION_FAILED;
-	bool		next_refused = false;
+	TunnelConnect *c = &p->connect;
+	bool		with_next = p->next_private_key != NULL;
 
 	begin_step(p);
-	if (p->next_private_key)
+	if (!through(p, CONNECT_AUTH))
 	{
-		rc = try_key(p, p->next_private_key);
-		if (rc == 0)
+		failure_detail(p, NULL);
+		if (c->failure == CONNECT_FAILURE_KEY_REFUSED)
 		{
-			snprintf(p->detail, sizeof(p->detail),
-					 "user \"%s\" authenticated with the new key %s of the pending rotation",
-					 p->ssh_user, p->next_key_fingerprint);
-			return end_step(p, "authenticate", true);
+			strlcat(p->detail, "; the line: ", sizeof(p->detail));
+			strlcat(p->detail, p->public_key, sizeof(p->detail));
 		}
-		next_refused = rc != PROBE_TIMED_OUT;
+		return end_step(p, "authenticate", false);
 	}
-	if (rc != PROBE_TIMED_OUT)
-		rc = try_key(p, p->private_key);
-	if (rc == 0)
+	if (with_next && c->accepted == 0)
 	{
 		snprintf(p->detail, sizeof(p->detail),
-				 "user \"%s\" authenticated with key %s%s%s%s",
-				 p->ssh_user, p->key_fingerprint,
-				 next_refused ? "; the new key of the pending rotation is not authorized yet: add this line to ~" : "",
-				 next_refused ? p->ssh_user : "",
-				 next_refused ? "/.ssh/authorized_keys: " : "");
-		if (next_refused)
-			strlcat(p->detail, p->next_public_key, sizeof(p->detail));
+				 "user \"%s\" authenticated with the new key %s of the pending rotation",
+				 p->ssh_user, p->next_key_fingerprint);
 		return end_step(p, "authenticate", true);
 	}
-	if (rc == PROBE_TIMED_OUT)
-		snprintf(p->detail, sizeof(p->detail),
-				 "the bastion did not answer the authentication within %d s",
-				 tunnel_connect_timeout);
-	else if (rc == LIBSSH2_ERROR_FILE)
-		snprintf(p->detail, sizeof(p->detail),
-				 "the stored private key cannot be read; rotate it with tunnel_rotate_key('%s')",
-				 p->name);
-	else if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
-			 rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
-		snprintf(p->detail, sizeof(p->detail),
-				 "the bastion refused key %s for user \"%s\": add this key to ~%s/.ssh/authorized_keys on %s: %s",
-				 p->key_fingerprint, p->ssh_user, p->ssh_user, p->ssh_host,
-				 p->public_key);
-	else
-		snprintf(p->detail, sizeof(p->detail), "authentication failed: %s",
-				 ssh_message(p));
-	return end_step(p, "authenticate", false);
+	snprintf(p->detail, sizeof(p->detail),
+			 "user \"%s\" authenticated with key %s%s%s%s",
+			 p->ssh_user, p->key_fingerprint,
+			 with_next ? "; the new key of the pending rotation is not authorized yet: add this line to ~" : "",
+			 with_next ? p->ssh_user : "",
+			 with_next ? "/.ssh/authorized_keys: " : "");
+	if (with_next)
+		strlcat(p->detail, p->next_public_key, sizeof(p->detail));
+	return end_step(p, "authenticate", true);
 }
 
 static void
@@ -758,9 +764,9 @@ step_channel(Probe *p, ProbeTarget *t)
 	begin_step(p);
 	for (;;)
 	{
-		p->channel = libssh2_channel_direct_tcpip_ex(p->ssh, t->host, t->port,
-													 "127.0.0.1", 0);
-		rc = p->channel ? 0 : libssh2_session_last_errno(p->ssh);
+		p->channel = libssh2_channel_direct_tcpip_ex(p->connect.ssh, t->host,
+													 t->port, "127.0.0.1", 0);
+		rc = p->channel ? 0 : libssh2_session_last_errno(p->connect.ssh);
 		if (rc != LIBSSH2_ERROR_EAGAIN)
 			break;
 		if (!probe_wait_ssh(p))
@@ -886,22 +892,8 @@ release(Probe *p)
 		close(p->pump->sock);
 		p->pump = NULL;
 	}
-	if (p->ssh)
-	{
-		/* Don't wait on a bastion that may never answer. */
-		if (p->sock != PGINVALID_SOCKET)
-			(void) shutdown(p->sock, SHUT_RDWR);
-		libssh2_session_set_blocking(p->ssh, 1);
-		(void) libssh2_session_free(p->ssh);
-		p->ssh = NULL;
-		p->channel = NULL;
-	}
-	if (p->sock != PGINVALID_SOCKET)
-		close(p->sock);
-	p->sock = PGINVALID_SOCKET;
-	if (p->addrs)
-		freeaddrinfo(p->addrs);
-	p->addrs = NULL;
+	tunnel_connect_close(&p->connect);
+	p->channel = NULL;
 	if (p->private_key)
 		keys_wipe(p->private_key);
 	if (p->next_private_key)
@@ -938,7 +930,7 @@ run_hop(Probe *p)
 	}
 	o = palloc0(sizeof(Probe));
 	o->name = p->via;
-	o->sock = PGINVALID_SOCKET;
+	tunnel_connect_init(&o->connect);
 	o->rsinfo = p->rsinfo;
 	o->hops = p->hops + 1;
 	o->step_prefix = psprintf("jump %s: ", p->via);
@@ -979,7 +971,7 @@ tunnel_test(PG_FUNCTION_ARGS)
 	static bool ssh_initialized = false;
 
 	probe.name = tunnel_arg_text(fcinfo, 0, "tunnel name");
-	probe.sock = PGINVALID_SOCKET;
+	tunnel_connect_init(&probe.connect);
 	InitMaterializedSRF(fcinfo, 0);
 	probe.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 

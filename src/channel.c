@@ -108,6 +108,7 @@ struct TunnelChannel
 	TimestampTz open_since;		/* our channel open was sent, or 0 */
 
 	LIBSSH2_CHANNEL *channel;
+	char	   *tunnel;			/* its name, for advice, or NULL */
 	char	   *remote_host;
 	int			remote_port;
 	char	   *open_message;	/* direct-tcpip request, RFC 4254 7.2 */
@@ -201,6 +202,8 @@ channel_create(TunnelSendTurn *turn, ChannelWake wake, void *wake_arg,
 	f->client = client;
 	f->remote_host = pstrdup(remote_host);
 	f->remote_port = remote_port;
+	if (tunnel_status_name(slot))
+		f->tunnel = pstrdup(tunnel_status_name(slot));
 	build_open_message(f);
 	f->up.size = UP_BUFSIZE;
 	f->up.data = palloc(UP_BUFSIZE);
@@ -483,7 +486,7 @@ step_open(TunnelChannel *f, bool may_open)
 
 		libssh2_session_last_error(ssh, &msg, NULL, 0);
 		tunnel_open_error_text(f->out->forward_error,
-							   sizeof(f->out->forward_error),
+							   sizeof(f->out->forward_error), f->tunnel,
 							   f->remote_host, f->remote_port, msg);
 		tunnel_status_forward_error(f->forward_slot, f->out->forward_error);
 	}
@@ -791,6 +794,8 @@ channel_destroy(TunnelChannel *f)
 	pfree(f->up.data);
 	pfree(f->down.data);
 	pfree(f->remote_host);
+	if (f->tunnel)
+		pfree(f->tunnel);
 	pfree(f->open_message);
 	pfree(f);
 }

@@ -1,14 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * connect.c
- *	  Reaching a bastion: name lookup, TCP connect, and libssh2's errors and
- *	  host key in a DBA's words, for the worker's sessions and tunnel_test.
+ *	  The connect machine (connect.h): name lookup, TCP connect, SSH
+ *	  handshake, host key check and authentication, stepped without ever
+ *	  blocking, for the worker's sessions and tunnel_test alike.
  *
- * Neither may block: the worker serves every tunnel from one loop, and
- * tunnel_test must stop at a cancel or statement_timeout.  So names are
- * looked up in glibc's resolver thread (getaddrinfo_a) and connects are
- * non-blocking; each caller waits in its own way and keeps its own words
- * for what failed (a status line, or a step of tunnel_test with advice).
+ * Neither owner may block: the worker serves every tunnel from one loop,
+ * and tunnel_test must stop at a cancel or statement_timeout.  So names are
+ * looked up in glibc's resolver thread (getaddrinfo_a), connects are
+ * non-blocking, and every libssh2 call may answer EAGAIN, after which the
+ * same call is made again at the next step.
+ *
+ * Each failure is worded once, here; an owner adds what only it knows (the
+ * worker its backoff, tunnel_test its advice).
  *
  *-------------------------------------------------------------------------
  */
@@ -16,16 +20,27 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "storage/latch.h"
+#include "utils/memutils.h"
 
 #include "connect.h"
 #include "hostkeys.h"
 #include "keys.h"
 
-struct gaicb *
-tunnel_resolve_start(const char *host, int port, struct addrinfo **addrs,
-					 int *rc)
+/* ---------- name lookup and TCP ---------- */
+
+/*
+ * Start looking up host:port.  A literal address resolves at once: *addrs
+ * is set and NULL returned.  A name goes to glibc's resolver thread: the
+ * request is returned (poll it with gai_error(); its ar_result is the
+ * answer).  On failure, NULL with *addrs NULL and *rc the getaddrinfo error.
+ */
+static struct gaicb *
+resolve_start(const char *host, int port, struct addrinfo **addrs, int *rc)
 {
 	struct addrinfo hints = {0};
 	char		service[16];
@@ -76,12 +91,12 @@ tunnel_resolve_start(const char *host, int port, struct addrinfo **addrs,
 	return gai;
 }
 
-void
-tunnel_resolve_free(struct gaicb *gai)
+/* Free a lookup; one glibc cannot cancel any more is left to its thread. */
+static void
+resolve_free(struct gaicb *gai)
 {
 	if (gai == NULL)
 		return;
-	/* A lookup that cannot be cancelled still owns its gaicb: leak it. */
 	if (gai_cancel(gai) == EAI_NOTCANCELED)
 		return;
 	if (gai->ar_result)
@@ -89,8 +104,12 @@ tunnel_resolve_free(struct gaicb *gai)
 	free(gai);
 }
 
-pgsocket
-tunnel_connect_start(const struct addrinfo *ai)
+/*
+ * A non-blocking TCP socket to ai, with TCP_NODELAY, its connect started;
+ * PGINVALID_SOCKET with errno set if that failed at once.
+ */
+static pgsocket
+tcp_start(const struct addrinfo *ai)
 {
 	int			one = 1;
 	pgsocket	fd;
@@ -111,16 +130,548 @@ tunnel_connect_start(const struct addrinfo *ai)
 	return PGINVALID_SOCKET;
 }
 
-int
-tunnel_connect_result(pgsocket fd)
+/*
+ * How the connect started on fd went: 0 once it succeeded, its errno once
+ * it failed, EINPROGRESS while it goes on.
+ */
+static int
+tcp_result(pgsocket fd)
 {
+	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
 	int			err = 0;
 	socklen_t	len = sizeof(err);
 
+	if (poll(&pfd, 1, 0) == 0)
+		return EINPROGRESS;
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		return errno;
 	return err;
 }
+
+/* ---------- the machine ---------- */
+
+static void fail(TunnelConnect *c, TunnelConnectFailure failure,
+				 const char *fmt,...) pg_attribute_printf(3, 4);
+
+static void
+fail(TunnelConnect *c, TunnelConnectFailure failure, const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	vsnprintf(c->message, sizeof(c->message), fmt, args);
+	va_end(args);
+	c->failed_at = c->step;
+	c->failure = failure;
+	c->step = CONNECT_FAILED;
+}
+
+static void
+close_socket(TunnelConnect *c)
+{
+	if (c->sock == PGINVALID_SOCKET)
+		return;
+	if (c->socket_hook)
+		c->socket_hook(c->owner, c->sock, false);
+	close(c->sock);
+	c->sock = PGINVALID_SOCKET;
+}
+
+static void
+own_socket(TunnelConnect *c, pgsocket sock, bool tcp)
+{
+	c->sock = sock;
+	c->tcp = tcp;
+	if (c->socket_hook)
+		c->socket_hook(c->owner, sock, true);
+}
+
+static void
+forget_addresses(TunnelConnect *c)
+{
+	resolve_free(c->gai);
+	c->gai = NULL;
+	if (c->addrs)
+		freeaddrinfo(c->addrs);
+	c->addrs = NULL;
+	c->next_addr = NULL;
+}
+
+void
+tunnel_connect_init(TunnelConnect *c)
+{
+	memset(c, 0, sizeof(TunnelConnect));
+	c->parent = CurrentMemoryContext;
+	c->sock = PGINVALID_SOCKET;
+	c->step = CONNECT_FAILED;
+	c->accepted = -1;
+}
+
+/* Wipe and free the machine's copies of what to reach. */
+static void
+forget_strings(TunnelConnect *c)
+{
+	int			i;
+
+	for (i = 0; i < TUNNEL_CONNECT_MAX_KEYS; i++)
+	{
+		keys_wipe(c->secrets[i]);
+		c->secrets[i] = NULL;
+	}
+	if (c->cxt)
+		MemoryContextDelete(c->cxt);
+	c->cxt = NULL;
+}
+
+static const char *
+copy_string(MemoryContext cxt, const char *str)
+{
+	return str ? MemoryContextStrdup(cxt, str) : NULL;
+}
+
+/*
+ * Copy what the owner set into memory of the machine's own, so that the
+ * attempt outlives the definition it was started from.  The previous copies
+ * go only once the new ones are made: the owner may have left a field
+ * pointing at them.
+ */
+static void
+own_strings(TunnelConnect *c)
+{
+	MemoryContext cxt = AllocSetContextCreate(c->parent, "tunnel connect",
+											  ALLOCSET_SMALL_SIZES);
+	char	   *secrets[TUNNEL_CONNECT_MAX_KEYS] = {0};
+	int			i;
+
+	c->tunnel = copy_string(cxt, c->tunnel);
+	c->host = copy_string(cxt, c->host);
+	c->user = copy_string(cxt, c->user);
+	c->via = copy_string(cxt, c->via);
+	c->key_type = copy_string(cxt, c->key_type);
+	c->host_keys = copy_string(cxt, c->host_keys);
+	c->host_key_algorithms = copy_string(cxt, c->host_key_algorithms);
+	for (i = 0; i < c->nkeys; i++)
+	{
+		secrets[i] = (char *) copy_string(cxt, c->keys[i].private_key);
+		c->keys[i].private_key = secrets[i];
+		c->keys[i].fingerprint = copy_string(cxt, c->keys[i].fingerprint);
+	}
+	forget_strings(c);
+	c->cxt = cxt;
+	memcpy(c->secrets, secrets, sizeof(secrets));
+}
+
+/* A new attempt: what the last one learned is forgotten. */
+static void
+reset_progress(TunnelConnect *c)
+{
+	Assert(c->sock == PGINVALID_SOCKET && c->ssh == NULL &&
+		   c->gai == NULL && c->addrs == NULL);
+	c->tcp_errno = 0;
+	c->tcp = false;
+	c->key = 0;
+	c->address[0] = '\0';
+	c->handshaken = false;
+	memset(&c->methods, 0, sizeof(c->methods));
+	c->host_key_shown[0] = '\0';
+	c->host_key_seen[0] = '\0';
+	c->host_key_algorithm[0] = '\0';
+	c->host_key_type = "";
+	c->host_key_trusted = false;
+	c->next_family = false;
+	c->accepted = -1;
+	c->failure = CONNECT_OK;
+	c->failed_at = CONNECT_RESOLVE;
+	c->message[0] = '\0';
+	c->banner[0] = '\0';
+}
+
+/* The socket is connected: the SSH handshake comes next. */
+static void
+begin_ssh(TunnelConnect *c)
+{
+	char		text[TUNNEL_ERROR_MAXLEN];
+
+	c->step = CONNECT_HANDSHAKE;
+	c->ssh = libssh2_session_init_ex(NULL, NULL, NULL, c->owner);
+	if (c->ssh == NULL)
+	{
+		fail(c, CONNECT_FAILURE_OTHER, "could not create an SSH session");
+		return;
+	}
+	libssh2_session_set_blocking(c->ssh, 0);
+	/* The same preferences on every path, so that all negotiate alike. */
+	if (!tunnel_methods_apply(c->ssh,
+							  hostkeys_preference(c->host_keys,
+												  c->host_key_algorithms,
+												  c->host_key_try),
+							  text, sizeof(text)))
+		fail(c, CONNECT_FAILURE_INVALID, "%s", text);
+}
+
+void
+tunnel_connect_begin(TunnelConnect *c)
+{
+	int			rc;
+
+	reset_progress(c);
+	own_strings(c);
+	c->step = CONNECT_RESOLVE;
+	c->gai = resolve_start(c->host, c->port, &c->addrs, &rc);
+	if (c->addrs)
+	{
+		c->next_addr = c->addrs;
+		c->step = CONNECT_TCP;
+	}
+	else if (c->gai == NULL)
+		fail(c, CONNECT_FAILURE_RESOLVE, "could not resolve \"%s\": %s",
+			 c->host, gai_strerror(rc));
+}
+
+void
+tunnel_connect_begin_on(TunnelConnect *c, pgsocket sock)
+{
+	reset_progress(c);
+	own_strings(c);
+	own_socket(c, sock, false);
+	begin_ssh(c);
+}
+
+static void
+step_resolve(TunnelConnect *c)
+{
+	int			rc = gai_error(c->gai);
+
+	if (rc == EAI_INPROGRESS)
+		return;
+	if (rc != 0)
+	{
+		fail(c, CONNECT_FAILURE_RESOLVE, "could not resolve \"%s\": %s",
+			 c->host, gai_strerror(rc));
+		return;
+	}
+	c->addrs = c->gai->ar_result;
+	c->gai->ar_result = NULL;
+	resolve_free(c->gai);
+	c->gai = NULL;
+	c->next_addr = c->addrs;
+	c->step = CONNECT_TCP;
+}
+
+/* The connect under way, else the next address, else the failure. */
+static void
+step_tcp(TunnelConnect *c)
+{
+	if (c->sock != PGINVALID_SOCKET)
+	{
+		int			err = tcp_result(c->sock);
+
+		if (err == EINPROGRESS)
+			return;
+		if (err == 0)
+		{
+			begin_ssh(c);
+			return;
+		}
+		c->tcp_errno = err;
+		close_socket(c);
+	}
+	while (c->next_addr)
+	{
+		struct addrinfo *ai = c->next_addr;
+		pgsocket	fd;
+
+		c->next_addr = ai->ai_next;
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, c->address,
+						sizeof(c->address), NULL, 0, NI_NUMERICHOST) != 0)
+			strlcpy(c->address, c->host, sizeof(c->address));
+		fd = tcp_start(ai);
+		if (fd == PGINVALID_SOCKET)
+		{
+			c->tcp_errno = errno;
+			continue;
+		}
+		own_socket(c, fd, true);
+		return;
+	}
+	fail(c, CONNECT_FAILURE_TCP, "could not connect to %s port %d: %s",
+		 c->host, c->port, strerror(c->tcp_errno));
+}
+
+/*
+ * A bastion that closes the connection before its SSH banner refuses us:
+ * OpenSSH 9.8 and later do so for a while after failed logins from our
+ * address (PerSourcePenalties), writing one line ("Not allowed at this
+ * time") that libssh2 keeps where the banner would be.
+ */
+static void
+handshake_failed(TunnelConnect *c, int rc)
+{
+	const char *said = libssh2_session_banner_get(c->ssh);
+	bool		refused = (said == NULL || strncmp(said, "SSH-", 4) != 0) &&
+		(rc == LIBSSH2_ERROR_SOCKET_RECV ||
+		 rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
+		 rc == LIBSSH2_ERROR_SOCKET_SEND);
+
+	if (!refused)
+		fail(c, CONNECT_FAILURE_HANDSHAKE,
+			 "SSH handshake with %s port %d failed: %s",
+			 c->host, c->port, tunnel_ssh_error_text(c->ssh));
+
+	/*
+	 * Through a jump tunnel, no banner means the jump host's channel closed:
+	 * most often its key's line does not permit this bastion (permitopen).
+	 */
+	else if (!c->tcp)
+		fail(c, CONNECT_FAILURE_JUMP,
+			 "jump tunnel \"%s\" could not reach %s port %d: the connection closed before an SSH banner; if its authorized_keys line does not permit %s:%d, replace it with tunnel_public_key('%s')",
+			 c->via ? c->via : "", c->host, c->port, c->host, c->port,
+			 c->via ? c->via : "");
+	else
+	{
+		if (said)
+			strlcpy(c->banner, said, sizeof(c->banner));
+		fail(c, CONNECT_FAILURE_REFUSED,
+			 "SSH handshake with %s port %d failed: the bastion refused the connection (OpenSSH 9.8+ refuses an address for a while after failed logins: see PerSourcePenalties)",
+			 c->host, c->port);
+	}
+}
+
+/* libssh2 before 1.11 signs RSA authentication with ssh-rsa (SHA-1) only. */
+static bool
+rsa_needs_ssh_rsa(const char *key_type)
+{
+	return LIBSSH2_VERSION_NUM < 0x010b00 && key_type != NULL &&
+		strcmp(key_type, "rsa") == 0;
+}
+
+static void
+check_host_key(TunnelConnect *c)
+{
+	const char *digest = libssh2_hostkey_hash(c->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
+	const char *algorithm = libssh2_session_methods(c->ssh, LIBSSH2_METHOD_HOSTKEY);
+	const char *expected = c->host_keys;
+	char	   *seen;
+
+	if (digest == NULL)
+	{
+		fail(c, CONNECT_FAILURE_OTHER, "bastion sent no host key");
+		return;
+	}
+	seen = keys_fingerprint_from_digest((const unsigned char *) digest);
+	c->host_key_type = hostkeys_received_type(c->ssh);
+	strlcpy(c->host_key_seen, seen, sizeof(c->host_key_seen));
+	snprintf(c->host_key_shown, sizeof(c->host_key_shown), "%s%s%s",
+			 c->host_key_type, *c->host_key_type ? " " : "", seen);
+	strlcpy(c->host_key_algorithm, algorithm ? algorithm : "",
+			sizeof(c->host_key_algorithm));
+	pfree(seen);
+
+	if (expected != NULL && !hostkeys_match(expected, c->host_key_seen))
+	{
+		/* A bare pin may be another of the bastion's keys: ask for the next. */
+		bool		bare = !hostkeys_typed(expected) &&
+			c->host_key_algorithms == NULL;
+
+		c->next_family = bare;
+		fail(c, CONNECT_FAILURE_HOST_KEY,
+			 "host key of %s port %d does not match: expected %s, bastion presented %s%s%s%s%s",
+			 c->host, c->port, hostkeys_display(expected), c->host_key_shown,
+			 bare ? "; the pin names no algorithm, so the next attempt asks for the bastion's " : "",
+			 bare ? hostkeys_family_name(c->host_key_try + 1) : "",
+			 bare ? " key" : "",
+			 hostkeys_rsa_note(expected, c->host_key_type));
+		return;
+	}
+	if (expected == NULL && !c->trust_first_use)
+	{
+		fail(c, CONNECT_FAILURE_HOST_KEY_UNKNOWN,
+			 "bastion host key not known yet");
+		return;
+	}
+	c->host_key_trusted = expected == NULL;
+	c->key = 0;
+	c->step = CONNECT_AUTH;
+}
+
+static void
+step_handshake(TunnelConnect *c)
+{
+	int			rc = libssh2_session_handshake(c->ssh, c->sock);
+
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return;
+	if (rc != 0)
+	{
+		handshake_failed(c, rc);
+		return;
+	}
+	c->handshaken = true;
+	tunnel_methods_negotiated(c->ssh, &c->methods);
+	check_host_key(c);
+}
+
+/*
+ * The keys in order (a rotation's new key before the key it replaces); any
+ * failure of one but the last moves on to the next, on the same connection.
+ */
+static void
+step_auth(TunnelConnect *c)
+{
+	const TunnelConnectKey *key;
+	int			rc;
+
+	for (;;)
+	{
+		key = &c->keys[c->key];
+		if (key->private_key == NULL)
+			rc = LIBSSH2_ERROR_FILE;
+		else
+			rc = libssh2_userauth_publickey_frommemory(c->ssh, c->user,
+													   strlen(c->user),
+													   NULL, 0,
+													   key->private_key,
+													   strlen(key->private_key),
+													   NULL);
+		if (rc == LIBSSH2_ERROR_EAGAIN)
+			return;
+		if (rc == 0)
+		{
+			c->accepted = c->key;
+			c->step = CONNECT_DONE;
+			return;
+		}
+		if (c->key + 1 >= c->nkeys)
+			break;
+		c->key++;
+	}
+	if (rc == LIBSSH2_ERROR_FILE)
+		fail(c, CONNECT_FAILURE_KEY_UNREADABLE,
+			 "the stored private key cannot be read; rotate it with tunnel_rotate_key('%s')",
+			 c->tunnel);
+	else if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
+			 rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
+		fail(c, CONNECT_FAILURE_KEY_REFUSED,
+			 "bastion %s refused key %s for user \"%s\": add the line from tunnel_public_key('%s') to ~%s/.ssh/authorized_keys on %s%s",
+			 c->host, key->fingerprint ? key->fingerprint : "", c->user,
+			 c->tunnel, c->user, c->host,
+			 rsa_needs_ssh_rsa(c->key_type) ?
+			 "; RSA keys also need \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config" : "");
+	else
+		fail(c, CONNECT_FAILURE_OTHER, "authentication on %s port %d failed: %s",
+			 c->host, c->port, tunnel_ssh_error_text(c->ssh));
+}
+
+void
+tunnel_connect_step(TunnelConnect *c)
+{
+	for (;;)
+	{
+		TunnelConnectStep before = c->step;
+
+		switch (c->step)
+		{
+			case CONNECT_RESOLVE:
+				step_resolve(c);
+				break;
+			case CONNECT_TCP:
+				step_tcp(c);
+				break;
+			case CONNECT_HANDSHAKE:
+				step_handshake(c);
+				break;
+			case CONNECT_AUTH:
+				step_auth(c);
+				break;
+			case CONNECT_DONE:
+			case CONNECT_FAILED:
+				return;
+		}
+		if (c->step == before)
+			return;
+	}
+}
+
+uint32
+tunnel_connect_events(TunnelConnect *c)
+{
+	switch (c->step)
+	{
+		case CONNECT_TCP:
+			return WL_SOCKET_WRITEABLE;
+		case CONNECT_HANDSHAKE:
+		case CONNECT_AUTH:
+			if (libssh2_session_block_directions(c->ssh) &
+				LIBSSH2_SESSION_BLOCK_OUTBOUND)
+				return WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE;
+			return WL_SOCKET_READABLE;
+		default:
+			return 0;
+	}
+}
+
+void
+tunnel_connect_timed_out(TunnelConnect *c, int seconds)
+{
+	switch (c->step)
+	{
+		case CONNECT_RESOLVE:
+			fail(c, CONNECT_FAILURE_TIMEOUT,
+				 "resolving \"%s\" timed out after %d s", c->host, seconds);
+			break;
+		case CONNECT_TCP:
+			fail(c, CONNECT_FAILURE_TIMEOUT,
+				 "connecting to %s port %d timed out after %d s",
+				 c->host, c->port, seconds);
+			break;
+		case CONNECT_HANDSHAKE:
+			fail(c, CONNECT_FAILURE_TIMEOUT,
+				 "SSH handshake with %s port %d timed out after %d s",
+				 c->host, c->port, seconds);
+			break;
+		case CONNECT_AUTH:
+			fail(c, CONNECT_FAILURE_TIMEOUT,
+				 "authentication on %s port %d timed out after %d s",
+				 c->host, c->port, seconds);
+			break;
+		case CONNECT_DONE:
+		case CONNECT_FAILED:
+			break;
+	}
+}
+
+void
+tunnel_connect_detach(TunnelConnect *c)
+{
+	Assert(c->step == CONNECT_DONE);
+	c->sock = PGINVALID_SOCKET;
+	c->ssh = NULL;
+	forget_addresses(c);
+}
+
+void
+tunnel_connect_close(TunnelConnect *c)
+{
+	forget_addresses(c);
+	if (c->ssh)
+	{
+		/* Don't let libssh2's clean-up wait on a bastion that may never answer. */
+		if (c->sock != PGINVALID_SOCKET)
+			(void) shutdown(c->sock, SHUT_RDWR);
+		libssh2_session_set_blocking(c->ssh, 1);
+		(void) libssh2_session_free(c->ssh);
+		c->ssh = NULL;
+	}
+	close_socket(c);
+	forget_strings(c);
+	/* What the owner sets anew before the next begin. */
+	c->tunnel = c->host = c->user = c->via = c->key_type = NULL;
+	c->host_keys = c->host_key_algorithms = NULL;
+	memset(c->keys, 0, sizeof(c->keys));
+	c->nkeys = 0;
+}
+
+/* ---------- words ---------- */
 
 /*
  * libssh2's own words ("_libssh2_transport_read() bailed out!") would mean
@@ -148,59 +699,25 @@ tunnel_ssh_error_text(LIBSSH2_SESSION *ssh)
 }
 
 /*
- * A bastion that closes the connection before its SSH banner refuses us:
- * OpenSSH 9.8 and later do so for a while after failed logins from our
- * address (PerSourcePenalties).
- */
-const char *
-tunnel_ssh_handshake_error(LIBSSH2_SESSION *ssh, int rc, bool *refused)
-{
-	const char *banner = libssh2_session_banner_get(ssh);
-
-	/*
-	 * sshd refusing an address writes one line ("Not allowed at this time")
-	 * and closes; libssh2 keeps that line where the banner would be.
-	 */
-	*refused = (banner == NULL || strncmp(banner, "SSH-", 4) != 0) &&
-		(rc == LIBSSH2_ERROR_SOCKET_RECV ||
-		 rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
-		 rc == LIBSSH2_ERROR_SOCKET_SEND);
-	if (*refused)
-		return "the bastion refused the connection (OpenSSH 9.8+ refuses an address for a while after failed logins: see PerSourcePenalties)";
-	return tunnel_ssh_error_text(ssh);
-}
-
-char *
-tunnel_ssh_host_key(LIBSSH2_SESSION *ssh, char **fingerprint)
-{
-	const char *digest = libssh2_hostkey_hash(ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
-	const char *type;
-
-	*fingerprint = NULL;
-	if (digest == NULL)
-		return NULL;
-	*fingerprint = keys_fingerprint_from_digest((const unsigned char *) digest);
-	type = hostkeys_received_type(ssh);
-	return psprintf("%s%s%s", type, *type ? " " : "", *fingerprint);
-}
-
-/*
  * Say why the bastion did not open a channel in the words of its cause
  * (RFC 4254 reason codes, as libssh2 words them).
  */
 void
-tunnel_open_error_text(char *buf, size_t len, const char *host, int port,
-					   const char *ssh_message)
+tunnel_open_error_text(char *buf, size_t len, const char *tunnel,
+					   const char *host, int port, const char *ssh_message)
 {
+	const char *open = strchr(host, ':') ? "[" : "";
+	const char *close = *open ? "]" : "";
+
 	if (ssh_message && strstr(ssh_message, "connect failed"))
 		snprintf(buf, len,
-				 "nothing listens on %s:%d as seen from the bastion (connection refused or no route)",
-				 host, port);
+				 "nothing listens on %s%s%s:%d as seen from the bastion (connection refused or no route)",
+				 open, host, close, port);
 	else if (ssh_message && strstr(ssh_message, "administratively prohibited"))
 		snprintf(buf, len,
-				 "the bastion does not permit %s:%d: the key's authorized_keys line lacks it (replace the line with tunnel_public_key()), or AllowTcpForwarding or PermitOpen forbid it",
-				 host, port);
+				 "the authorized_keys line on the bastion does not permit %s%s%s:%d: replace it with tunnel_public_key('%s') (or AllowTcpForwarding or PermitOpen in its sshd_config forbid it)",
+				 open, host, close, port, tunnel ? tunnel : "");
 	else
-		snprintf(buf, len, "bastion could not open a connection to %s:%d: %s",
-				 host, port, ssh_message ? ssh_message : "unknown error");
+		snprintf(buf, len, "bastion could not open a connection to %s%s%s:%d: %s",
+				 open, host, close, port, ssh_message ? ssh_message : "unknown error");
 }

@@ -146,7 +146,6 @@ tunnel_lane_failed(TunnelSession *s, const char *message, bool penalised)
 			 errdetail_internal("%s", message)));
 	tunnel_lanes_return_waiting(s);
 	tunnel_session_close_connection(s, false);
-	tunnel_session_free_addrs(s);
 	s->fail_pending = false;
 	s->phase = PHASE_DONE;
 	/* A previous login that ended says nothing of new lanes' chances. */
@@ -369,7 +368,6 @@ tunnel_lanes_relogin(TunnelSession *p)
 	lane = new_lane(p);
 	lane->retiring = true;
 	tunnel_session_move_connection(p, lane);
-	tunnel_session_free_addrs(p);
 	/* Should the new login fail, the waiting clients wait for the next. */
 	p->lost_at = now;
 	p->phase = PHASE_IDLE;		/* the next tick starts the attempt */

@@ -4,9 +4,10 @@
  *	  One tunnel's SSH session: connect, handshake, host key, authentication,
  *	  liveness, backoff; and the service pass that drives its channels.
  *
- * Everything is non-blocking.  The phases RESOLVING .. AUTH each have a
- * deadline (tunnel_ssh.connect_timeout), so a bastion that hangs costs only
- * its own tunnel a timer, never anyone else a delay.
+ * Everything is non-blocking.  The way in is the connect machine's
+ * (connect.h), stepped here from the service pass and bounded by one
+ * deadline per attempt (tunnel_ssh.connect_timeout), so a bastion that hangs
+ * costs only its own tunnel a timer, never anyone else a delay.
  *
  * These facts of libssh2 (1.10 and 1.11) shape this file:
  *
@@ -52,8 +53,6 @@
 #include "channel.h"
 #include "connect.h"
 #include "hostkeys.h"
-#include "keys.h"
-#include "methods.h"
 #include "session.h"
 #include "tunnel_ssh.h"
 #include "watch.h"
@@ -67,9 +66,7 @@
 static dlist_head dirty_sessions = DLIST_STATIC_INIT(dirty_sessions);
 static TunnelSessionLookup session_lookup = NULL;
 
-static void start_connect(TunnelSession *s);
 static void start_jump(TunnelSession *s);
-static void begin_ssh(TunnelSession *s);
 static void update_interest(TunnelSession *s);
 static void fail(TunnelSession *s, TunnelState state, const char *message);
 
@@ -265,17 +262,6 @@ remove_watch(TunnelSession *s)
 
 /* ---------- teardown and backoff ---------- */
 
-void
-tunnel_session_free_addrs(TunnelSession *s)
-{
-	tunnel_resolve_free(s->gai);
-	s->gai = NULL;
-	if (s->addrs)
-		freeaddrinfo(s->addrs);
-	s->addrs = NULL;
-	s->next_addr = NULL;
-}
-
 /*
  * Close the connection and every client on it.  The socket is shut down
  * first, so that libssh2's own clean-up fails fast instead of waiting for
@@ -299,6 +285,9 @@ tunnel_session_close_connection(TunnelSession *s, bool polite)
 	tunnel_lanes_forget_login(s);
 	tunnel_turn_init(&s->turn);
 	tunnel_status_set_methods(s->slot, NULL);
+
+	/* A connection not logged in yet is still the connect machine's. */
+	tunnel_connect_close(&s->connect);
 
 	/* Blocking, libssh2 waits for the socket itself: let it read. */
 	s->sock_empty = false;
@@ -414,10 +403,8 @@ retry_delay_ms(TunnelSession *s, TunnelState state, bool refused)
 
 /* What the bastion said, if anything, before it closed the connection. */
 static int
-refused_detail(LIBSSH2_SESSION *ssh)
+refused_detail(const char *said)
 {
-	const char *said = libssh2_session_banner_get(ssh);
-
 	if (said == NULL || said[0] == '\0')
 		return errdetail("The bastion closed the connection before sending its SSH banner.");
 	return errdetail("The bastion closed the connection before sending its SSH banner, after \"%.80s\".",
@@ -491,7 +478,6 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 				(errmsg("tunnel \"%s\": check of the new key: %s",
 						s->def->name, message)));
 		tunnel_session_close_connection(s, false);
-		tunnel_session_free_addrs(s);
 		s->fail_pending = false;
 		s->key_check_result = -1;
 		s->phase = PHASE_DONE;
@@ -518,7 +504,7 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("tunnel \"%s\": bastion %s port %d refused the connection",
 							s->def->name, s->def->ssh_host, s->def->ssh_port),
-					 refused_detail(s->ssh),
+					 refused_detail(s->connect.banner),
 					 errhint("OpenSSH 9.8 and later refuse an address for a while after failed logins (PerSourcePenalties); "
 							 "add this server's address to PerSourcePenaltyExemptList in the bastion's sshd_config. "
 							 "The next attempt is in %ld s.", delay_ms / 1000)));
@@ -569,7 +555,6 @@ fail_ex(TunnelSession *s, TunnelState state, const char *message,
 		hold_waiting_clients(s, now, &held);
 
 	tunnel_session_close_connection(s, false);
-	tunnel_session_free_addrs(s);
 	s->retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
 	s->phase = PHASE_BACKOFF;
 	s->fail_pending = false;
@@ -701,63 +686,102 @@ tunnel_session_move_connection(TunnelSession *s, TunnelSession *to)
 
 /* ---------- connecting ---------- */
 
+/*
+ * The connect machine opens and closes the socket; the session watches it
+ * meanwhile, and owns it once logged in.
+ */
+static void
+watch_connect_socket(void *owner, pgsocket sock, bool opened)
+{
+	TunnelSession *s = (TunnelSession *) owner;
+
+	if (opened)
+	{
+		s->sock = sock;
+		s->tcp = s->connect.tcp;
+		add_watch(s, WL_SOCKET_WRITEABLE);
+	}
+	else
+	{
+		remove_watch(s);
+		s->sock = PGINVALID_SOCKET;
+	}
+}
+
+/* The pins, or the host key trusted on first use; NULL if none yet. */
+static const char *
+expected_host_keys(TunnelSession *s)
+{
+	if (s->def->host_key_fingerprint)
+		return s->def->host_key_fingerprint;
+	return s->host_key[0] != '\0' ? s->host_key : NULL;
+}
+
+/*
+ * What the connect machine is to reach and with which keys: during a
+ * rotation the new key goes first and the old one backs it; a lane offers
+ * the key its tunnel's session was accepted with first; a key check offers
+ * only the new key.
+ */
+static void
+prepare_connect(TunnelSession *s)
+{
+	TunnelConnect *c = &s->connect;
+	const TunnelDef *def = s->def;
+	bool		next_first = def->next_private_key != NULL &&
+		(s->primary == NULL || s->authed_next);
+
+	c->tunnel = def->name;
+	c->host = def->ssh_host;
+	c->port = def->ssh_port;
+	c->user = def->ssh_user;
+	c->via = def->via;
+	c->key_type = def->key_type;
+	c->host_keys = expected_host_keys(s);
+	c->host_key_algorithms = def->host_key_algorithms;
+	c->host_key_try = s->host_key_try;
+	/* A lane trusts only what its tunnel's session checked. */
+	c->trust_first_use = s->primary == NULL;
+	c->owner = s;
+	c->socket_hook = watch_connect_socket;
+	c->nkeys = 0;
+	s->next_key_index = -1;
+	if (next_first)
+	{
+		s->next_key_index = c->nkeys;
+		c->keys[c->nkeys].private_key = def->next_private_key;
+		c->keys[c->nkeys++].fingerprint = def->next_key_fingerprint;
+	}
+	if (!s->key_check || !next_first)
+	{
+		c->keys[c->nkeys].private_key = def->private_key;
+		c->keys[c->nkeys++].fingerprint = def->key_fingerprint;
+	}
+	s->handshake_noted = false;
+}
+
 static void
 start_attempt(TunnelSession *s, TimestampTz now)
 {
-	int			rc;
-
 	s->last_attempt = now;
 	s->deadline = TimestampTzPlusMilliseconds(now, tunnel_connect_timeout * 1000L);
 	tunnel_status_count_attempt(s->slot);
 	set_state(s, TUNNEL_STATE_CONNECTING, NULL);
+	/*
+	 * The output batch is taken before the handshake's buffers, as when the
+	 * handshake went through it: taken after, it lands on the pages they
+	 * freed, and 200 idle tunnels cost the worker 12 MB more (scale.sh).
+	 */
+	if (s->out == NULL)
+		s->out = MemoryContextAlloc(GetMemoryChunkContext(s), OUT_BUFSIZE);
+	prepare_connect(s);
+	s->phase = PHASE_CONNECTING;
 	if (s->def->via)
-	{
 		start_jump(s);
-		return;
-	}
-
-	/* Literals resolve at once; names go to the asynchronous resolver. */
-	s->gai = tunnel_resolve_start(s->def->ssh_host, s->def->ssh_port,
-								  &s->addrs, &rc);
-	if (s->addrs)
-	{
-		s->next_addr = s->addrs;
-		start_connect(s);
-		return;
-	}
-	if (s->gai == NULL)
-	{
-		char		text[TUNNEL_ERROR_MAXLEN];
-
-		snprintf(text, sizeof(text), "could not resolve \"%s\": %s",
-				 s->def->ssh_host, gai_strerror(rc));
-		fail(s, TUNNEL_STATE_UNREACHABLE, text);
-		return;
-	}
-	s->phase = PHASE_RESOLVING;
-}
-
-static void
-poll_resolver(TunnelSession *s)
-{
-	int			rc = gai_error(s->gai);
-	char		text[TUNNEL_ERROR_MAXLEN];
-
-	if (rc == EAI_INPROGRESS)
-		return;
-	if (rc != 0)
-	{
-		snprintf(text, sizeof(text), "could not resolve \"%s\": %s",
-				 s->def->ssh_host, gai_strerror(rc));
-		fail(s, TUNNEL_STATE_UNREACHABLE, text);
-		return;
-	}
-	s->addrs = s->gai->ar_result;
-	s->gai->ar_result = NULL;
-	tunnel_resolve_free(s->gai);
-	s->gai = NULL;
-	s->next_addr = s->addrs;
-	start_connect(s);
+	else
+		tunnel_connect_begin(&s->connect);
+	/* The machine takes its steps in the service pass, with libssh2's. */
+	tunnel_session_mark_dirty(s);
 }
 
 /*
@@ -799,238 +823,45 @@ start_jump(TunnelSession *s)
 	}
 	tunnel_session_add_client(jump, sv[1], s->def->ssh_host, s->def->ssh_port,
 							  NULL);
-	s->sock = sv[0];
-	s->tcp = false;
-	add_watch(s, WL_SOCKET_READABLE);
-	begin_ssh(s);
-	tunnel_session_mark_dirty(s);
+	tunnel_connect_begin_on(&s->connect, sv[0]);
 }
 
-/* Try the next address; the session socket waits for writability. */
+/*
+ * The handshake is done: the status shows the host key presented and the
+ * methods; a host key accepted at first use is kept (and written to the
+ * catalog by the next tick, outside libssh2's calls: save_host_key), as is
+ * the algorithm a bare pin matched with.
+ */
 static void
-start_connect(TunnelSession *s)
+note_handshake(TunnelSession *s)
 {
-	char		text[TUNNEL_ERROR_MAXLEN];
-	int			err = 0;
+	TunnelConnect *c = &s->connect;
+	bool		accepted = c->step == CONNECT_AUTH || c->step == CONNECT_DONE ||
+		(c->step == CONNECT_FAILED && c->failed_at == CONNECT_AUTH);
 
-	while (s->next_addr)
-	{
-		struct addrinfo *ai = s->next_addr;
-		pgsocket	fd;
-
-		s->next_addr = ai->ai_next;
-		fd = tunnel_connect_start(ai);
-		if (fd == PGINVALID_SOCKET)
-		{
-			err = errno;
-			continue;
-		}
-		s->sock = fd;
-		s->tcp = true;
-		s->phase = PHASE_CONNECTING;
-		add_watch(s, WL_SOCKET_WRITEABLE);
+	s->handshake_noted = true;
+	tunnel_status_set_methods(s->slot, &c->methods);
+	if (c->host_key_shown[0] != '\0')
+		tunnel_status_set_host_key(s->slot, c->host_key_shown);
+	if (!accepted)
 		return;
-	}
-	errno = err;
-	snprintf(text, sizeof(text), "could not connect to %s port %d: %m",
-			 s->def->ssh_host, s->def->ssh_port);
-	fail(s, TUNNEL_STATE_UNREACHABLE, text);
-}
-
-static void
-finish_connect(TunnelSession *s)
-{
-	int			err;
-
-	if (!s->writable && !s->readable)
-		return;
-	err = tunnel_connect_result(s->sock);
-	if (err != 0)
+	if (c->host_key_trusted)
 	{
-		/* This address failed: try the next one, if any. */
-		remove_watch(s);
-		close(s->sock);
-		s->sock = PGINVALID_SOCKET;
-		if (s->next_addr)
-		{
-			start_connect(s);
-			return;
-		}
-		else
-		{
-			char		text[TUNNEL_ERROR_MAXLEN];
-
-			errno = err;
-			snprintf(text, sizeof(text), "could not connect to %s port %d: %m",
-					 s->def->ssh_host, s->def->ssh_port);
-			fail(s, TUNNEL_STATE_UNREACHABLE, text);
-			return;
-		}
-	}
-
-	begin_ssh(s);
-}
-
-/* The pins, or the host key trusted on first use; NULL if none yet. */
-static const char *
-expected_host_keys(TunnelSession *s)
-{
-	if (s->def->host_key_fingerprint)
-		return s->def->host_key_fingerprint;
-	return s->host_key[0] != '\0' ? s->host_key : NULL;
-}
-
-/* The socket is connected: the SSH handshake comes next. */
-static void
-begin_ssh(TunnelSession *s)
-{
-	char		text[TUNNEL_ERROR_MAXLEN];
-
-	s->ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
-	if (s->ssh == NULL)
-	{
-		fail(s, TUNNEL_STATE_UNREACHABLE, "could not create an SSH session");
-		return;
-	}
-	libssh2_session_set_blocking(s->ssh, 0);
-#if LIBSSH2_VERSION_NUM >= 0x010b01
-	libssh2_session_callback_set2(s->ssh, LIBSSH2_CALLBACK_RECV,
-								  (libssh2_cb_generic *) recv_and_note);
-	libssh2_session_callback_set2(s->ssh, LIBSSH2_CALLBACK_SEND,
-								  (libssh2_cb_generic *) send_batched);
-#else
-	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV,
-								 (void *) recv_and_note);
-	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_SEND,
-								 (void *) send_batched);
-#endif
-	if (!tunnel_methods_apply(s->ssh,
-							  hostkeys_preference(expected_host_keys(s),
-												  s->def->host_key_algorithms,
-												  s->host_key_try),
-							  text, sizeof(text)))
-	{
-		fail(s, TUNNEL_STATE_INVALID, text);
-		return;
-	}
-	s->phase = PHASE_HANDSHAKE;
-}
-
-/* Returns false (after failing the session) if the host key is wrong. */
-static bool
-check_host_key(TunnelSession *s)
-{
-	const char *expected = expected_host_keys(s);
-	const char *type = hostkeys_received_type(s->ssh);
-	const char *algorithm = libssh2_session_methods(s->ssh,
-													LIBSSH2_METHOD_HOSTKEY);
-	char	   *seen;
-	char	   *shown = tunnel_ssh_host_key(s->ssh, &seen);
-
-	if (shown == NULL)
-	{
-		fail(s, TUNNEL_STATE_UNREACHABLE, "bastion sent no host key");
-		return false;
-	}
-	tunnel_status_set_host_key(s->slot, shown);
-
-	if (expected != NULL && !hostkeys_match(expected, seen))
-	{
-		char		text[TUNNEL_ERROR_MAXLEN];
-		bool		bare = !hostkeys_typed(expected) &&
-			s->def->host_key_algorithms == NULL;
-
-		/* A bare pin may be another of the bastion's keys: ask for the next. */
-		if (bare)
-			s->host_key_try++;
-		snprintf(text, sizeof(text),
-				 "host key of %s port %d does not match: expected %s, bastion presented %s%s%s%s%s",
-				 s->def->ssh_host, s->def->ssh_port,
-				 hostkeys_display(expected), shown,
-				 bare ? "; the pin names no algorithm, so the next attempt asks for the bastion's " : "",
-				 bare ? hostkeys_family_name(s->host_key_try) : "",
-				 bare ? " key" : "", hostkeys_rsa_note(expected, type));
-		fail(s, TUNNEL_STATE_HOST_KEY_MISMATCH, text);
-		pfree(shown);
-		pfree(seen);
-		return false;
-	}
-	if (expected == NULL && s->primary)
-	{
-		/* A lane trusts only what its tunnel's session checked. */
-		fail(s, TUNNEL_STATE_UNREACHABLE, "bastion host key not known yet");
-		pfree(shown);
-		pfree(seen);
-		return false;
-	}
-	if (expected == NULL)
-	{
-		/* Written by the next tick, outside libssh2's calls (save_host_key). */
-		strlcpy(s->host_key, seen, sizeof(s->host_key));
+		strlcpy(s->host_key, c->host_key_seen, sizeof(s->host_key));
 		s->host_key_unsaved = true;
 		s->host_key_save_at = 0;
-		strlcpy(s->host_key_algorithm, algorithm ? algorithm : "",
+		strlcpy(s->host_key_algorithm, c->host_key_algorithm,
 				sizeof(s->host_key_algorithm));
 	}
 	else if (s->def->host_key_algorithms == NULL &&
 			 s->def->host_key_fingerprint != NULL &&
 			 !hostkeys_typed(s->def->host_key_fingerprint) &&
-			 algorithm != NULL && s->primary == NULL)
+			 c->host_key_algorithm[0] != '\0' && s->primary == NULL)
 	{
-		/* Also written by the next tick (save_host_key). */
-		strlcpy(s->host_key_algorithm, algorithm,
+		strlcpy(s->host_key_algorithm, c->host_key_algorithm,
 				sizeof(s->host_key_algorithm));
 		s->algorithm_unsaved = true;
 		s->host_key_save_at = 0;
-	}
-	pfree(shown);
-	pfree(seen);
-	return true;
-}
-
-static void
-step_handshake(TunnelSession *s)
-{
-	int			rc = libssh2_session_handshake(s->ssh, s->sock);
-
-	if (rc == LIBSSH2_ERROR_EAGAIN)
-		return;
-	if (rc != 0)
-	{
-		char		text[TUNNEL_ERROR_MAXLEN];
-		bool		refused;
-		const char *why = tunnel_ssh_handshake_error(s->ssh, rc, &refused);
-
-		/*
-		 * Through a jump tunnel, no banner means the jump host's channel
-		 * closed: most often its key's line does not permit this bastion
-		 * (permitopen).  Not sshd's penalties: the usual backoff.
-		 */
-		if (refused && !s->tcp)
-		{
-			snprintf(text, sizeof(text),
-					 "jump tunnel \"%s\" could not reach %s port %d: the connection closed before an SSH banner; if its authorized_keys line does not permit %s:%d, replace it with tunnel_public_key('%s')",
-					 s->def->via, s->def->ssh_host, s->def->ssh_port,
-					 s->def->ssh_host, s->def->ssh_port, s->def->via);
-			fail_ex(s, TUNNEL_STATE_UNREACHABLE, text, false);
-			return;
-		}
-		snprintf(text, sizeof(text), "SSH handshake with %s port %d failed: %s",
-				 s->def->ssh_host, s->def->ssh_port, why);
-		fail_ex(s, TUNNEL_STATE_UNREACHABLE, text, refused);
-		return;
-	}
-	{
-		TunnelMethods methods;
-
-		tunnel_methods_negotiated(s->ssh, &methods);
-		tunnel_status_set_methods(s->slot, &methods);
-	}
-	if (check_host_key(s))
-	{
-		s->phase = PHASE_AUTH;
-		/* During a rotation the new key goes first; the old one backs it. */
-		s->trying_next = s->def->next_private_key != NULL;
 	}
 }
 
@@ -1056,35 +887,29 @@ adopt_next_key(TunnelSession *s)
 					 s->def->ssh_host)));
 }
 
-/* libssh2 before 1.11 signs RSA authentication with ssh-rsa (SHA-1) only. */
-static bool
-rsa_needs_ssh_rsa(const char *key_type)
-{
-	return LIBSSH2_VERSION_NUM < 0x010b00 && strcmp(key_type, "rsa") == 0;
-}
-
+/* The connect machine logged in: the session takes its connection. */
 static void
-step_auth(TunnelSession *s)
+connected(TunnelSession *s)
 {
-	bool		next;
-	const char *key;
-	const char *fingerprint;
-	int			rc;
-	char		text[TUNNEL_ERROR_MAXLEN];
+	TunnelConnect *c = &s->connect;
+	bool		next = c->accepted == s->next_key_index;
+	const char *fingerprint = c->keys[c->accepted].fingerprint;
 
-	/* A lane offers the key its tunnel's session was accepted with. */
-	if (s->primary && !s->authed_next)
-		s->trying_next = false;
-	next = s->trying_next;
-	key = next ? s->def->next_private_key : s->def->private_key;
-	fingerprint = next ? s->def->next_key_fingerprint :
-		s->def->key_fingerprint;
-	rc = libssh2_userauth_publickey_frommemory(s->ssh, s->def->ssh_user,
-											   strlen(s->def->ssh_user),
-											   NULL, 0, key, strlen(key), NULL);
-	if (rc == LIBSSH2_ERROR_EAGAIN)
-		return;
-	if (rc == 0 && s->key_check)
+	s->ssh = c->ssh;
+	tunnel_connect_detach(c);
+#if LIBSSH2_VERSION_NUM >= 0x010b01
+	libssh2_session_callback_set2(s->ssh, LIBSSH2_CALLBACK_RECV,
+								  (libssh2_cb_generic *) recv_and_note);
+	libssh2_session_callback_set2(s->ssh, LIBSSH2_CALLBACK_SEND,
+								  (libssh2_cb_generic *) send_batched);
+#else
+	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV,
+								 (void *) recv_and_note);
+	libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_SEND,
+								 (void *) send_batched);
+#endif
+
+	if (s->key_check)
 	{
 		if (next)
 			adopt_next_key(s);
@@ -1093,67 +918,73 @@ step_auth(TunnelSession *s)
 		tunnel_session_close_connection(s, false);
 		return;
 	}
-	if (rc == 0 && s->primary)
+	s->phase = PHASE_READY;
+	s->last_recv = GetCurrentTimestamp();
+	s->keepalive_started = s->last_recv;
+	/* The keepalive channel first: it may later wait behind no open. */
+	s->keepalive_phase = KEEPALIVE_OPENING;
+	if (s->primary)
 	{
-		s->phase = PHASE_READY;
-		s->last_recv = GetCurrentTimestamp();
-		s->keepalive_started = s->last_recv;
-		s->keepalive_phase = KEEPALIVE_OPENING;
 		s->primary->failures_of_lanes = 0;
 		tunnel_lanes_note_login(s);
 		return;
 	}
-	if (rc != 0 && next && !s->key_check)
+	tunnel_status_set_key(s->slot, fingerprint);
+	if (next)
+		adopt_next_key(s);
+	ereport(LOG,
+			(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\"",
+					s->def->name, s->def->ssh_host, s->def->ssh_port,
+					s->def->ssh_user)));
+	s->failures = 0;
+	s->authed_next = next;
+	s->penalised = false;
+	tunnel_lanes_note_login(s);
+	s->last_logged[0] = '\0';
+	set_state(s, TUNNEL_STATE_CONNECTED, "");
+}
+
+/* The connect machine failed: the session fails with its cause and words. */
+static void
+connect_failed(TunnelSession *s)
+{
+	TunnelConnect *c = &s->connect;
+	TunnelState state;
+
+	switch (c->failure)
 	{
-		/* Not pasted yet: the old key keeps the tunnel up meanwhile. */
-		s->trying_next = false;
-		tunnel_session_mark_dirty(s);
-		return;
+		case CONNECT_FAILURE_HOST_KEY:
+			state = TUNNEL_STATE_HOST_KEY_MISMATCH;
+			if (c->next_family)
+				s->host_key_try++;
+			break;
+		case CONNECT_FAILURE_KEY_REFUSED:
+			state = TUNNEL_STATE_AUTH_FAILED;
+			break;
+		case CONNECT_FAILURE_KEY_UNREADABLE:
+		case CONNECT_FAILURE_INVALID:
+			state = TUNNEL_STATE_INVALID;
+			break;
+		default:
+			state = TUNNEL_STATE_UNREACHABLE;
+			break;
 	}
-	if (rc == 0)
-	{
-		tunnel_status_set_key(s->slot, fingerprint);
-		if (next)
-			adopt_next_key(s);
-		ereport(LOG,
-				(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\"",
-						s->def->name, s->def->ssh_host, s->def->ssh_port,
-						s->def->ssh_user)));
-		s->phase = PHASE_READY;
-		s->failures = 0;
-		s->authed_next = next;
-		s->penalised = false;
-		s->last_recv = GetCurrentTimestamp();
-		s->keepalive_started = s->last_recv;
-		/* The keepalive channel first: it may later wait behind no open. */
-		s->keepalive_phase = KEEPALIVE_OPENING;
-		tunnel_lanes_note_login(s);
-		s->last_logged[0] = '\0';
-		set_state(s, TUNNEL_STATE_CONNECTED, "");
-		return;
-	}
-	if (rc == LIBSSH2_ERROR_FILE)
-	{
-		fail(s, TUNNEL_STATE_INVALID,
-			 "the stored private key cannot be read; recreate the tunnel");
-		return;
-	}
-	if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
-		rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
-	{
-		snprintf(text, sizeof(text),
-				 "bastion %s refused key %s for user \"%s\": add the line from tunnel_public_key('%s') "
-				 "to ~%s/.ssh/authorized_keys on %s%s",
-				 s->def->ssh_host, fingerprint, s->def->ssh_user,
-				 s->def->name, s->def->ssh_user, s->def->ssh_host,
-				 rsa_needs_ssh_rsa(s->def->key_type) ?
-				 "; RSA keys also need \"PubkeyAcceptedAlgorithms +ssh-rsa\" in the bastion's sshd_config" : "");
-		fail(s, TUNNEL_STATE_AUTH_FAILED, text);
-		return;
-	}
-	snprintf(text, sizeof(text), "authentication on %s port %d failed: %s",
-			 s->def->ssh_host, s->def->ssh_port, ssh_error(s));
-	fail(s, TUNNEL_STATE_UNREACHABLE, text);
+	fail_ex(s, state, c->message, c->failure == CONNECT_FAILURE_REFUSED);
+}
+
+/* A step of the connect machine, when its socket is ready (or it resolves). */
+static void
+step_connect(TunnelSession *s)
+{
+	TunnelConnect *c = &s->connect;
+
+	tunnel_connect_step(c);
+	if (c->handshaken && !s->handshake_noted)
+		note_handshake(s);
+	if (c->step == CONNECT_DONE)
+		connected(s);
+	else if (c->step == CONNECT_FAILED)
+		connect_failed(s);
 }
 
 /* ---------- the connected session ---------- */
@@ -1420,17 +1251,7 @@ service(TunnelSession *s)
 	switch (s->phase)
 	{
 		case PHASE_CONNECTING:
-			finish_connect(s);
-			if (s->phase != PHASE_HANDSHAKE)
-				break;
-			/* FALLTHROUGH */
-		case PHASE_HANDSHAKE:
-			step_handshake(s);
-			if (s->phase != PHASE_AUTH)
-				break;
-			/* FALLTHROUGH */
-		case PHASE_AUTH:
-			step_auth(s);
+			step_connect(s);
 			if (s->phase != PHASE_READY)
 				break;
 			/* FALLTHROUGH */
@@ -1456,13 +1277,9 @@ update_interest(TunnelSession *s)
 	switch (s->phase)
 	{
 		case PHASE_CONNECTING:
-			wanted = WL_SOCKET_WRITEABLE;
-			break;
-		case PHASE_HANDSHAKE:
-		case PHASE_AUTH:
-			if (libssh2_session_block_directions(s->ssh) &
-				LIBSSH2_SESSION_BLOCK_OUTBOUND)
-				wanted |= WL_SOCKET_WRITEABLE;
+			wanted = tunnel_connect_events(&s->connect);
+			if (wanted == 0)
+				return;
 			break;
 		case PHASE_READY:
 			/* A stalled send: nothing reads before it is done (run_pass). */
@@ -1583,31 +1400,18 @@ tick_connection(TunnelSession *s, TimestampTz now)
 				return tunnel_ms_until(s->retry_at, now);
 			s->phase = PHASE_IDLE;
 			return 0;
-		case PHASE_RESOLVING:
-			poll_resolver(s);
-			if (s->phase == PHASE_RESOLVING)
-			{
-				if (now >= s->deadline)
-					fail(s, TUNNEL_STATE_UNREACHABLE, "name resolution timed out");
-				return 20;		/* the resolver has no descriptor to wait on */
-			}
-			return 0;
 		case PHASE_CONNECTING:
-		case PHASE_HANDSHAKE:
-		case PHASE_AUTH:
 			if (now >= s->deadline)
 			{
-				char		text[TUNNEL_ERROR_MAXLEN];
-
-				snprintf(text, sizeof(text),
-						 "%s %s port %d timed out after %d s",
-						 s->phase == PHASE_CONNECTING ? "connecting to" :
-						 s->phase == PHASE_HANDSHAKE ? "SSH handshake with" :
-						 "authentication on",
-						 s->def->ssh_host, s->def->ssh_port,
-						 tunnel_connect_timeout);
-				fail(s, TUNNEL_STATE_UNREACHABLE, text);
+				tunnel_connect_timed_out(&s->connect, tunnel_connect_timeout);
+				connect_failed(s);
 				return 0;
+			}
+			/* The resolver has no descriptor to wait on: look again soon. */
+			if (s->connect.step == CONNECT_RESOLVE)
+			{
+				tunnel_session_mark_dirty(s);
+				return Min(20, tunnel_ms_until(s->deadline, now));
 			}
 			return tunnel_ms_until(s->deadline, now);
 		case PHASE_DONE:
@@ -1698,6 +1502,7 @@ tunnel_session_create(const TunnelDef *def, TunnelStatusSlot *slot)
 	s->slot = slot;
 	s->phase = PHASE_IDLE;
 	s->sock = PGINVALID_SOCKET;
+	tunnel_connect_init(&s->connect);
 	dlist_init(&s->channels);
 	dlist_init(&s->lanes);
 	/* A single bare fingerprint also serves as trust on first use. */
@@ -1738,7 +1543,6 @@ tunnel_session_destroy(TunnelSession *s)
 {
 	tunnel_lanes_drop_all(s, false);
 	tunnel_session_close_connection(s, true);
-	tunnel_session_free_addrs(s);
 	if (s->dirty)
 		dlist_delete(&s->dirty_node);
 	{

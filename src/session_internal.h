@@ -14,6 +14,7 @@
 #include "utils/timestamp.h"
 
 #include "channel.h"
+#include "connect.h"
 #include "sendturn.h"
 #include "session.h"
 #include "tunnel_ssh.h"
@@ -42,10 +43,7 @@ typedef struct LoginTarget
 typedef enum SessionPhase
 {
 	PHASE_IDLE,					/* start an attempt at the next tick */
-	PHASE_RESOLVING,
-	PHASE_CONNECTING,
-	PHASE_HANDSHAKE,
-	PHASE_AUTH,
+	PHASE_CONNECTING,			/* the connect machine is at work */
 	PHASE_READY,
 	PHASE_BACKOFF,
 	PHASE_DONE					/* a key check that has its answer */
@@ -66,11 +64,11 @@ struct TunnelSession
 	TunnelStatusSlot *slot;
 	SessionPhase phase;
 
-	/* name resolution and TCP connect */
-	struct gaicb *gai;			/* asynchronous lookup under way */
-	struct addrinfo *addrs;
-	struct addrinfo *next_addr;
-	pgsocket	sock;
+	/* the way in: holds the socket and libssh2's session until logged in */
+	TunnelConnect connect;
+	bool		handshake_noted;	/* its handshake shown in the status */
+	int			next_key_index; /* of the rotation's key in its keys, or -1 */
+	pgsocket	sock;			/* the connect machine's, then the session's */
 	bool		tcp;			/* false: a socketpair to a jump session */
 	Watch	   *watch;			/* of sock; moves with it (lanes.c) */
 	bool		readable;		/* socket reported readable since last pass */
@@ -79,7 +77,6 @@ struct TunnelSession
 	LIBSSH2_SESSION *ssh;
 	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
 	int			host_key_try;	/* family asked first for a bare pin */
-	bool		trying_next;	/* authenticating with the rotation's key */
 	bool		host_key_unsaved;	/* seen first, not yet in the catalog */
 	bool		algorithm_unsaved;	/* a bare pin's algorithm, learned */
 	char		host_key_algorithm[64]; /* it was negotiated with, or "" */
@@ -159,7 +156,6 @@ tunnel_ms_until(TimestampTz t, TimestampTz now)
 
 /* session.c */
 extern void tunnel_session_close_connection(TunnelSession *s, bool polite);
-extern void tunnel_session_free_addrs(TunnelSession *s);
 extern long tunnel_session_backoff_ms(int failures, double first_ms,
 									  double cap_ms);
 /* Give the session a turn at the next service (a client has bytes). */

@@ -665,3 +665,9 @@ tunnel_forward_status(PG_FUNCTION_ARGS)
 	}
 	return (Datum) 0;
 }
+
+const char *
+tunnel_status_name(TunnelStatusSlot *slot)
+{
+	return slot ? slot->name : NULL;
+}

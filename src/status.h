@@ -94,4 +94,7 @@ extern void tunnel_status_count_bytes(TunnelCounters *c,
 
 extern const char *tunnel_state_name(TunnelState state);
 
+/* The tunnel's name in slot (the worker's own; NULL for no slot). */
+extern const char *tunnel_status_name(TunnelStatusSlot *slot);
+
 #endif							/* TUNNEL_STATUS_H */

@@ -138,11 +138,13 @@ tt_fail() {  # tunnel -> "step|detail" of the first failing step
 }
 lsql "SELECT tunnel_create('t_refused', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $FREE, local_port => 54330)" >/dev/null
 r=$(tt_fail t_refused); echo "# $r"
-check "tcp_connect fails when nothing listens, and says so" grep -q "^tcp_connect|nothing listens on 127.0.0.1 port $FREE" <<<"$r"
+check "tcp_connect fails when nothing listens, in the worker's words, and says what to check" \
+  grep -q "^tcp_connect|could not connect to 127.0.0.1 port $FREE: Connection refused; nothing listens there: check that sshd runs" <<<"$r"
 
 create t_silent "ssh_port => $SILENT, local_port => 54331" >/dev/null
 r=$(lsql "SELECT step || '|' || detail || '|' || round(elapsed_ms) FROM tunnel_test('t_silent') WHERE NOT ok"); echo "# $r"
-check "ssh_handshake times out on a listener that never speaks SSH" grep -q "^ssh_handshake|no SSH handshake within 3 s" <<<"$r"
+check "ssh_handshake times out on a listener that never speaks SSH" \
+  grep -q "^ssh_handshake|SSH handshake with 127.0.0.1 port $SILENT timed out after 3 s; something listens there but does not speak SSH|" <<<"$r"
 # Timed by the server, in one session: psql's own start-up on a busy
 # machine is not the function's doing.
 err=$(psql -X -q -h "$dir" -p $LPORT -d postgres -At 2>&1 <<'SQL'
@@ -162,13 +164,13 @@ check "... promptly (< 2.5 s)" awk "BEGIN { exit !($took < 2.5) }"
 # the third bastion, which exempts us from its penalties.
 create t_pinned "ssh_port => $SPORT3, local_port => 54332, host_key_fingerprint => 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'" >> sshd/authorized_keys
 r=$(tt_fail t_pinned); echo "# $r"
-check "ssh_handshake fails on a host key mismatch and names both keys" \
-  grep -q "^ssh_handshake|host key ssh-ed25519 SHA256:.* does not match the expected SHA256:AAAA" <<<"$r"
+check "ssh_handshake fails on a host key mismatch and names both keys, in the worker's words" \
+  grep -q "^ssh_handshake|host key of 127.0.0.1 port $SPORT3 does not match: expected SHA256:AAAA.*, bastion presented .*ssh-ed25519 SHA256:" <<<"$r"
 
 create t_noauth "ssh_port => $SPORT3, local_port => 54333" >/dev/null
 r=$(tt_fail t_noauth); echo "# $r"
-check "authenticate fails for a key not in authorized_keys and gives the line to add" \
-  grep -q "^authenticate|the bastion refused key .* add this key to ~$me/.ssh/authorized_keys on 127.0.0.1: restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",permitlisten=\"NONE:1\",command=" <<<"$r"
+check "authenticate fails for a key not in authorized_keys, in the worker's words, and gives the line to add" \
+  grep -q "^authenticate|bastion 127.0.0.1 refused key SHA256:.* for user \"$me\": add the line from tunnel_public_key('t_noauth') to ~$me/.ssh/authorized_keys on 127.0.0.1; the line: restrict,port-forwarding,permitopen=\"127.0.0.1:$PPORT\",permitlisten=\"NONE:1\",command=" <<<"$r"
 # The worker's first retry of a refused key comes 5 to 10 s after the
 # refusal (10 s, with jitter from its upper half), the usual backoff's within
 # 2 s (reconnect_max_delay = 2 here): watched for 4 s from the refusal, in

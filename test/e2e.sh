@@ -381,6 +381,13 @@ check "tunnel_test negotiates the pinned key too" \
   grep -q "^host key ecdsa-sha2-nistp256 $EC matches" <<<"$(lsql "SELECT detail FROM tunnel_test('pin_ec') WHERE step = 'ssh_handshake'")"
 check "bare pin of another key: the mismatch says the next attempt asks for ECDSA" \
   grep -q "bastion presented ssh-ed25519 $ED; the pin names no algorithm, so the next attempt asks for the bastion's ECDSA key" <<<"$err_bare"
+# tunnel_test walks the families as the worker does (on a tunnel the worker
+# leaves alone, so that nothing was learned): both find the ECDSA key.
+pin pin_ec_walk 54336 "$EC"
+lsql "SELECT tunnel_disable('pin_ec_walk')" >/dev/null
+r=$(lsql "SELECT detail FROM tunnel_test('pin_ec_walk') WHERE step = 'ssh_handshake'"); echo "# tunnel_test: $r"
+check "tunnel_test agrees with the worker on a bare pin of the second family: it asks for the next, and the ECDSA key matches" \
+  grep -q "^host key ecdsa-sha2-nistp256 $EC matches; the pin names no algorithm and the bastion presents ssh-ed25519 $ED first" <<<"$r"
 # Two pins: the bastion rotates from Ed25519 to RSA.
 pin pin_two 54335 "$(kl host_key)
 $(kl host_key_rsa)"
@@ -406,10 +413,10 @@ check "the mismatch names both algorithms and fingerprints" \
   grep -qF "expected ecdsa-sha2-nistp256 $EC, bastion presented ecdsa-sha2-nistp256 $NEWEC" <<<"$err"
 check "... and does not guess that the bastion was rebuilt" bash -c '! grep -qi "rebuilt" <<<"$1"' _ "$err"
 r=$(lsql "SELECT detail FROM tunnel_test('pin_ec') WHERE step = 'ssh_handshake'"); echo "# tunnel_test: $r"
-check "tunnel_test names both too" grep -qF "host key ecdsa-sha2-nistp256 $NEWEC does not match the expected ecdsa-sha2-nistp256 $EC" <<<"$r"
+check "tunnel_test names both too, in the worker's words" grep -qF "host key of 127.0.0.1 port $PINPORT does not match: expected ecdsa-sha2-nistp256 $EC, bastion presented ecdsa-sha2-nistp256 $NEWEC" <<<"$r"
 check "the RSA pin is not disturbed" wait_state pin_rs connected 20
 check "no client gets through the changed key" bash -c "! psql -X -h 127.0.0.1 -p 54332 -d 'dbname=postgres connect_timeout=5' -Atc 'SELECT 1' >/dev/null 2>&1"
-for t in pin_ed pin_ec pin_rs pin_ec_bare pin_two; do lsql "SELECT tunnel_drop('$t')" >/dev/null; done
+for t in pin_ed pin_ec pin_rs pin_ec_bare pin_ec_walk pin_two; do lsql "SELECT tunnel_drop('$t')" >/dev/null; done
 kill_pins
 
 lsql "CREATE SERVER priv FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '54321', dbname 'postgres');
