@@ -427,6 +427,27 @@ append_permitopen(StringInfo line, const char *name)
 	return SPI_processed;
 }
 
+/*
+ * The options that restrict a key (or a certificate's principal) to the
+ * tunnel's targets, followed by a space: authorized_keys and
+ * AuthorizedPrincipalsFile take the same ones.
+ */
+static void
+append_restrictions(StringInfo line, const char *name)
+{
+	StringInfoData targets;
+
+	/* No target (a catalog edited by hand): no forwarding at all. */
+	initStringInfo(&targets);
+	appendStringInfoString(line, "restrict,");
+	if (append_permitopen(&targets, name) > 0)
+		appendStringInfo(line, "port-forwarding,%s" TUNNEL_NO_LISTEN,
+						 targets.data);
+	appendStringInfoString(line,
+						   "command=\"" TUNNEL_FORCED_COMMAND "\" ");
+	pfree(targets.data);
+}
+
 char *
 tunnel_authorized_line(const char *name, bool restricted, bool next)
 {
@@ -448,20 +469,23 @@ tunnel_authorized_line(const char *name, bool restricted, bool next)
 
 	initStringInfo(&line);
 	if (restricted)
-	{
-		StringInfoData targets;
-
-		/* No target (a catalog edited by hand): no forwarding at all. */
-		initStringInfo(&targets);
-		appendStringInfoString(&line, "restrict,");
-		if (append_permitopen(&targets, name) > 0)
-			appendStringInfo(&line, "port-forwarding,%s" TUNNEL_NO_LISTEN,
-							 targets.data);
-		appendStringInfoString(&line,
-							   "command=\"" TUNNEL_FORCED_COMMAND "\" ");
-		pfree(targets.data);
-	}
+		append_restrictions(&line, name);
 	appendStringInfoString(&line, key);
+	result = SPI_palloc(line.len + 1);
+	memcpy(result, line.data, line.len + 1);
+	pfree(line.data);
+	return result;
+}
+
+char *
+tunnel_principals_line(const char *name, const char *principal)
+{
+	StringInfoData line;
+	char	   *result;
+
+	initStringInfo(&line);
+	append_restrictions(&line, name);
+	appendStringInfoString(&line, principal);
 	result = SPI_palloc(line.len + 1);
 	memcpy(result, line.data, line.len + 1);
 	pfree(line.data);

@@ -96,6 +96,8 @@ struct Probe
 	char	   *host_key;		/* recorded or pinned, or NULL */
 	char	   *host_key_algorithms;	/* to prefer (version 1.2), or NULL */
 	char	   *via;
+	char	   *certificate;	/* of the key (1.4), or NULL */
+	char	   *next_certificate;	/* of the pending key (1.4), or NULL */
 	List	   *targets;		/* of ProbeTarget */
 
 	TunnelConnect connect;		/* holds the socket and libssh2's session */
@@ -350,7 +352,9 @@ read_definition(Probe *p, bool missing_ok)
 						  "       t.key_fingerprint, s.private_key, t.next_public_key, "
 						  "       t.next_key_fingerprint, s.next_private_key, "
 						  "       t.host_key_fingerprint, t.via, "
-						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", t.key_type "
+						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", t.key_type, "
+						  "       " TUNNEL_V14_COLUMN_SQL("certificate") ", "
+						  "       " TUNNEL_V14_COLUMN_SQL("next_certificate") " "
 						  "FROM tunnel_ssh.tunnel t "
 						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 						  "WHERE t.name = $1",
@@ -377,6 +381,8 @@ read_definition(Probe *p, bool missing_ok)
 	p->via = tunnel_spi_value(tuple, desc, 11, false);
 	p->host_key_algorithms = tunnel_spi_value(tuple, desc, 12, false);
 	p->key_type = tunnel_spi_value(tuple, desc, 13, false);
+	p->certificate = tunnel_spi_value(tuple, desc, 14, false);
+	p->next_certificate = tunnel_spi_value(tuple, desc, 15, false);
 	/* What the DBA is told to paste: the lines tunnel_public_key returns. */
 	p->public_key = tunnel_authorized_line(p->name, true, false);
 	if (p->next_public_key)
@@ -444,9 +450,11 @@ prepare_connect(Probe *p)
 	if (p->next_private_key)
 	{
 		c->keys[c->nkeys].private_key = p->next_private_key;
+		c->keys[c->nkeys].certificate = p->next_certificate;
 		c->keys[c->nkeys++].fingerprint = p->next_key_fingerprint;
 	}
 	c->keys[c->nkeys].private_key = p->private_key;
+	c->keys[c->nkeys].certificate = p->certificate;
 	c->keys[c->nkeys++].fingerprint = p->key_fingerprint;
 }
 
@@ -710,6 +718,22 @@ step_handshake(Probe *p)
 	return end_step(p, "ssh_handshake", true);
 }
 
+/* Logged in with a certificate: say which, and until when. */
+static void
+note_certificate(Probe *p)
+{
+	TunnelConnect *c = &p->connect;
+	char		until[64];
+	char		note[256];
+
+	if (!c->cert_used)
+		return;
+	cert_format_time(c->cert_valid_before, until, sizeof(until));
+	snprintf(note, sizeof(note), "; with certificate \"%s\" valid until %s",
+			 c->cert_key_id, until);
+	strlcat(p->detail, note, sizeof(p->detail));
+}
+
 static bool
 step_auth(Probe *p)
 {
@@ -732,6 +756,7 @@ step_auth(Probe *p)
 		snprintf(p->detail, sizeof(p->detail),
 				 "user \"%s\" authenticated with the new key %s of the pending rotation",
 				 p->ssh_user, p->next_key_fingerprint);
+		note_certificate(p);
 		return end_step(p, "authenticate", true);
 	}
 	snprintf(p->detail, sizeof(p->detail),
@@ -742,6 +767,7 @@ step_auth(Probe *p)
 			 with_next ? "/.ssh/authorized_keys: " : "");
 	if (with_next)
 		strlcat(p->detail, p->next_public_key, sizeof(p->detail));
+	note_certificate(p);
 	return end_step(p, "authenticate", true);
 }
 

@@ -184,8 +184,12 @@ tunnel_create(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(tunnel_public_key);
 
 /*
- * tunnel_public_key(name, restricted) returns the authorized_keys line of
- * the tunnel's key: restricted to its targets unless restricted is false.
+ * tunnel_public_key(name, restricted, what, principal) returns the
+ * authorized_keys line of the tunnel's key (restricted to its targets
+ * unless restricted is false); with what => 'key' the bare public key a CA
+ * signs, with what => 'principals' the AuthorizedPrincipalsFile line for
+ * principal (by default the tunnel's ssh_user), restricted like the
+ * authorized_keys line.  what and principal came with version 1.4.
  */
 Datum
 tunnel_public_key(PG_FUNCTION_ARGS)
@@ -194,12 +198,43 @@ tunnel_public_key(PG_FUNCTION_ARGS)
 	/* restricted came with version 1.2 of the SQL function */
 	bool		restricted = PG_NARGS() < 2 || PG_ARGISNULL(1) ||
 		PG_GETARG_BOOL(1);
+	char	   *what = PG_NARGS() > 2 ? tunnel_arg_optional_text(fcinfo, 2) : NULL;
+	char	   *principal = PG_NARGS() > 3 ? tunnel_arg_optional_text(fcinfo, 3) : NULL;
 	char	   *line;
 
+	if (what == NULL)
+		what = "authorized_keys";
+	if (strcmp(what, "authorized_keys") != 0 && strcmp(what, "key") != 0 &&
+		strcmp(what, "principals") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown value \"%s\" for \"what\"", what),
+				 errhint("Use \"authorized_keys\", \"key\" (the public key for a CA to sign) or \"principals\" (an AuthorizedPrincipalsFile line).")));
+
 	SPI_connect();
-	line = tunnel_authorized_line(name, restricted, false);
+	line = tunnel_authorized_line(name, restricted && what[0] == 'a',
+								  false);
 	if (line == NULL)
 		tunnel_not_found(name);
+	if (what[0] == 'p')
+	{
+		if (principal == NULL)
+		{
+			Oid			argtypes[1] = {TEXTOID};
+			Datum		values[1] = {CStringGetTextDatum(name)};
+
+			tunnel_spi_check(SPI_execute_with_args("SELECT ssh_user FROM tunnel_ssh.tunnel WHERE name = $1",
+												   1, argtypes, values, NULL, true, 1));
+			principal = tunnel_spi_value(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, false);
+		}
+		if (principal[0] == '\0' || strpbrk(principal, " \t\r\n,") != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid principal \"%s\"", principal),
+					 errdetail("A principal is one word without spaces or commas.")));
+		line = tunnel_principals_line(name, principal);
+	}
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(line));
 }

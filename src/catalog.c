@@ -229,7 +229,9 @@ read_definitions(MemoryContext result_cxt, List **defs)
 					  "       t.key_type, t.key_fingerprint, s.private_key, "
 					  "       t.host_key_fingerprint, t.host_key_pinned, t.enabled, "
 					  "       f.local_port, f.remote_host, f.remote_port, "
-					  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL " "
+					  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", "
+					  "       " TUNNEL_V14_COLUMN_SQL("certificate") ", "
+					  "       " TUNNEL_V14_COLUMN_SQL("next_certificate") " "
 					  "FROM tunnel_ssh.tunnel t "
 					  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 					  "     LEFT JOIN tunnel_ssh.forward f ON f.tunnel = t.name "
@@ -263,6 +265,8 @@ read_definitions(MemoryContext result_cxt, List **defs)
 			current->host_key_pinned = bool_value(tuple, desc, 9);
 			current->enabled = bool_value(tuple, desc, 10);
 			current->host_key_algorithms = text_or_null(tuple, desc, 14);
+			current->certificate = text_or_null(tuple, desc, 15);
+			current->next_certificate = text_or_null(tuple, desc, 16);
 			*defs = lappend(*defs, current);
 			if (key)
 				keys_wipe(key);
@@ -445,6 +449,8 @@ catalog_copy_def(const TunnelDef *def)
 	copy->next_private_key = dup_or_null(def->next_private_key);
 	copy->next_key_fingerprint = dup_or_null(def->next_key_fingerprint);
 	copy->rotation_started = def->rotation_started;
+	copy->certificate = dup_or_null(def->certificate);
+	copy->next_certificate = dup_or_null(def->next_certificate);
 	foreach(lc, def->forwards)
 	{
 		ForwardDef *src = lfirst(lc);

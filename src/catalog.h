@@ -38,6 +38,9 @@ typedef struct TunnelDef
 	char	   *next_private_key;	/* secret, wiped like private_key */
 	char	   *next_key_fingerprint;
 	TimestampTz rotation_started;
+	/* OpenSSH certificates of the key and of the next key (1.4), or NULL */
+	char	   *certificate;
+	char	   *next_certificate;
 	List	   *forwards;		/* of ForwardDef */
 } TunnelDef;
 
@@ -58,6 +61,13 @@ typedef struct TunnelDef
 	"CASE WHEN pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.?) 'host_key_algorithms' " \
 	"THEN pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.->>) 'host_key_algorithms' " \
 	"ELSE '" TUNNEL_LEGACY_HOST_KEY_ALGORITHMS "' END"
+
+/*
+ * SQL for a column of tunnel_ssh.tunnel t that came with 1.4, NULL in a
+ * catalog of an earlier version.
+ */
+#define TUNNEL_V14_COLUMN_SQL(col) \
+	"pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.->>) '" col "'"
 
 /*
  * Has tunnel_ssh.tunnel this column in the catalog version installed (the

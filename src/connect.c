@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage/latch.h"
@@ -255,6 +256,7 @@ own_strings(TunnelConnect *c)
 		secrets[i] = (char *) copy_string(cxt, c->keys[i].private_key);
 		c->keys[i].private_key = secrets[i];
 		c->keys[i].fingerprint = copy_string(cxt, c->keys[i].fingerprint);
+		c->keys[i].certificate = copy_string(cxt, c->keys[i].certificate);
 	}
 	forget_strings(c);
 	c->cxt = cxt;
@@ -270,6 +272,7 @@ reset_progress(TunnelConnect *c)
 	c->tcp_errno = 0;
 	c->tcp = false;
 	c->key = 0;
+	c->cert_used = false;
 	c->address[0] = '\0';
 	c->handshaken = false;
 	memset(&c->methods, 0, sizeof(c->methods));
@@ -512,6 +515,60 @@ step_handshake(TunnelConnect *c)
 }
 
 /*
+ * A key with a certificate logs in with the certificate's blob and a
+ * signature of our own (cert.c): libssh2 1.10's frommemory path cannot take
+ * a certificate, and this one path serves 1.10 and 1.11 alike.  Returns
+ * libssh2's rc; a certificate that is not valid now is not offered (the
+ * bastion would refuse it, and sshd penalises refusals): *invalid then
+ * names why, and the result is LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED.
+ */
+static int
+auth_with_certificate(TunnelConnect *c, const TunnelConnectKey *key,
+					  const char **invalid)
+{
+	TunnelCert	cert;
+	const char *error;
+	char		when[64];
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+	int			rc;
+
+	if (!cert_parse(key->certificate, &cert, &error))
+	{
+		MemoryContextSwitchTo(old);
+		*invalid = psprintf("the certificate of key %s does not parse: %s",
+							key->fingerprint ? key->fingerprint : "", error);
+		return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
+	}
+	MemoryContextSwitchTo(old);
+	switch (cert_validity(&cert, (uint64) time(NULL)))
+	{
+		case CERT_EXPIRED:
+			cert_format_time(cert.valid_before, when, sizeof(when));
+			*invalid = psprintf("certificate \"%s\" of key %s expired at %s: renew it and call tunnel_certificate_set('%s', ...)",
+								cert.key_id, key->fingerprint, when, c->tunnel);
+			return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
+		case CERT_NOT_YET_VALID:
+			cert_format_time(cert.valid_after, when, sizeof(when));
+			*invalid = psprintf("certificate \"%s\" of key %s is not valid before %s",
+								cert.key_id, key->fingerprint, when);
+			return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
+		default:
+			break;
+	}
+	c->signer.private_pem = key->private_key;
+	rc = libssh2_userauth_publickey(c->ssh, c->user, cert.blob, cert.blob_len,
+									cert_sign, (void **) &c->signer);
+	if (rc == 0)
+	{
+		c->cert_used = true;
+		strlcpy(c->cert_key_id, cert.key_id, sizeof(c->cert_key_id));
+		c->cert_valid_after = cert.valid_after;
+		c->cert_valid_before = cert.valid_before;
+	}
+	return rc;
+}
+
+/*
  * The keys in order (a rotation's new key before the key it replaces); any
  * failure of one but the last moves on to the next, on the same connection.
  */
@@ -519,13 +576,17 @@ static void
 step_auth(TunnelConnect *c)
 {
 	const TunnelConnectKey *key;
+	const char *invalid = NULL;
 	int			rc;
 
 	for (;;)
 	{
 		key = &c->keys[c->key];
+		invalid = NULL;
 		if (key->private_key == NULL)
 			rc = LIBSSH2_ERROR_FILE;
+		else if (key->certificate != NULL)
+			rc = auth_with_certificate(c, key, &invalid);
 		else
 			rc = libssh2_userauth_publickey_frommemory(c->ssh, c->user,
 													   strlen(c->user),
@@ -549,6 +610,14 @@ step_auth(TunnelConnect *c)
 		fail(c, CONNECT_FAILURE_KEY_UNREADABLE,
 			 "the stored private key cannot be read; rotate it with tunnel_rotate_key('%s')",
 			 c->tunnel);
+	else if (invalid != NULL)
+		fail(c, CONNECT_FAILURE_KEY_REFUSED, "%s", invalid);
+	else if (key->certificate != NULL &&
+			 (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
+			  rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED))
+		fail(c, CONNECT_FAILURE_KEY_REFUSED,
+			 "bastion %s refused the certificate of key %s for user \"%s\": check that its sshd trusts the certificate's CA (TrustedUserCAKeys) and accepts one of its principals for \"%s\" (AuthorizedPrincipalsFile, or the user name)",
+			 c->host, key->fingerprint ? key->fingerprint : "", c->user, c->user);
 	else if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
 			 rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
 		fail(c, CONNECT_FAILURE_KEY_REFUSED,

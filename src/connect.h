@@ -26,6 +26,7 @@
 #include <netdb.h>
 #include <libssh2.h>
 
+#include "cert.h"
 #include "methods.h"
 #include "tunnel_ssh.h"
 
@@ -61,6 +62,7 @@ typedef struct TunnelConnectKey
 {
 	const char *private_key;	/* secret; NULL reads as unreadable */
 	const char *fingerprint;
+	const char *certificate;	/* OpenSSH certificate line of it, or NULL */
 } TunnelConnectKey;
 
 #define TUNNEL_CONNECT_MAX_KEYS 2
@@ -119,6 +121,12 @@ typedef struct TunnelConnect
 	bool		host_key_trusted;	/* first use: nothing was expected */
 	bool		next_family;	/* a bare pin: ask for the next family */
 	int			accepted;		/* DONE: index of the key accepted */
+	TunnelCertSigner signer;	/* AUTH: libssh2's sign callback reads it */
+	/* DONE: the accepted key's certificate, if it had one (cert.h) */
+	bool		cert_used;
+	char		cert_key_id[128];
+	uint64		cert_valid_after;
+	uint64		cert_valid_before;
 
 	/* the end */
 	TunnelConnectFailure failure;
