@@ -58,7 +58,7 @@ sign() {
   ssh-keygen -q -s ca -I "$id" -n "$me" -V "$v" "$@" "$t.pub" 2>/dev/null
   cat "$t-cert.pub"
 }
-set_cert() { lsql "SELECT tunnel_certificate_set('$1', \$c\$$2\$c\$)"; }
+set_cert() { lsql "SELECT tunnel_certificate_set('$1', \$c\$$2\$c\$)" >/dev/null; }
 log_has() { grep -qF -- "$2" "$1"; }
 
 # --- which certificate types log in here (measured) ---
@@ -173,7 +173,7 @@ echo "$line" > sshd/principals
 set_cert p "$(sign p cert-p -5m:+1h)"
 check "the principals bastion takes the certificate" wait_state p connected 15
 check "a query through it works" query_ok 54352
-lsql "SELECT tunnel_certificate_set('p', NULL)" 2>/dev/null
+lsql "SELECT tunnel_certificate_set('p', NULL)" >/dev/null 2>&1
 check "status shows no certificate once removed" test -z "$(col p certificate_key_id)"
 relogin pr.conf
 check "without the certificate, and no authorized_keys line, auth_failed" wait_state p auth_failed 15
