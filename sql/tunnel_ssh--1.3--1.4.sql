@@ -50,7 +50,8 @@ CREATE FUNCTION tunnel_ssh.certificate_info(certificate text,
 	AS 'MODULE_PATHNAME', 'tunnel_certificate_info';
 
 -- tunnel_public_key(name, restricted, what): what => 'authorized_keys'
--- (the line, as before), 'key' (the bare public key a CA signs) or
+-- (the line, as before), 'key' (the bare public key a CA signs),
+-- 'next_key' (the pending key of a rotation, for its own certificate) or
 -- 'principals' (the AuthorizedPrincipalsFile line for principal, by
 -- default the tunnel's ssh_user).
 DROP FUNCTION @extschema@.tunnel_public_key(text, boolean);

@@ -205,15 +205,19 @@ tunnel_public_key(PG_FUNCTION_ARGS)
 	if (what == NULL)
 		what = "authorized_keys";
 	if (strcmp(what, "authorized_keys") != 0 && strcmp(what, "key") != 0 &&
-		strcmp(what, "principals") != 0)
+		strcmp(what, "next_key") != 0 && strcmp(what, "principals") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown value \"%s\" for \"what\"", what),
-				 errhint("Use \"authorized_keys\", \"key\" (the public key for a CA to sign) or \"principals\" (an AuthorizedPrincipalsFile line).")));
+				 errhint("Use \"authorized_keys\", \"key\" (the public key for a CA to sign), \"next_key\" (the pending key of a rotation) or \"principals\" (an AuthorizedPrincipalsFile line).")));
 
 	SPI_connect();
 	line = tunnel_authorized_line(name, restricted && what[0] == 'a',
-								  false);
+								  what[0] == 'n');
+	if (line == NULL && what[0] == 'n' && tunnel_exists(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no key rotation is pending for tunnel \"%s\"", name)));
 	if (line == NULL)
 		tunnel_not_found(name);
 	if (what[0] == 'p')

@@ -164,6 +164,23 @@ check "a certificate not yet valid ends in auth_failed naming its start" \
 check "tunnel_test says the same in its authenticate row" \
   grep -q 'is not valid before' <<<"$(lsql "SELECT detail FROM tunnel_test('c') WHERE step = 'authenticate'")"
 
+# --- a key rotation: the new key gets a certificate of its own ---
+set_cert c "$(sign c cert-three -5m:+1h)"
+wait_state c connected 15 >/dev/null
+lsql "SELECT tunnel_rotate_key('c')" >/dev/null 2>&1
+next_fp=$(lsql "SELECT next_key_fingerprint FROM tunnel_ssh.tunnel WHERE name = 'c'")
+lsql "SELECT tunnel_public_key('c', what => 'next_key')" > c_next.pub
+rm -f c_next-cert.pub
+ssh-keygen -q -s ca -I cert-next -n "$me" -V -5m:+1h c_next.pub
+out=$(lsql "SELECT tunnel_certificate_set('c', \$c\$$(cat c_next-cert.pub)\$c\$)" 2>&1)
+check "a certificate of the pending key is stored for it" \
+  grep -q "stored for the pending key $next_fp" <<<"$out"
+check "the current key keeps its certificate meanwhile" test "$(col c certificate_key_id)" = cert-three
+rotated() { test "$(col c "rotation_pending::text || ' ' || key_fingerprint")" = "false $next_fp"; }
+check "the rotation completes with the new key's certificate" wait_for 30 rotated
+check "the bastion saw the new key's certificate" log_has sshd/ca.log 'ID cert-next'
+check "the new key's certificate is now the tunnel's" test "$(col c certificate_key_id)" = cert-next
+
 # --- AuthorizedPrincipalsFile, and removing the certificate ---
 lsql "SELECT tunnel_create('p', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $PR_PORT, ssh_user => '$me', local_port => 54352, key_type => '$kt')" >/dev/null 2>&1
 line=$(lsql "SELECT tunnel_public_key('p', what => 'principals')")
