@@ -490,6 +490,13 @@ catalog_stored_key_differs(const TunnelDef *a, const TunnelDef *b)
 		str_differs(a->key_fingerprint, b->key_fingerprint);
 }
 
+bool
+catalog_certificate_differs(const TunnelDef *a, const TunnelDef *b)
+{
+	return str_differs(a->certificate, b->certificate) ||
+		str_differs(a->next_certificate, b->next_certificate);
+}
+
 /*
  * A rotation that starts, ends or is cancelled leaves the session alone: it
  * keeps the key it authenticated with, which is either the old key (still

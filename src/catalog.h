@@ -108,6 +108,12 @@ extern void catalog_free_def(TunnelDef *def);
 /* Do two definitions hold a different private key or key fingerprint? */
 extern bool catalog_stored_key_differs(const TunnelDef *a, const TunnelDef *b);
 
+/*
+ * Do two definitions hold other certificates?  Never a reason for a new
+ * session: the next login uses them.
+ */
+extern bool catalog_certificate_differs(const TunnelDef *a, const TunnelDef *b);
+
 /* Do two definitions need a new SSH session (bastion, account, key)? */
 extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);
 

@@ -1596,6 +1596,20 @@ tunnel_session_destroy(TunnelSession *s)
 }
 
 void
+tunnel_session_credentials_changed(TunnelSession *s)
+{
+	/*
+	 * Waiting out a refused login: the DBA's remedy (a renewed certificate)
+	 * is tried now rather than at the end of a backoff of minutes.
+	 */
+	if (s->phase == PHASE_BACKOFF && s->penalised)
+	{
+		s->retry_at = GetCurrentTimestamp();
+		s->failures = 0;
+	}
+}
+
+void
 tunnel_session_set_def(TunnelSession *s, const TunnelDef *def)
 {
 	dlist_iter	iter;
