@@ -744,7 +744,9 @@ step_auth(Probe *p)
 	if (!through(p, CONNECT_AUTH))
 	{
 		failure_detail(p, NULL);
-		if (c->failure == CONNECT_FAILURE_KEY_REFUSED)
+		/* A certificate's remedy is the CA's, not an authorized_keys line. */
+		if (c->failure == CONNECT_FAILURE_KEY_REFUSED &&
+			c->keys[c->key].certificate == NULL)
 		{
 			strlcat(p->detail, "; the line: ", sizeof(p->detail));
 			strlcat(p->detail, p->public_key, sizeof(p->detail));
