@@ -550,6 +550,8 @@ tcp_advice(TunnelConnect *c)
 {
 	if (c->failure == CONNECT_FAILURE_TIMEOUT)
 		return "a firewall or security group may drop traffic from this server to the bastion";
+	if (c->tcp_errno == ECONNREFUSED && c->proxy_url)
+		return "nothing listens there: check that the proxy runs, and the tunnel's proxy URL (tunnel_alter)";
 	if (c->tcp_errno == ECONNREFUSED)
 		return "nothing listens there: check that sshd runs on the bastion and the tunnel's ssh_port";
 	return NULL;

@@ -536,9 +536,10 @@ http_reply(TunnelProxyHandshake *h)
 		sscanf(status + 8, " %3d", &code) != 1)
 		return failed(h, "proxy %s did not answer as an HTTP proxy: \"%s\"",
 					  h->name, status);
-	if (code == 407 && h->url.has_auth)
+	/* 407 per RFC 9110; tinyproxy's BasicAuth answers a CONNECT with 401. */
+	if ((code == 407 || code == 401) && h->url.has_auth)
 		return failed(h, "proxy %s refused the credentials (%s)", h->name, status);
-	if (code == 407)
+	if (code == 407 || code == 401)
 		return failed(h, "proxy %s requires a username and password (%s): give them in the proxy URL",
 					  h->name, status);
 	if (code < 200 || code > 299)

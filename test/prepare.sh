@@ -8,7 +8,7 @@
 # installed major.  Sets $user, and exports PG_CONFIG for the suites.
 prepare_machine() {
   local need=(libssh2-1-dev libssl-dev openssh-server openssh-client procps
-              iproute2 make gcc pkg-config gdb strace "$@")
+              iproute2 make gcc pkg-config gdb strace dante-server tinyproxy "$@")
   [ -n "${PG_CONFIG:-}" ] || need+=(postgresql postgresql-server-dev-all)
   local missing=() p
   for p in "${need[@]}"; do
