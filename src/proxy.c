@@ -313,13 +313,13 @@ socks_connect(TunnelProxyHandshake *h)
 	out_byte(h, 5);
 	out_byte(h, 1);
 	out_byte(h, 0);
-	if (h->url.kind == PROXY_SOCKS5 && inet_pton(AF_INET, h->target, addr) == 1)
+	/* A literal is sent as an address whatever the scheme: no name to resolve. */
+	if (inet_pton(AF_INET, h->target, addr) == 1)
 	{
 		out_byte(h, 1);
 		out_bytes(h, addr, 4);
 	}
-	else if (h->url.kind == PROXY_SOCKS5 &&
-			 inet_pton(AF_INET6, h->target, addr) == 1)
+	else if (inet_pton(AF_INET6, h->target, addr) == 1)
 	{
 		out_byte(h, 4);
 		out_bytes(h, addr, 16);
