@@ -346,16 +346,27 @@ resolve_failed(TunnelConnect *c, int rc)
 static void lookup(TunnelConnect *c);
 
 /*
- * c->addrs holds the answer.  For socks5:// they were the bastion's: its
- * first address is what the proxy will be asked for, and the proxy's own
- * name is looked up next.  Otherwise TCP connects to them.
+ * c->addrs holds the answer.  For socks5:// they were the bastion's: one
+ * address is what the proxy will be asked for, and the proxy's own name is
+ * looked up next.  Otherwise TCP connects to them.
  */
 static void
 resolved(TunnelConnect *c)
 {
 	if (c->proxy_url && !looking_up_proxy(c))
 	{
-		if (getnameinfo(c->addrs->ai_addr, c->addrs->ai_addrlen,
+		struct addrinfo *ai = c->addrs;
+
+		/*
+		 * The proxy gets one address and cannot try the next: the first
+		 * IPv4 one, as a proxy's way out is IPv4 more often than not
+		 * ("localhost" is ::1 first on some hosts).
+		 */
+		while (ai->ai_next && ai->ai_family != AF_INET)
+			ai = ai->ai_next;
+		if (ai->ai_family != AF_INET)
+			ai = c->addrs;
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen,
 						c->proxy_target, sizeof(c->proxy_target), NULL, 0,
 						NI_NUMERICHOST) != 0)
 			strlcpy(c->proxy_target, c->host, sizeof(c->proxy_target));

@@ -43,6 +43,7 @@ struct TunnelProxyHandshake
 	char		name[TUNNEL_PROXY_FIELD + 8];	/* "host:port" of the proxy */
 	char		target[TUNNEL_PROXY_FIELD];
 	int			port;
+	char		shown[TUNNEL_PROXY_FIELD + 8];	/* "target:port", for messages */
 	ProxyPhase	phase;
 	unsigned char out[PROXY_BUF];
 	int			outlen;
@@ -378,6 +379,9 @@ tunnel_proxy_start(const TunnelProxyUrl *url, const char *target, int port)
 	tunnel_proxy_name(url, h->name, sizeof(h->name));
 	strlcpy(h->target, target, sizeof(h->target));
 	h->port = port;
+	snprintf(h->shown, sizeof(h->shown), "%s%s%s:%d",
+			 strchr(target, ':') ? "[" : "", target,
+			 strchr(target, ':') ? "]" : "", port);
 	if (url->kind == PROXY_HTTP)
 		http_connect(h);
 	else
@@ -505,8 +509,8 @@ socks_reply(TunnelProxyHandshake *h)
 		return failed(h, "proxy %s did not answer as a SOCKS5 proxy (version byte %d)",
 					  h->name, h->in[0]);
 	if (h->in[1] != 0)
-		return failed(h, "proxy %s refused the connection to %s:%d: %s (SOCKS5 reply %d)",
-					  h->name, h->target, h->port,
+		return failed(h, "proxy %s refused the connection to %s: %s (SOCKS5 reply %d)",
+					  h->name, h->shown,
 					  socks_reply_text(h->in[1]), h->in[1]);
 	if (len < 0)
 		return failed(h, "proxy %s answered with an unknown address type %d",
@@ -543,8 +547,8 @@ http_reply(TunnelProxyHandshake *h)
 		return failed(h, "proxy %s requires a username and password (%s): give them in the proxy URL",
 					  h->name, status);
 	if (code < 200 || code > 299)
-		return failed(h, "proxy %s refused the connection to %s:%d: %s",
-					  h->name, h->target, h->port, status);
+		return failed(h, "proxy %s refused the connection to %s: %s",
+					  h->name, h->shown, status);
 	h->phase = PHASE_DONE;
 	return PROXY_DONE;
 }

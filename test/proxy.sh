@@ -22,6 +22,14 @@ mkdir -p proxy
 
 # dante without authentication, tinyproxy open and with BasicAuth: ours,
 # unprivileged.  The dante with username/password is proxy.root.sh's.
+# Debian 13 dropped dante: there microsocks serves SOCKS5, both with and
+# without username/password (it logs nothing: ss shows what it holds).
+if command -v danted >/dev/null; then SOCKS=danted; else SOCKS=microsocks; fi
+echo "# SOCKS5 server: $SOCKS"
+if [ $SOCKS = microsocks ]; then
+  microsocks -i 127.0.0.1 -p $D1 >/dev/null 2>&1 & extra_pids+=($!)
+  microsocks -i 127.0.0.1 -p $D2 -u tunnel_proxy -P "$DPASS" >/dev/null 2>&1 & extra_pids+=($!)
+else
 cat > proxy/dante.conf <<C
 logoutput: $dir/proxy/dante.log
 internal: 127.0.0.1 port = $D1
@@ -32,6 +40,9 @@ client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
 socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 log: connect error }
 C
 danted -f "$dir/proxy/dante.conf" -D -p "$dir/proxy/dante.pid"
+wait_for 5 test -s proxy/dante.pid
+extra_pids+=($(cat proxy/dante.pid))
+fi
 for n in 1 2; do
   port=$T1; [ $n = 2 ] && port=$T2
   cat > proxy/tiny$n.conf <<C
@@ -49,8 +60,8 @@ C
   tinyproxy -c "$dir/proxy/tiny$n.conf"
 done
 pidof_file() { cat "$dir/proxy/$1.pid" 2>/dev/null; }
-wait_for 5 test -s proxy/dante.pid; wait_for 5 test -s proxy/tiny1.pid; wait_for 5 test -s proxy/tiny2.pid
-extra_pids+=($(pidof_file dante) $(pidof_file tiny1) $(pidof_file tiny2))
+wait_for 5 test -s proxy/tiny1.pid; wait_for 5 test -s proxy/tiny2.pid
+extra_pids+=($(pidof_file tiny1) $(pidof_file tiny2))
 check "setup: the four proxies listen, nothing on the down port" \
   eval "wait_for 5 port_open $D1 && wait_for 5 port_open $D2 && wait_for 5 port_open $T1 && wait_for 5 port_open $T2 && ! port_open $DOWN"
 
@@ -95,8 +106,10 @@ through() {  # name url local_port log-file log-pattern proxy-pid-or-empty
   create "$name" "'$url'" "local_port => $port" >> sshd/authorized_keys
   check "$name: connects through $(sed 's#//[^@]*@#//#' <<<"$url")" wait_state "$name" connected 15 || return
   check "$name: a query runs through the tunnel" query_ok "$port"
-  check "$name: the proxy's log shows the connection to the bastion" wait_for 5 grep -qE "$pat" "$log" ||
-    tail -n 3 "$log" | sed 's/^/# /'
+  if [ -n "$log" ]; then
+    check "$name: the proxy's log shows the connection to the bastion" wait_for 5 grep -qE "$pat" "$log" ||
+      tail -n 3 "$log" | sed 's/^/# /'
+  fi
   # dante logs the port it connects from: the bastion saw that connection.
   if [[ $log == *dante* ]]; then
     local from
@@ -110,8 +123,13 @@ through() {  # name url local_port log-file log-pattern proxy-pid-or-empty
   check "$name: tunnel_test shows a proxy row between tcp_connect and ssh_handshake" \
     grep -q "tcp_connect=true proxy=true ssh_handshake=true authenticate=true" <<<"$rows"
 }
-through s5 "socks5://127.0.0.1:$D1" 54401 proxy/dante.log "127\.0\.0\.1\.$SPORT" danted
-HOST=localhost through s5h "socks5h://tunnel_proxy:$DPASS@127.0.0.1:$D2" 54402 proxy/dante_auth.log "username%tunnel_proxy@127\.0\.0\.1\.[0-9]+ 127\.0\.0\.1\.$D2 -> .*127\.0\.0\.1\.$SPORT" ""
+if [ $SOCKS = danted ]; then
+  through s5 "socks5://127.0.0.1:$D1" 54401 proxy/dante.log "127\.0\.0\.1\.$SPORT" danted
+  HOST=localhost through s5h "socks5h://tunnel_proxy:$DPASS@127.0.0.1:$D2" 54402 proxy/dante_auth.log "username%tunnel_proxy@127\.0\.0\.1\.[0-9]+ 127\.0\.0\.1\.$D2 -> .*127\.0\.0\.1\.$SPORT" ""
+else
+  through s5 "socks5://127.0.0.1:$D1" 54401 "" "" microsocks
+  HOST=localhost through s5h "socks5h://tunnel_proxy:$DPASS@127.0.0.1:$D2" 54402 "" "" microsocks
+fi
 through http "http://127.0.0.1:$T1" 54403 proxy/tiny1.log "CONNECT 127\.0\.0\.1:$SPORT" tinyproxy
 through httpauth "http://tunnel_proxy:$TPASS@127.0.0.1:$T2" 54404 proxy/tiny2.log "CONNECT 127\.0\.0\.1:$SPORT" tinyproxy
 # socks5:// resolves locally: dante is asked for the address, not the name.
@@ -128,6 +146,11 @@ fails() {  # name proxy-url expected-message tunnel_test-step [bastion port]
   SSHPORT=${5:-$SPORT} create "$name" "'$url'" >> sshd/authorized_keys
   wait_for 15 test -n "$(error_of "$name")"
   got=$(error_of "$name")
+  # A want of "~ERE" matches a pattern (proxies' versions word some replies differently).
+  if [[ $want == "~"* ]]; then
+    want=${want#\~}
+    [[ $got =~ ^$want$ ]] && want=$got
+  fi
   check "$name: last_error is \"$want\"" test "$got" = "$want" || echo "# got: $got"
   check "$name: the log says it" wait_for 5 log_says "$name" "$want"
   row=$(lsql "SELECT step || '=' || ok || ': ' || detail FROM tunnel_test('$name') WHERE NOT ok")
@@ -135,7 +158,7 @@ fails() {  # name proxy-url expected-message tunnel_test-step [bastion port]
 }
 fails wrongs5 "socks5h://tunnel_proxy:wrong-pw@127.0.0.1:$D2" "proxy 127.0.0.1:$D2 refused the credentials" proxy
 fails nocreds5 "socks5://127.0.0.1:$D2" "proxy 127.0.0.1:$D2 requires a username and password (SOCKS5 method 255): give them in the proxy URL" proxy
-fails wronghttp "http://tunnel_proxy:wrong-pw@127.0.0.1:$T2" "proxy 127.0.0.1:$T2 refused the credentials (HTTP/1.0 401 Unauthorized)" proxy
+fails wronghttp "http://tunnel_proxy:wrong-pw@127.0.0.1:$T2" "~proxy 127\.0\.0\.1:$T2 refused the credentials \(HTTP/1\.0 (401 Unauthorized|407 Proxy Authentication Required)\)" proxy
 fails down "socks5://127.0.0.1:$DOWN" "could not connect to proxy 127.0.0.1:$DOWN: Connection refused" tcp_connect
 fails unreach5 "socks5://127.0.0.1:$D1" "proxy 127.0.0.1:$D1 refused the connection to 127.0.0.1:$FREE: connection refused (SOCKS5 reply 5)" proxy $FREE
 fails unreachhttp "http://127.0.0.1:$T1" "proxy 127.0.0.1:$T1 refused the connection to 127.0.0.1:$FREE: HTTP/1.1 500 Unable to connect" proxy $FREE
