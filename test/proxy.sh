@@ -128,7 +128,8 @@ if [ $SOCKS = danted ]; then
   HOST=localhost through s5h "socks5h://tunnel_proxy:$DPASS@127.0.0.1:$D2" 54402 proxy/dante_auth.log "username%tunnel_proxy@127\.0\.0\.1\.[0-9]+ 127\.0\.0\.1\.$D2 -> .*127\.0\.0\.1\.$SPORT" ""
 else
   through s5 "socks5://127.0.0.1:$D1" 54401 "" "" microsocks
-  HOST=localhost through s5h "socks5h://tunnel_proxy:$DPASS@127.0.0.1:$D2" 54402 "" "" microsocks
+  # microsocks resolves "localhost" to ::1 first, where sshd does not listen.
+  through s5h "socks5h://tunnel_proxy:$DPASS@127.0.0.1:$D2" 54402 "" "" microsocks
 fi
 through http "http://127.0.0.1:$T1" 54403 proxy/tiny1.log "CONNECT 127\.0\.0\.1:$SPORT" tinyproxy
 through httpauth "http://tunnel_proxy:$TPASS@127.0.0.1:$T2" 54404 proxy/tiny2.log "CONNECT 127\.0\.0\.1:$SPORT" tinyproxy
