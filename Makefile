@@ -17,6 +17,7 @@ OBJS = \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/proxy.o \
 	src/sendturn.o \
 	src/session.o \
 	src/status.o \

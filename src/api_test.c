@@ -98,6 +98,7 @@ struct Probe
 	char	   *via;
 	char	   *certificate;	/* of the key (1.4), or NULL */
 	char	   *next_certificate;	/* of the pending key (1.4), or NULL */
+	char	   *proxy;			/* secret: the first hop's proxy URL, or NULL */
 	List	   *targets;		/* of ProbeTarget */
 
 	TunnelConnect connect;		/* holds the socket and libssh2's session */
@@ -383,6 +384,15 @@ read_definition(Probe *p, bool missing_ok)
 	p->key_type = tunnel_spi_value(tuple, desc, 13, false);
 	p->certificate = tunnel_spi_value(tuple, desc, 14, false);
 	p->next_certificate = tunnel_spi_value(tuple, desc, 15, false);
+	/* The proxy came with 1.4, kept beside the private key. */
+	if (catalog_has_column("proxy"))
+	{
+		tunnel_spi_check(SPI_execute_with_args("SELECT proxy FROM tunnel_ssh.secret WHERE tunnel = $1",
+											   1, argtypes, values, NULL, true, 1));
+		if (SPI_processed > 0)
+			p->proxy = tunnel_spi_value(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, true);
+	}
 	/* What the DBA is told to paste: the lines tunnel_public_key returns. */
 	p->public_key = tunnel_authorized_line(p->name, true, false);
 	if (p->next_public_key)
@@ -441,6 +451,7 @@ prepare_connect(Probe *p)
 	c->port = p->ssh_port;
 	c->user = p->ssh_user;
 	c->via = p->via;
+	c->proxy = p->via ? NULL : p->proxy;
 	c->key_type = p->key_type;
 	c->host_keys = p->host_key;
 	c->host_key_algorithms = p->host_key_algorithms;
@@ -530,7 +541,15 @@ step_resolve(Probe *p)
 						NI_NUMERICHOST) == 0)
 			appendStringInfo(&seen, "%s%s", seen.len ? ", " : "", host);
 	}
-	snprintf(p->detail, sizeof(p->detail), "%s is %s", p->ssh_host, seen.data);
+	if (c->proxy_url == NULL)
+		snprintf(p->detail, sizeof(p->detail), "%s is %s", p->ssh_host, seen.data);
+	else if (strcmp(c->proxy_target, p->ssh_host) == 0)
+		snprintf(p->detail, sizeof(p->detail),
+				 "proxy %s is %s; the proxy resolves %s",
+				 c->proxy_url->host, seen.data, p->ssh_host);
+	else
+		snprintf(p->detail, sizeof(p->detail), "%s is %s; proxy %s is %s",
+				 p->ssh_host, c->proxy_target, c->proxy_url->host, seen.data);
 	return end_step(p, "resolve", true);
 }
 
@@ -539,6 +558,8 @@ tcp_advice(TunnelConnect *c)
 {
 	if (c->failure == CONNECT_FAILURE_TIMEOUT)
 		return "a firewall or security group may drop traffic from this server to the bastion";
+	if (c->tcp_errno == ECONNREFUSED && c->proxy_url)
+		return "nothing listens there: check that the proxy runs, and the tunnel's proxy URL (tunnel_alter)";
 	if (c->tcp_errno == ECONNREFUSED)
 		return "nothing listens there: check that sshd runs on the bastion and the tunnel's ssh_port";
 	return NULL;
@@ -555,9 +576,33 @@ step_connect(Probe *p)
 		failure_detail(p, tcp_advice(c));
 		return end_step(p, "tcp_connect", false);
 	}
-	snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
-			 c->address, p->ssh_port);
+	if (c->proxy_url)
+		snprintf(p->detail, sizeof(p->detail), "connected to proxy %s (%s)",
+				 c->proxy_name, c->address);
+	else
+		snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
+				 c->address, p->ssh_port);
 	return end_step(p, "tcp_connect", true);
+}
+
+/* The proxy's handshake: a row of its own, only for a tunnel with one. */
+static bool
+step_proxy(Probe *p)
+{
+	TunnelConnect *c = &p->connect;
+
+	if (c->proxy_url == NULL)
+		return true;
+	begin_step(p);
+	if (!through(p, CONNECT_PROXY))
+	{
+		failure_detail(p, c->failure == CONNECT_FAILURE_TIMEOUT ?
+					   "the proxy may not reach the bastion, or drop the traffic" : NULL);
+		return end_step(p, "proxy", false);
+	}
+	snprintf(p->detail, sizeof(p->detail), "proxy %s connected to %s port %d",
+			 c->proxy_name, c->proxy_target, p->ssh_port);
+	return end_step(p, "proxy", true);
 }
 
 /*
@@ -644,7 +689,7 @@ reconnect(Probe *p)
 	if (p->outer)
 		return open_jump(p);
 	tunnel_connect_begin(c);
-	if (through(p, CONNECT_TCP))
+	if (through(p, c->proxy_url ? CONNECT_PROXY : CONNECT_TCP))
 		return true;
 	failure_detail(p, tcp_advice(c));
 	return false;
@@ -926,6 +971,8 @@ release(Probe *p)
 		keys_wipe(p->private_key);
 	if (p->next_private_key)
 		keys_wipe(p->next_private_key);
+	if (p->proxy)
+		keys_wipe(p->proxy);
 	p->private_key = p->next_private_key = NULL;
 	if (p->outer)
 	{
@@ -945,8 +992,8 @@ run_hop(Probe *p)
 	Probe	   *o;
 
 	if (p->via == NULL)
-		return step_resolve(p) && step_connect(p) && step_handshake(p) &&
-			step_auth(p);
+		return step_resolve(p) && step_connect(p) && step_proxy(p) &&
+			step_handshake(p) && step_auth(p);
 
 	begin_step(p);
 	if (p->hops + 1 >= MAX_HOPS)

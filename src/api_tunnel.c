@@ -25,6 +25,7 @@
 #include "api_forward.h"
 #include "catalog.h"
 #include "keys.h"
+#include "proxy.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
 
@@ -32,6 +33,62 @@ static Datum
 opt_datum(char *s)
 {
 	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+/*
+ * A proxy URL as given to tunnel_create or tunnel_alter: its form without
+ * credentials, or an error that quotes none of it (the URL may hold a
+ * password; errhidestmt keeps the statement out of the server log too).
+ */
+static char *
+check_proxy(const char *text, const char *via)
+{
+	TunnelProxyUrl url;
+	const char *reason;
+	char	   *display;
+
+	if (!tunnel_proxy_parse(text, &url, &reason))
+	{
+		tunnel_proxy_wipe(&url);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid proxy URL"),
+				 errdetail("%s", reason),
+				 errhint("Write socks5://[user:password@]host:port, socks5h://... (the proxy resolves the bastion's name) or http://[user:password@]host:port."),
+				 errhidestmt(true)));
+	}
+	tunnel_proxy_wipe(&url);
+	/* The jump tunnel's session carries this one: a proxy would go unused. */
+	if (via)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a tunnel with via cannot have a proxy"),
+				 errdetail("It reaches its bastion through tunnel \"%s\"; a proxy is used for the first hop only.",
+						   via),
+				 errhint("Give the proxy to tunnel \"%s\" instead.", via),
+				 errhidestmt(true)));
+	display = tunnel_proxy_display(&url);
+	return display;
+}
+
+/*
+ * Store the proxy of tunnel name: the whole URL beside its private key, the
+ * form without credentials in its row; NULL removes it.  Needs SPI.
+ */
+static void
+store_proxy(const char *name, const char *text, const char *display)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(name), opt_datum((char *) display)};
+
+	tunnel_spi_run("UPDATE tunnel_ssh.tunnel SET proxy = $2 WHERE name = $1",
+				   2, types, values, display ? NULL : " n");
+	if (text)
+		tunnel_spi_write_secret("UPDATE tunnel_ssh.secret SET proxy = $2 WHERE tunnel = $1",
+								name, text);
+	else
+		tunnel_spi_run("UPDATE tunnel_ssh.secret SET proxy = NULL WHERE tunnel = $1",
+					   1, types, values, NULL);
 }
 
 PG_FUNCTION_INFO_V1(tunnel_check_setup);
@@ -79,6 +136,10 @@ tunnel_create(PG_FUNCTION_ARGS)
 		text_to_cstring(PG_GETARG_TEXT_PP(9));
 	bool		restricted = PG_NARGS() < 11 || PG_ARGISNULL(10) ||
 		PG_GETARG_BOOL(10);
+	/* proxy came with 1.4; '' is no proxy, as in tunnel_alter */
+	char	   *proxy = PG_NARGS() < 12 || PG_ARGISNULL(11) ? NULL :
+		text_to_cstring(PG_GETARG_TEXT_PP(11));
+	char	   *proxy_display = NULL;
 	TunnelLines via_before = {0};
 	const char *reason;
 	TunnelKeyType key_type;
@@ -107,6 +168,10 @@ tunnel_create(PG_FUNCTION_ARGS)
 		fingerprint = tunnel_check_host_key_pins(fingerprint);
 	if (!PG_ARGISNULL(6))
 		tunnel_check_local_port(PG_GETARG_INT32(6));
+	if (proxy && proxy[0] == '\0')
+		proxy = NULL;
+	if (proxy)
+		proxy_display = check_proxy(proxy, via);
 
 	/* What outlives SPI_finish (the returned line) is made out of SPI's context. */
 	caller_cxt = CurrentMemoryContext;
@@ -173,6 +238,11 @@ tunnel_create(PG_FUNCTION_ARGS)
 	tunnel_spi_write_secret("INSERT INTO tunnel_ssh.secret (tunnel, private_key) VALUES ($1, $2)",
 							name, key.private_pem);
 	keys_wipe(key.private_pem);
+	if (proxy)
+	{
+		store_proxy(name, proxy, proxy_display);
+		keys_wipe(proxy);
+	}
 
 	line = tunnel_authorized_line(name, restricted, false);
 	if (via)
@@ -309,6 +379,9 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	char	   *ssh_user = tunnel_arg_optional_text(fcinfo, 3);
 	char	   *remote_host = tunnel_arg_optional_text(fcinfo, 4);
 	char	   *fingerprint = tunnel_arg_optional_text(fcinfo, 7);
+	/* proxy came with 1.4: NULL keeps it, '' removes it */
+	char	   *proxy = PG_NARGS() < 9 ? NULL : tunnel_arg_optional_text(fcinfo, 8);
+	char	   *proxy_display = NULL;
 	bool		target_given = remote_host || !PG_ARGISNULL(5) || !PG_ARGISNULL(6);
 	bool		new_bastion;
 	bool		forget_host_key;
@@ -356,6 +429,8 @@ tunnel_alter(PG_FUNCTION_ARGS)
 				 errhint("Use tunnel_forward_add and tunnel_forward_drop to change the forwards one by one.")));
 	if (!PG_ARGISNULL(6))
 		tunnel_require_port_free(PG_GETARG_INT32(6), name);
+	if (proxy && proxy[0] != '\0')
+		proxy_display = check_proxy(proxy, via);
 
 	/*
 	 * Another bastion has another host key: unless one is given, the next
@@ -411,6 +486,11 @@ tunnel_alter(PG_FUNCTION_ARGS)
 					   "  local_port = coalesce($4, local_port) "
 					   "WHERE tunnel = $1",
 					   4, types, values, nulls);
+	}
+	if (proxy)
+	{
+		store_proxy(name, proxy_display ? proxy : NULL, proxy_display);
+		keys_wipe(proxy);
 	}
 	tunnel_notice_changed_lines(name, &before);
 	if (via)

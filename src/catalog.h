@@ -34,6 +34,7 @@ typedef struct TunnelDef
 	char	   *host_key_algorithms;
 	bool		enabled;
 	char	   *via;			/* jump tunnel carrying the session, or NULL */
+	char	   *proxy;			/* secret: the first hop's proxy URL (1.4) */
 	/* a key rotation under way (version 1.1): NULL when none */
 	char	   *next_private_key;	/* secret, wiped like private_key */
 	char	   *next_key_fingerprint;

@@ -28,12 +28,14 @@
 
 #include "cert.h"
 #include "methods.h"
+#include "proxy.h"
 #include "tunnel_ssh.h"
 
 typedef enum TunnelConnectStep
 {
 	CONNECT_RESOLVE,			/* looking up the bastion's name */
 	CONNECT_TCP,				/* TCP connect, address after address */
+	CONNECT_PROXY,				/* the proxy's handshake (proxy.h) */
 	CONNECT_HANDSHAKE,			/* SSH handshake and host key check */
 	CONNECT_AUTH,				/* public key authentication */
 	CONNECT_DONE,				/* logged in: the owner takes sock and ssh */
@@ -45,6 +47,7 @@ typedef enum TunnelConnectFailure
 	CONNECT_OK,
 	CONNECT_FAILURE_RESOLVE,	/* the name did not resolve */
 	CONNECT_FAILURE_TCP,		/* no address took the connection */
+	CONNECT_FAILURE_PROXY,		/* the proxy refused, or did not speak */
 	CONNECT_FAILURE_TIMEOUT,	/* the owner's deadline passed (any step) */
 	CONNECT_FAILURE_HANDSHAKE,	/* no SSH handshake: not SSH, or it broke */
 	CONNECT_FAILURE_REFUSED,	/* closed before its banner: sshd's penalties */
@@ -86,6 +89,7 @@ typedef struct TunnelConnect
 	int			port;
 	const char *user;
 	const char *via;			/* the jump tunnel's name, or NULL */
+	const char *proxy;			/* secret: the first hop's proxy URL, or NULL */
 	const char *key_type;		/* of the tunnel's key ("ed25519", "rsa") */
 	const char *host_keys;		/* pins or the key trusted, or NULL */
 	const char *host_key_algorithms;	/* learned order to ask in, or NULL */
@@ -100,6 +104,7 @@ typedef struct TunnelConnect
 	MemoryContext parent;		/* the context the machine was made in */
 	MemoryContext cxt;			/* the copies of the strings above */
 	char	   *secrets[TUNNEL_CONNECT_MAX_KEYS];	/* the copies of the keys */
+	char	   *proxy_secret;	/* the copy of proxy */
 	TunnelConnectStep step;
 	struct gaicb *gai;			/* a lookup under way */
 	struct addrinfo *addrs;		/* the name's addresses */
@@ -109,6 +114,10 @@ typedef struct TunnelConnect
 	bool		tcp;			/* false: a socket the owner handed over */
 	LIBSSH2_SESSION *ssh;
 	int			key;			/* being offered */
+	TunnelProxyUrl *proxy_url;		/* parsed c->proxy, or NULL */
+	TunnelProxyHandshake *proxy_hs;		/* PROXY: under way */
+	char		proxy_name[NI_MAXHOST + 8];	/* "host:port" of the proxy */
+	char		proxy_target[NI_MAXHOST];	/* what the proxy is asked for */
 
 	/* what was learned: valid from the step named */
 	char		address[NI_MAXHOST];	/* TCP: the address being tried */

@@ -737,6 +737,8 @@ prepare_connect(TunnelSession *s)
 	c->port = def->ssh_port;
 	c->user = def->ssh_user;
 	c->via = def->via;
+	/* With via, the jump tunnel's session (and its proxy) carries ours. */
+	c->proxy = def->via ? NULL : def->proxy;
 	c->key_type = def->key_type;
 	c->host_keys = expected_host_keys(s);
 	c->host_key_algorithms = def->host_key_algorithms;
