@@ -72,6 +72,26 @@ check_proxy(const char *text, const char *via)
 }
 
 /*
+ * An error context callback that keeps the statement out of the server log
+ * (log_min_error_statement): the statement of a tunnel_create or tunnel_alter
+ * with a proxy may hold its password, whatever the error is about.
+ */
+static void
+hide_statement(void *arg)
+{
+	errhidestmt(true);
+}
+
+static void
+hide_statement_push(ErrorContextCallback *cb)
+{
+	cb->callback = hide_statement;
+	cb->arg = NULL;
+	cb->previous = error_context_stack;
+	error_context_stack = cb;
+}
+
+/*
  * Store the proxy of tunnel name: the whole URL beside its private key, the
  * form without credentials in its row; NULL removes it.  Needs SPI.
  */
@@ -152,7 +172,11 @@ tunnel_create(PG_FUNCTION_ARGS)
 	Oid			types[11] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTOID, BOOLOID};
 	Datum		values[11];
+	ErrorContextCallback hide_cb;
+	bool		hiding = proxy != NULL;
 
+	if (hiding)
+		hide_statement_push(&hide_cb);
 	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "tunnel name", name);
 	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
 	tunnel_check_arg(validate_host(remote_host, &reason), &reason, "remote_host", remote_host);
@@ -248,6 +272,8 @@ tunnel_create(PG_FUNCTION_ARGS)
 	if (via)
 		tunnel_notice_changed_lines(via, &via_before);
 	SPI_finish();
+	if (hiding)
+		error_context_stack = hide_cb.previous;
 	PG_RETURN_TEXT_P(cstring_to_text(line));
 }
 
@@ -394,7 +420,11 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	char	   *via;
 	TunnelLines before;
 	TunnelLines via_before = {0};
+	ErrorContextCallback hide_cb;
+	bool		hiding = proxy != NULL;
 
+	if (hiding)
+		hide_statement_push(&hide_cb);
 	if (ssh_host)
 		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
 	if (!PG_ARGISNULL(2))
@@ -496,6 +526,8 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	if (via)
 		tunnel_notice_changed_lines(via, &via_before);
 	SPI_finish();
+	if (hiding)
+		error_context_stack = hide_cb.previous;
 	PG_RETURN_VOID();
 }
 
