@@ -12,6 +12,13 @@
 ALTER TABLE tunnel_ssh.tunnel ADD COLUMN certificate text,
 							  ADD COLUMN next_certificate text;
 
+-- An outbound proxy for the first hop (socks5://, socks5h:// or http://).
+-- The URL, credentials and all, is kept in tunnel_ssh.secret beside the
+-- private key, which no grant exposes; tunnel_ssh.tunnel, the tunnels view
+-- and tunnel_status() (pg_monitor) show it without credentials.
+ALTER TABLE tunnel_ssh.tunnel ADD COLUMN proxy text;
+ALTER TABLE tunnel_ssh.secret ADD COLUMN proxy text;
+
 CREATE FUNCTION tunnel_ssh.certificate_follows_key() RETURNS trigger
 	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -97,13 +104,14 @@ CREATE FUNCTION @extschema@.tunnel_status(
 	OUT certificate_ca_fingerprint text,
 	OUT certificate_valid_after timestamptz,
 	OUT certificate_valid_before timestamptz,
-	OUT certificate_validity text)
+	OUT certificate_validity text,
+	OUT proxy text)
 RETURNS SETOF record
 	LANGUAGE sql VOLATILE
 	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 	AS $$
 SELECT s.*, c.principals, c.key_id, c.ca_fingerprint, c.valid_after,
-	   c.valid_before, c.validity
+	   c.valid_before, c.validity, t.proxy
   FROM tunnel_ssh.status_sessions() s
   LEFT JOIN tunnel_ssh.tunnel t ON t.name = s.name
   LEFT JOIN LATERAL tunnel_ssh.certificate_info(t.certificate) c ON true
@@ -113,12 +121,6 @@ CREATE VIEW tunnel_ssh.status AS SELECT * FROM @extschema@.tunnel_status();
 REVOKE ALL ON FUNCTION @extschema@.tunnel_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.tunnel_status() TO pg_monitor;
 GRANT SELECT ON tunnel_ssh.status TO pg_monitor;
--- An outbound proxy for the first hop (socks5://, socks5h:// or http://).
--- The URL, credentials and all, is kept in tunnel_ssh.secret beside the
--- private key, which no grant exposes; tunnel_ssh.tunnel and the tunnels
--- view (pg_monitor) keep it without credentials.
-ALTER TABLE tunnel_ssh.tunnel ADD COLUMN proxy text;
-ALTER TABLE tunnel_ssh.secret ADD COLUMN proxy text;
 
 CREATE OR REPLACE VIEW tunnel_ssh.tunnels AS
 	SELECT t.name, t.ssh_host, t.ssh_port, t.ssh_user,

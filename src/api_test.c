@@ -515,6 +515,26 @@ failure_detail(Probe *p, const char *advice)
 			 advice ? "; " : "", advice ? advice : "");
 }
 
+/*
+ * Keys that would all be refused (expired or not yet valid certificates) are
+ * not tried: the authenticate row says why, and no connection is made, for
+ * sshd penalises one that leaves unauthenticated as a refused login.
+ */
+static bool
+step_keys(Probe *p)
+{
+	char		why[TUNNEL_ERROR_MAXLEN];
+
+	prepare_connect(p);
+	if (tunnel_connect_keys_usable(&p->connect, why, sizeof(why)))
+		return true;
+	begin_step(p);
+	snprintf(p->detail, sizeof(p->detail),
+			 "%s; not offered, and the bastion not contacted: sshd would refuse it and penalise the address",
+			 why);
+	return end_step(p, "authenticate", false);
+}
+
 static bool
 step_resolve(Probe *p)
 {
@@ -992,8 +1012,8 @@ run_hop(Probe *p)
 	Probe	   *o;
 
 	if (p->via == NULL)
-		return step_resolve(p) && step_connect(p) && step_proxy(p) &&
-			step_handshake(p) && step_auth(p);
+		return step_keys(p) && step_resolve(p) && step_connect(p) &&
+			step_proxy(p) && step_handshake(p) && step_auth(p);
 
 	begin_step(p);
 	if (p->hops + 1 >= MAX_HOPS)
@@ -1017,8 +1037,8 @@ run_hop(Probe *p)
 		return end_step(p, "jump", false);
 	}
 	p->outer = o;
-	return run_hop(o) && step_jump_connect(p) && step_handshake(p) &&
-		step_auth(p);
+	return step_keys(p) && run_hop(o) && step_jump_connect(p) &&
+		step_handshake(p) && step_auth(p);
 }
 
 static void

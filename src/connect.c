@@ -152,6 +152,7 @@ tcp_result(pgsocket fd)
 
 /* ---------- the machine ---------- */
 
+static bool check_keys(TunnelConnect *c);
 static void fail(TunnelConnect *c, TunnelConnectFailure failure,
 				 const char *fmt,...) pg_attribute_printf(3, 4);
 
@@ -426,6 +427,8 @@ tunnel_connect_begin(TunnelConnect *c)
 {
 	reset_progress(c);
 	own_strings(c);
+	if (!check_keys(c))
+		return;
 	c->step = CONNECT_RESOLVE;
 	if (c->proxy && !parse_proxy(c))
 		return;
@@ -438,6 +441,8 @@ tunnel_connect_begin_on(TunnelConnect *c, pgsocket sock)
 	reset_progress(c);
 	own_strings(c);
 	own_socket(c, sock, false);
+	if (!check_keys(c))
+		return;
 	begin_ssh(c);
 }
 
@@ -688,6 +693,75 @@ step_handshake(TunnelConnect *c)
 }
 
 /*
+ * Why key cannot log in now, or NULL: a certificate that does not parse or
+ * is not valid at this moment (palloc'd in the current context).
+ */
+static char *
+certificate_unusable(const TunnelConnect *c, const TunnelConnectKey *key,
+					 TunnelCert *cert)
+{
+	const char *error;
+	char		when[64];
+
+	if (!cert_parse(key->certificate, cert, &error))
+		return psprintf("the certificate of key %s does not parse: %s",
+						key->fingerprint ? key->fingerprint : "", error);
+	switch (cert_validity(cert, (uint64) time(NULL)))
+	{
+		case CERT_EXPIRED:
+			cert_format_time(cert->valid_before, when, sizeof(when));
+			return psprintf("certificate \"%s\" of key %s expired at %s: renew it and call tunnel_certificate_set('%s', ...)",
+							cert->key_id, key->fingerprint, when, c->tunnel);
+		case CERT_NOT_YET_VALID:
+			cert_format_time(cert->valid_after, when, sizeof(when));
+			return psprintf("certificate \"%s\" of key %s is not valid before %s",
+							cert->key_id, key->fingerprint, when);
+		default:
+			return NULL;
+	}
+}
+
+bool
+tunnel_connect_keys_usable(const TunnelConnect *c, char *why, size_t size)
+{
+	TunnelCert	cert;
+	char	   *reason = NULL;
+	int			i;
+
+	for (i = 0; i < c->nkeys; i++)
+	{
+		if (c->keys[i].private_key == NULL || c->keys[i].certificate == NULL)
+			return true;
+		reason = certificate_unusable(c, &c->keys[i], &cert);
+		if (reason == NULL)
+			return true;
+	}
+	if (reason != NULL)
+	{
+		strlcpy(why, reason, size);
+		pfree(reason);
+	}
+	return reason == NULL;
+}
+
+/*
+ * Before any connection: keys that would all be refused are not offered at
+ * all, for sshd penalises a client that connects and leaves unauthenticated
+ * (PerSourcePenalties noauth) as one that fails to log in.
+ */
+static bool
+check_keys(TunnelConnect *c)
+{
+	char		why[TUNNEL_ERROR_MAXLEN];
+
+	if (tunnel_connect_keys_usable(c, why, sizeof(why)))
+		return true;
+	c->step = CONNECT_AUTH;
+	fail(c, CONNECT_FAILURE_KEY_REFUSED, "%s", why);
+	return false;
+}
+
+/*
  * A key with a certificate logs in with the certificate's blob and a
  * signature of our own (cert.c): libssh2 1.10's frommemory path cannot take
  * a certificate, and this one path serves 1.10 and 1.11 alike.  Returns
@@ -700,33 +774,15 @@ auth_with_certificate(TunnelConnect *c, const TunnelConnectKey *key,
 					  const char **invalid)
 {
 	TunnelCert	cert;
-	const char *error;
-	char		when[64];
 	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+	char	   *reason = certificate_unusable(c, key, &cert);
 	int			rc;
 
-	if (!cert_parse(key->certificate, &cert, &error))
-	{
-		MemoryContextSwitchTo(old);
-		*invalid = psprintf("the certificate of key %s does not parse: %s",
-							key->fingerprint ? key->fingerprint : "", error);
-		return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
-	}
 	MemoryContextSwitchTo(old);
-	switch (cert_validity(&cert, (uint64) time(NULL)))
+	if (reason != NULL)
 	{
-		case CERT_EXPIRED:
-			cert_format_time(cert.valid_before, when, sizeof(when));
-			*invalid = psprintf("certificate \"%s\" of key %s expired at %s: renew it and call tunnel_certificate_set('%s', ...)",
-								cert.key_id, key->fingerprint, when, c->tunnel);
-			return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
-		case CERT_NOT_YET_VALID:
-			cert_format_time(cert.valid_after, when, sizeof(when));
-			*invalid = psprintf("certificate \"%s\" of key %s is not valid before %s",
-								cert.key_id, key->fingerprint, when);
-			return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
-		default:
-			break;
+		*invalid = reason;
+		return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
 	}
 	c->signer.private_pem = key->private_key;
 	rc = libssh2_userauth_publickey(c->ssh, c->user, cert.blob, cert.blob_len,

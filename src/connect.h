@@ -162,6 +162,14 @@ extern void tunnel_connect_begin(TunnelConnect *c);
  */
 extern void tunnel_connect_begin_on(TunnelConnect *c, pgsocket sock);
 
+/*
+ * Whether one of c->keys can log in now: false, with why, when each has a
+ * certificate that is expired, not yet valid or unreadable.  The machine
+ * then fails at CONNECT_AUTH before it connects.
+ */
+extern bool tunnel_connect_keys_usable(const TunnelConnect *c, char *why,
+									   size_t size);
+
 /* Go as far as possible without waiting; c->step says where it stands. */
 extern void tunnel_connect_step(TunnelConnect *c);
 

@@ -162,8 +162,15 @@ set_cert c "$(sign c cert-later +1h:+2h)" 2>/dev/null
 # A new certificate is tried at once, not after the backoff of a refusal.
 check "a certificate not yet valid ends in auth_failed naming its start" \
   wait_for 8 bash -c "grep -q 'certificate \"cert-later\" of key .* is not valid before' <<<\"\$(psql -X -q -h $dir -p $LPORT -d postgres -Atc \"SELECT last_error FROM tunnel_status() WHERE name = 'c'\")\""
+# Not offered at all: the bastion sees no connection (sshd penalises one that
+# leaves unauthenticated), neither from the worker nor from tunnel_test.
+conns=$(grep -c "Connection from" sshd/ca.log)
 detail=$(lsql "SELECT detail FROM tunnel_test('c') WHERE step = 'authenticate'")
 check "tunnel_test says the same in its authenticate row" grep -q 'is not valid before' <<<"$detail"
+check "tunnel_test makes no other step (the bastion is not contacted)" \
+  test "$(lsql "SELECT string_agg(step, ',') FROM tunnel_test('c')")" = authenticate
+check "no connection reached the bastion while the certificate is not valid" \
+  test "$(grep -c "Connection from" sshd/ca.log)" = "$conns"
 check "and does not offer an authorized_keys line for a certificate" bash -c '! grep -q "the line:" <<<"$1"' _ "$detail"
 
 # --- a key rotation: the new key gets a certificate of its own ---

@@ -195,6 +195,8 @@ wsql() { psql -X -q -h "$dir" -p $LPORT -d postgres -U watcher -Atc "$1" 2>&1; }
 seen=$(wsql "SELECT * FROM tunnel_status(); SELECT * FROM tunnel_ssh.tunnels; SELECT * FROM tunnel_ssh.status")
 check "pg_monitor sees the proxies without credentials" \
   eval 'grep -qF "socks5h://127.0.0.1:$D2" <<<"$seen" && grep -qF "http://127.0.0.1:$T2" <<<"$seen"'
+check "tunnel_status() names the proxy, without credentials" \
+  test "$(wsql "SELECT proxy FROM tunnel_status() WHERE name = 'httpauth'")" = "http://127.0.0.1:$T2"
 check "pg_monitor sees no password in status or views" eval '! grep -qE "$DPASS|$TPASS|wrong-pw" <<<"$seen"'
 check "pg_monitor cannot read tunnel_ssh.secret" grep -q "permission denied" <<<"$(wsql "SELECT proxy FROM tunnel_ssh.secret")"
 check "pg_monitor cannot read tunnel_ssh.tunnel either" grep -q "permission denied" <<<"$(wsql "SELECT proxy FROM tunnel_ssh.tunnel")"

@@ -22,7 +22,7 @@ SUITES="e2e topology day2 cert faults isolation security dba proxy durability sc
 CHROOT_SUITES="regress e2e topology day2 cert faults isolation security dba proxy"
 chroot_suites() {  # release
   case $1 in
-    forky) echo "regress e2e day2 cert security dba" ;;
+    forky) echo "regress e2e day2 cert security dba proxy" ;;
     *) echo "$CHROOT_SUITES" ;;
   esac
 }
