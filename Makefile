@@ -3,11 +3,13 @@ MODULE_big = tunnel_ssh
 OBJS = \
 	src/tunnel_ssh.o \
 	src/api.o \
+	src/api_cert.o \
 	src/api_forward.o \
 	src/api_keys.o \
 	src/api_test.o \
 	src/api_tunnel.o \
 	src/catalog.o \
+	src/cert.o \
 	src/channel.o \
 	src/connect.o \
 	src/hostkeys.o \
@@ -15,6 +17,7 @@ OBJS = \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/proxy.o \
 	src/sendturn.o \
 	src/session.o \
 	src/status.o \

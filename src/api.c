@@ -427,6 +427,38 @@ append_permitopen(StringInfo line, const char *name)
 	return SPI_processed;
 }
 
+/* A line made in SPI's context, copied to outlive SPI_finish. */
+static char *
+spi_copy(StringInfo line)
+{
+	char	   *result = SPI_palloc(line->len + 1);
+
+	memcpy(result, line->data, line->len + 1);
+	pfree(line->data);
+	return result;
+}
+
+/*
+ * The options that restrict a key (or a certificate's principal) to the
+ * tunnel's targets, followed by a space: authorized_keys and
+ * AuthorizedPrincipalsFile take the same ones.
+ */
+static void
+append_restrictions(StringInfo line, const char *name)
+{
+	StringInfoData targets;
+
+	/* No target (a catalog edited by hand): no forwarding at all. */
+	initStringInfo(&targets);
+	appendStringInfoString(line, "restrict,");
+	if (append_permitopen(&targets, name) > 0)
+		appendStringInfo(line, "port-forwarding,%s" TUNNEL_NO_LISTEN,
+						 targets.data);
+	appendStringInfoString(line,
+						   "command=\"" TUNNEL_FORCED_COMMAND "\" ");
+	pfree(targets.data);
+}
+
 char *
 tunnel_authorized_line(const char *name, bool restricted, bool next)
 {
@@ -434,7 +466,6 @@ tunnel_authorized_line(const char *name, bool restricted, bool next)
 	Datum		values[1] = {CStringGetTextDatum(name)};
 	StringInfoData line;
 	char	   *key;
-	char	   *result;
 
 	tunnel_spi_check(SPI_execute_with_args(next ?
 						  "SELECT next_public_key FROM tunnel_ssh.tunnel WHERE name = $1" :
@@ -448,24 +479,20 @@ tunnel_authorized_line(const char *name, bool restricted, bool next)
 
 	initStringInfo(&line);
 	if (restricted)
-	{
-		StringInfoData targets;
-
-		/* No target (a catalog edited by hand): no forwarding at all. */
-		initStringInfo(&targets);
-		appendStringInfoString(&line, "restrict,");
-		if (append_permitopen(&targets, name) > 0)
-			appendStringInfo(&line, "port-forwarding,%s" TUNNEL_NO_LISTEN,
-							 targets.data);
-		appendStringInfoString(&line,
-							   "command=\"" TUNNEL_FORCED_COMMAND "\" ");
-		pfree(targets.data);
-	}
+		append_restrictions(&line, name);
 	appendStringInfoString(&line, key);
-	result = SPI_palloc(line.len + 1);
-	memcpy(result, line.data, line.len + 1);
-	pfree(line.data);
-	return result;
+	return spi_copy(&line);
+}
+
+char *
+tunnel_principals_line(const char *name, const char *principal)
+{
+	StringInfoData line;
+
+	initStringInfo(&line);
+	append_restrictions(&line, name);
+	appendStringInfoString(&line, principal);
+	return spi_copy(&line);
 }
 
 void

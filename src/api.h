@@ -119,6 +119,12 @@ extern char *tunnel_authorized_line(const char *name, bool restricted,
  * The restricted lines of a tunnel's keys before a change, and a NOTICE
  * with each line the change altered.  Both need SPI.
  */
+/*
+ * The AuthorizedPrincipalsFile line for principal, with the restrictions of
+ * the tunnel's authorized_keys line; SPI-palloc'd.  Needs SPI.
+ */
+extern char *tunnel_principals_line(const char *name, const char *principal);
+
 typedef struct TunnelLines
 {
 	char	   *current;

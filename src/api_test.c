@@ -96,6 +96,9 @@ struct Probe
 	char	   *host_key;		/* recorded or pinned, or NULL */
 	char	   *host_key_algorithms;	/* to prefer (version 1.2), or NULL */
 	char	   *via;
+	char	   *certificate;	/* of the key (1.4), or NULL */
+	char	   *next_certificate;	/* of the pending key (1.4), or NULL */
+	char	   *proxy;			/* secret: the first hop's proxy URL, or NULL */
 	List	   *targets;		/* of ProbeTarget */
 
 	TunnelConnect connect;		/* holds the socket and libssh2's session */
@@ -350,7 +353,9 @@ read_definition(Probe *p, bool missing_ok)
 						  "       t.key_fingerprint, s.private_key, t.next_public_key, "
 						  "       t.next_key_fingerprint, s.next_private_key, "
 						  "       t.host_key_fingerprint, t.via, "
-						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", t.key_type "
+						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", t.key_type, "
+						  "       " TUNNEL_V14_COLUMN_SQL("certificate") ", "
+						  "       " TUNNEL_V14_COLUMN_SQL("next_certificate") " "
 						  "FROM tunnel_ssh.tunnel t "
 						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 						  "WHERE t.name = $1",
@@ -377,6 +382,17 @@ read_definition(Probe *p, bool missing_ok)
 	p->via = tunnel_spi_value(tuple, desc, 11, false);
 	p->host_key_algorithms = tunnel_spi_value(tuple, desc, 12, false);
 	p->key_type = tunnel_spi_value(tuple, desc, 13, false);
+	p->certificate = tunnel_spi_value(tuple, desc, 14, false);
+	p->next_certificate = tunnel_spi_value(tuple, desc, 15, false);
+	/* The proxy came with 1.4, kept beside the private key. */
+	if (catalog_has_column("proxy"))
+	{
+		tunnel_spi_check(SPI_execute_with_args("SELECT proxy FROM tunnel_ssh.secret WHERE tunnel = $1",
+											   1, argtypes, values, NULL, true, 1));
+		if (SPI_processed > 0)
+			p->proxy = tunnel_spi_value(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, true);
+	}
 	/* What the DBA is told to paste: the lines tunnel_public_key returns. */
 	p->public_key = tunnel_authorized_line(p->name, true, false);
 	if (p->next_public_key)
@@ -435,6 +451,7 @@ prepare_connect(Probe *p)
 	c->port = p->ssh_port;
 	c->user = p->ssh_user;
 	c->via = p->via;
+	c->proxy = p->via ? NULL : p->proxy;
 	c->key_type = p->key_type;
 	c->host_keys = p->host_key;
 	c->host_key_algorithms = p->host_key_algorithms;
@@ -444,9 +461,11 @@ prepare_connect(Probe *p)
 	if (p->next_private_key)
 	{
 		c->keys[c->nkeys].private_key = p->next_private_key;
+		c->keys[c->nkeys].certificate = p->next_certificate;
 		c->keys[c->nkeys++].fingerprint = p->next_key_fingerprint;
 	}
 	c->keys[c->nkeys].private_key = p->private_key;
+	c->keys[c->nkeys].certificate = p->certificate;
 	c->keys[c->nkeys++].fingerprint = p->key_fingerprint;
 }
 
@@ -496,6 +515,26 @@ failure_detail(Probe *p, const char *advice)
 			 advice ? "; " : "", advice ? advice : "");
 }
 
+/*
+ * Keys that would all be refused (expired or not yet valid certificates) are
+ * not tried: the authenticate row says why, and no connection is made, for
+ * sshd penalises one that leaves unauthenticated as a refused login.
+ */
+static bool
+step_keys(Probe *p)
+{
+	char		why[TUNNEL_ERROR_MAXLEN];
+
+	prepare_connect(p);
+	if (tunnel_connect_keys_usable(&p->connect, why, sizeof(why)))
+		return true;
+	begin_step(p);
+	snprintf(p->detail, sizeof(p->detail),
+			 "%s; not offered, and the bastion not contacted: sshd would refuse it and penalise the address",
+			 why);
+	return end_step(p, "authenticate", false);
+}
+
 static bool
 step_resolve(Probe *p)
 {
@@ -522,7 +561,15 @@ step_resolve(Probe *p)
 						NI_NUMERICHOST) == 0)
 			appendStringInfo(&seen, "%s%s", seen.len ? ", " : "", host);
 	}
-	snprintf(p->detail, sizeof(p->detail), "%s is %s", p->ssh_host, seen.data);
+	if (c->proxy_url == NULL)
+		snprintf(p->detail, sizeof(p->detail), "%s is %s", p->ssh_host, seen.data);
+	else if (strcmp(c->proxy_target, p->ssh_host) == 0)
+		snprintf(p->detail, sizeof(p->detail),
+				 "proxy %s is %s; the proxy resolves %s",
+				 c->proxy_url->host, seen.data, p->ssh_host);
+	else
+		snprintf(p->detail, sizeof(p->detail), "%s is %s; proxy %s is %s",
+				 p->ssh_host, c->proxy_target, c->proxy_url->host, seen.data);
 	return end_step(p, "resolve", true);
 }
 
@@ -531,6 +578,8 @@ tcp_advice(TunnelConnect *c)
 {
 	if (c->failure == CONNECT_FAILURE_TIMEOUT)
 		return "a firewall or security group may drop traffic from this server to the bastion";
+	if (c->tcp_errno == ECONNREFUSED && c->proxy_url)
+		return "nothing listens there: check that the proxy runs, and the tunnel's proxy URL (tunnel_alter)";
 	if (c->tcp_errno == ECONNREFUSED)
 		return "nothing listens there: check that sshd runs on the bastion and the tunnel's ssh_port";
 	return NULL;
@@ -547,9 +596,33 @@ step_connect(Probe *p)
 		failure_detail(p, tcp_advice(c));
 		return end_step(p, "tcp_connect", false);
 	}
-	snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
-			 c->address, p->ssh_port);
+	if (c->proxy_url)
+		snprintf(p->detail, sizeof(p->detail), "connected to proxy %s (%s)",
+				 c->proxy_name, c->address);
+	else
+		snprintf(p->detail, sizeof(p->detail), "connected to %s port %d",
+				 c->address, p->ssh_port);
 	return end_step(p, "tcp_connect", true);
+}
+
+/* The proxy's handshake: a row of its own, only for a tunnel with one. */
+static bool
+step_proxy(Probe *p)
+{
+	TunnelConnect *c = &p->connect;
+
+	if (c->proxy_url == NULL)
+		return true;
+	begin_step(p);
+	if (!through(p, CONNECT_PROXY))
+	{
+		failure_detail(p, c->failure == CONNECT_FAILURE_TIMEOUT ?
+					   "the proxy may not reach the bastion, or drop the traffic" : NULL);
+		return end_step(p, "proxy", false);
+	}
+	snprintf(p->detail, sizeof(p->detail), "proxy %s connected to %s port %d",
+			 c->proxy_name, c->proxy_target, p->ssh_port);
+	return end_step(p, "proxy", true);
 }
 
 /*
@@ -636,7 +709,7 @@ reconnect(Probe *p)
 	if (p->outer)
 		return open_jump(p);
 	tunnel_connect_begin(c);
-	if (through(p, CONNECT_TCP))
+	if (through(p, c->proxy_url ? CONNECT_PROXY : CONNECT_TCP))
 		return true;
 	failure_detail(p, tcp_advice(c));
 	return false;
@@ -710,6 +783,22 @@ step_handshake(Probe *p)
 	return end_step(p, "ssh_handshake", true);
 }
 
+/* Logged in with a certificate: say which, and until when. */
+static void
+note_certificate(Probe *p)
+{
+	TunnelConnect *c = &p->connect;
+	char		until[64];
+	char		note[256];
+
+	if (!c->cert_used)
+		return;
+	cert_format_time(c->cert_valid_before, until, sizeof(until));
+	snprintf(note, sizeof(note), "; with certificate \"%s\" valid until %s",
+			 c->cert_key_id, until);
+	strlcat(p->detail, note, sizeof(p->detail));
+}
+
 static bool
 step_auth(Probe *p)
 {
@@ -720,7 +809,9 @@ step_auth(Probe *p)
 	if (!through(p, CONNECT_AUTH))
 	{
 		failure_detail(p, NULL);
-		if (c->failure == CONNECT_FAILURE_KEY_REFUSED)
+		/* A certificate's remedy is the CA's, not an authorized_keys line. */
+		if (c->failure == CONNECT_FAILURE_KEY_REFUSED &&
+			c->keys[c->key].certificate == NULL)
 		{
 			strlcat(p->detail, "; the line: ", sizeof(p->detail));
 			strlcat(p->detail, p->public_key, sizeof(p->detail));
@@ -732,6 +823,7 @@ step_auth(Probe *p)
 		snprintf(p->detail, sizeof(p->detail),
 				 "user \"%s\" authenticated with the new key %s of the pending rotation",
 				 p->ssh_user, p->next_key_fingerprint);
+		note_certificate(p);
 		return end_step(p, "authenticate", true);
 	}
 	snprintf(p->detail, sizeof(p->detail),
@@ -742,6 +834,7 @@ step_auth(Probe *p)
 			 with_next ? "/.ssh/authorized_keys: " : "");
 	if (with_next)
 		strlcat(p->detail, p->next_public_key, sizeof(p->detail));
+	note_certificate(p);
 	return end_step(p, "authenticate", true);
 }
 
@@ -898,6 +991,8 @@ release(Probe *p)
 		keys_wipe(p->private_key);
 	if (p->next_private_key)
 		keys_wipe(p->next_private_key);
+	if (p->proxy)
+		keys_wipe(p->proxy);
 	p->private_key = p->next_private_key = NULL;
 	if (p->outer)
 	{
@@ -917,8 +1012,8 @@ run_hop(Probe *p)
 	Probe	   *o;
 
 	if (p->via == NULL)
-		return step_resolve(p) && step_connect(p) && step_handshake(p) &&
-			step_auth(p);
+		return step_keys(p) && step_resolve(p) && step_connect(p) &&
+			step_proxy(p) && step_handshake(p) && step_auth(p);
 
 	begin_step(p);
 	if (p->hops + 1 >= MAX_HOPS)
@@ -942,8 +1037,8 @@ run_hop(Probe *p)
 		return end_step(p, "jump", false);
 	}
 	p->outer = o;
-	return run_hop(o) && step_jump_connect(p) && step_handshake(p) &&
-		step_auth(p);
+	return step_keys(p) && run_hop(o) && step_jump_connect(p) &&
+		step_handshake(p) && step_auth(p);
 }
 
 static void

@@ -25,6 +25,7 @@
 #include "api_forward.h"
 #include "catalog.h"
 #include "keys.h"
+#include "proxy.h"
 #include "tunnel_ssh.h"
 #include "validate.h"
 
@@ -32,6 +33,82 @@ static Datum
 opt_datum(char *s)
 {
 	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+/*
+ * A proxy URL as given to tunnel_create or tunnel_alter: its form without
+ * credentials, or an error that quotes none of it (the URL may hold a
+ * password; errhidestmt keeps the statement out of the server log too).
+ */
+static char *
+check_proxy(const char *text, const char *via)
+{
+	TunnelProxyUrl url;
+	const char *reason;
+	char	   *display;
+
+	if (!tunnel_proxy_parse(text, &url, &reason))
+	{
+		tunnel_proxy_wipe(&url);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid proxy URL"),
+				 errdetail("%s", reason),
+				 errhint("Write socks5://[user:password@]host:port, socks5h://... (the proxy resolves the bastion's name) or http://[user:password@]host:port."),
+				 errhidestmt(true)));
+	}
+	tunnel_proxy_wipe(&url);
+	/* The jump tunnel's session carries this one: a proxy would go unused. */
+	if (via)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a tunnel with via cannot have a proxy"),
+				 errdetail("It reaches its bastion through tunnel \"%s\"; a proxy is used for the first hop only.",
+						   via),
+				 errhint("Give the proxy to tunnel \"%s\" instead.", via),
+				 errhidestmt(true)));
+	display = tunnel_proxy_display(&url);
+	return display;
+}
+
+/*
+ * An error context callback that keeps the statement out of the server log
+ * (log_min_error_statement): the statement of a tunnel_create or tunnel_alter
+ * with a proxy may hold its password, whatever the error is about.
+ */
+static void
+hide_statement(void *arg)
+{
+	errhidestmt(true);
+}
+
+static void
+hide_statement_push(ErrorContextCallback *cb)
+{
+	cb->callback = hide_statement;
+	cb->arg = NULL;
+	cb->previous = error_context_stack;
+	error_context_stack = cb;
+}
+
+/*
+ * Store the proxy of tunnel name: the whole URL beside its private key, the
+ * form without credentials in its row; NULL removes it.  Needs SPI.
+ */
+static void
+store_proxy(const char *name, const char *text, const char *display)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(name), opt_datum((char *) display)};
+
+	tunnel_spi_run("UPDATE tunnel_ssh.tunnel SET proxy = $2 WHERE name = $1",
+				   2, types, values, display ? NULL : " n");
+	if (text)
+		tunnel_spi_write_secret("UPDATE tunnel_ssh.secret SET proxy = $2 WHERE tunnel = $1",
+								name, text);
+	else
+		tunnel_spi_run("UPDATE tunnel_ssh.secret SET proxy = NULL WHERE tunnel = $1",
+					   1, types, values, NULL);
 }
 
 PG_FUNCTION_INFO_V1(tunnel_check_setup);
@@ -79,6 +156,10 @@ tunnel_create(PG_FUNCTION_ARGS)
 		text_to_cstring(PG_GETARG_TEXT_PP(9));
 	bool		restricted = PG_NARGS() < 11 || PG_ARGISNULL(10) ||
 		PG_GETARG_BOOL(10);
+	/* proxy came with 1.4; '' is no proxy, as in tunnel_alter */
+	char	   *proxy = PG_NARGS() < 12 || PG_ARGISNULL(11) ? NULL :
+		text_to_cstring(PG_GETARG_TEXT_PP(11));
+	char	   *proxy_display = NULL;
 	TunnelLines via_before = {0};
 	const char *reason;
 	TunnelKeyType key_type;
@@ -91,7 +172,11 @@ tunnel_create(PG_FUNCTION_ARGS)
 	Oid			types[11] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTOID, BOOLOID};
 	Datum		values[11];
+	ErrorContextCallback hide_cb;
+	bool		hiding = proxy != NULL;
 
+	if (hiding)
+		hide_statement_push(&hide_cb);
 	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "tunnel name", name);
 	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
 	tunnel_check_arg(validate_host(remote_host, &reason), &reason, "remote_host", remote_host);
@@ -107,6 +192,10 @@ tunnel_create(PG_FUNCTION_ARGS)
 		fingerprint = tunnel_check_host_key_pins(fingerprint);
 	if (!PG_ARGISNULL(6))
 		tunnel_check_local_port(PG_GETARG_INT32(6));
+	if (proxy && proxy[0] == '\0')
+		proxy = NULL;
+	if (proxy)
+		proxy_display = check_proxy(proxy, via);
 
 	/* What outlives SPI_finish (the returned line) is made out of SPI's context. */
 	caller_cxt = CurrentMemoryContext;
@@ -173,19 +262,30 @@ tunnel_create(PG_FUNCTION_ARGS)
 	tunnel_spi_write_secret("INSERT INTO tunnel_ssh.secret (tunnel, private_key) VALUES ($1, $2)",
 							name, key.private_pem);
 	keys_wipe(key.private_pem);
+	if (proxy)
+	{
+		store_proxy(name, proxy, proxy_display);
+		keys_wipe(proxy);
+	}
 
 	line = tunnel_authorized_line(name, restricted, false);
 	if (via)
 		tunnel_notice_changed_lines(via, &via_before);
 	SPI_finish();
+	if (hiding)
+		error_context_stack = hide_cb.previous;
 	PG_RETURN_TEXT_P(cstring_to_text(line));
 }
 
 PG_FUNCTION_INFO_V1(tunnel_public_key);
 
 /*
- * tunnel_public_key(name, restricted) returns the authorized_keys line of
- * the tunnel's key: restricted to its targets unless restricted is false.
+ * tunnel_public_key(name, restricted, what, principal) returns the
+ * authorized_keys line of the tunnel's key (restricted to its targets
+ * unless restricted is false); with what => 'key' the bare public key a CA
+ * signs, with what => 'principals' the AuthorizedPrincipalsFile line for
+ * principal (by default the tunnel's ssh_user), restricted like the
+ * authorized_keys line.  what and principal came with version 1.4.
  */
 Datum
 tunnel_public_key(PG_FUNCTION_ARGS)
@@ -194,12 +294,47 @@ tunnel_public_key(PG_FUNCTION_ARGS)
 	/* restricted came with version 1.2 of the SQL function */
 	bool		restricted = PG_NARGS() < 2 || PG_ARGISNULL(1) ||
 		PG_GETARG_BOOL(1);
+	char	   *what = PG_NARGS() > 2 ? tunnel_arg_optional_text(fcinfo, 2) : NULL;
+	char	   *principal = PG_NARGS() > 3 ? tunnel_arg_optional_text(fcinfo, 3) : NULL;
 	char	   *line;
 
+	if (what == NULL)
+		what = "authorized_keys";
+	if (strcmp(what, "authorized_keys") != 0 && strcmp(what, "key") != 0 &&
+		strcmp(what, "next_key") != 0 && strcmp(what, "principals") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown value \"%s\" for \"what\"", what),
+				 errhint("Use \"authorized_keys\", \"key\" (the public key for a CA to sign), \"next_key\" (the pending key of a rotation) or \"principals\" (an AuthorizedPrincipalsFile line).")));
+
 	SPI_connect();
-	line = tunnel_authorized_line(name, restricted, false);
+	line = tunnel_authorized_line(name, restricted && what[0] == 'a',
+								  what[0] == 'n');
+	if (line == NULL && what[0] == 'n' && tunnel_exists(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no key rotation is pending for tunnel \"%s\"", name)));
 	if (line == NULL)
 		tunnel_not_found(name);
+	if (what[0] == 'p')
+	{
+		if (principal == NULL)
+		{
+			Oid			argtypes[1] = {TEXTOID};
+			Datum		values[1] = {CStringGetTextDatum(name)};
+
+			tunnel_spi_check(SPI_execute_with_args("SELECT ssh_user FROM tunnel_ssh.tunnel WHERE name = $1",
+												   1, argtypes, values, NULL, true, 1));
+			principal = tunnel_spi_value(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, false);
+		}
+		if (principal[0] == '\0' || strpbrk(principal, " \t\r\n,") != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid principal \"%s\"", principal),
+					 errdetail("A principal is one word without spaces or commas.")));
+		line = tunnel_principals_line(name, principal);
+	}
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(line));
 }
@@ -270,6 +405,9 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	char	   *ssh_user = tunnel_arg_optional_text(fcinfo, 3);
 	char	   *remote_host = tunnel_arg_optional_text(fcinfo, 4);
 	char	   *fingerprint = tunnel_arg_optional_text(fcinfo, 7);
+	/* proxy came with 1.4: NULL keeps it, '' removes it */
+	char	   *proxy = PG_NARGS() < 9 ? NULL : tunnel_arg_optional_text(fcinfo, 8);
+	char	   *proxy_display = NULL;
 	bool		target_given = remote_host || !PG_ARGISNULL(5) || !PG_ARGISNULL(6);
 	bool		new_bastion;
 	bool		forget_host_key;
@@ -282,7 +420,11 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	char	   *via;
 	TunnelLines before;
 	TunnelLines via_before = {0};
+	ErrorContextCallback hide_cb;
+	bool		hiding = proxy != NULL;
 
+	if (hiding)
+		hide_statement_push(&hide_cb);
 	if (ssh_host)
 		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
 	if (!PG_ARGISNULL(2))
@@ -317,6 +459,8 @@ tunnel_alter(PG_FUNCTION_ARGS)
 				 errhint("Use tunnel_forward_add and tunnel_forward_drop to change the forwards one by one.")));
 	if (!PG_ARGISNULL(6))
 		tunnel_require_port_free(PG_GETARG_INT32(6), name);
+	if (proxy && proxy[0] != '\0')
+		proxy_display = check_proxy(proxy, via);
 
 	/*
 	 * Another bastion has another host key: unless one is given, the next
@@ -373,10 +517,17 @@ tunnel_alter(PG_FUNCTION_ARGS)
 					   "WHERE tunnel = $1",
 					   4, types, values, nulls);
 	}
+	if (proxy)
+	{
+		store_proxy(name, proxy_display ? proxy : NULL, proxy_display);
+		keys_wipe(proxy);
+	}
 	tunnel_notice_changed_lines(name, &before);
 	if (via)
 		tunnel_notice_changed_lines(via, &via_before);
 	SPI_finish();
+	if (hiding)
+		error_context_stack = hide_cb.previous;
 	PG_RETURN_VOID();
 }
 

@@ -229,7 +229,9 @@ read_definitions(MemoryContext result_cxt, List **defs)
 					  "       t.key_type, t.key_fingerprint, s.private_key, "
 					  "       t.host_key_fingerprint, t.host_key_pinned, t.enabled, "
 					  "       f.local_port, f.remote_host, f.remote_port, "
-					  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL " "
+					  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", "
+					  "       " TUNNEL_V14_COLUMN_SQL("certificate") ", "
+					  "       " TUNNEL_V14_COLUMN_SQL("next_certificate") " "
 					  "FROM tunnel_ssh.tunnel t "
 					  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 					  "     LEFT JOIN tunnel_ssh.forward f ON f.tunnel = t.name "
@@ -263,6 +265,8 @@ read_definitions(MemoryContext result_cxt, List **defs)
 			current->host_key_pinned = bool_value(tuple, desc, 9);
 			current->enabled = bool_value(tuple, desc, 10);
 			current->host_key_algorithms = text_or_null(tuple, desc, 14);
+			current->certificate = text_or_null(tuple, desc, 15);
+			current->next_certificate = text_or_null(tuple, desc, 16);
 			*defs = lappend(*defs, current);
 			if (key)
 				keys_wipe(key);
@@ -371,6 +375,42 @@ read_v11(List *defs, MemoryContext result_cxt)
 	}
 }
 
+/*
+ * The proxy of the first hop came with version 1.4: its URL, with any
+ * credentials, is kept in tunnel_ssh.secret like the private key.
+ */
+static void
+read_proxies(List *defs, MemoryContext result_cxt)
+{
+	int			ret;
+
+	if (!catalog_has_column("proxy"))
+		return;
+	ret = SPI_execute("SELECT s.tunnel, s.proxy FROM tunnel_ssh.secret s "
+					  "WHERE s.proxy IS NOT NULL",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tunnel_ssh catalog: %s",
+			 SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i],
+										SPI_tuptable->tupdesc, 1);
+		char	   *proxy = SPI_getvalue(SPI_tuptable->vals[i],
+										 SPI_tuptable->tupdesc, 2);
+		ListCell   *lc;
+
+		foreach(lc, defs)
+		{
+			TunnelDef  *def = lfirst(lc);
+
+			if (strcmp(def->name, name) == 0)
+				def->proxy = MemoryContextStrdup(result_cxt, proxy);
+		}
+		keys_wipe(proxy);
+	}
+}
+
 typedef struct LoadArgs
 {
 	MemoryContext result_cxt;
@@ -389,6 +429,7 @@ load_step(void *arg)
 	{
 		read_definitions(la->result_cxt, &la->defs);
 		read_v11(la->defs, la->result_cxt);
+		read_proxies(la->defs, la->result_cxt);
 		catalog_v12 = catalog_has_column("host_key_algorithms");
 	}
 }
@@ -442,9 +483,12 @@ catalog_copy_def(const TunnelDef *def)
 	copy->host_key_algorithms = dup_or_null(def->host_key_algorithms);
 	copy->enabled = def->enabled;
 	copy->via = dup_or_null(def->via);
+	copy->proxy = dup_or_null(def->proxy);
 	copy->next_private_key = dup_or_null(def->next_private_key);
 	copy->next_key_fingerprint = dup_or_null(def->next_key_fingerprint);
 	copy->rotation_started = def->rotation_started;
+	copy->certificate = dup_or_null(def->certificate);
+	copy->next_certificate = dup_or_null(def->next_certificate);
 	foreach(lc, def->forwards)
 	{
 		ForwardDef *src = lfirst(lc);
@@ -465,6 +509,8 @@ catalog_free_def(TunnelDef *def)
 		keys_wipe(def->private_key);
 	if (def->next_private_key)
 		keys_wipe(def->next_private_key);
+	if (def->proxy)
+		keys_wipe(def->proxy);
 	list_free_deep(def->forwards);
 	pfree(def);
 }
@@ -482,6 +528,13 @@ catalog_stored_key_differs(const TunnelDef *a, const TunnelDef *b)
 {
 	return str_differs(a->private_key, b->private_key) ||
 		str_differs(a->key_fingerprint, b->key_fingerprint);
+}
+
+bool
+catalog_certificate_differs(const TunnelDef *a, const TunnelDef *b)
+{
+	return str_differs(a->certificate, b->certificate) ||
+		str_differs(a->next_certificate, b->next_certificate);
 }
 
 /*
@@ -506,6 +559,7 @@ catalog_session_differs(const TunnelDef *a, const TunnelDef *b)
 		key_differs(a, b) ||
 		a->enabled != b->enabled ||
 		str_differs(a->via, b->via) ||
+		str_differs(a->proxy, b->proxy) ||
 		(str_differs(a->host_key_fingerprint, b->host_key_fingerprint) &&
 		 a->host_key_fingerprint != NULL);
 }

@@ -34,10 +34,14 @@ typedef struct TunnelDef
 	char	   *host_key_algorithms;
 	bool		enabled;
 	char	   *via;			/* jump tunnel carrying the session, or NULL */
+	char	   *proxy;			/* secret: the first hop's proxy URL (1.4) */
 	/* a key rotation under way (version 1.1): NULL when none */
 	char	   *next_private_key;	/* secret, wiped like private_key */
 	char	   *next_key_fingerprint;
 	TimestampTz rotation_started;
+	/* OpenSSH certificates of the key and of the next key (1.4), or NULL */
+	char	   *certificate;
+	char	   *next_certificate;
 	List	   *forwards;		/* of ForwardDef */
 } TunnelDef;
 
@@ -58,6 +62,13 @@ typedef struct TunnelDef
 	"CASE WHEN pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.?) 'host_key_algorithms' " \
 	"THEN pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.->>) 'host_key_algorithms' " \
 	"ELSE '" TUNNEL_LEGACY_HOST_KEY_ALGORITHMS "' END"
+
+/*
+ * SQL for a column of tunnel_ssh.tunnel t that came with 1.4, NULL in a
+ * catalog of an earlier version.
+ */
+#define TUNNEL_V14_COLUMN_SQL(col) \
+	"pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.->>) '" col "'"
 
 /*
  * Has tunnel_ssh.tunnel this column in the catalog version installed (the
@@ -97,6 +108,12 @@ extern void catalog_free_def(TunnelDef *def);
 
 /* Do two definitions hold a different private key or key fingerprint? */
 extern bool catalog_stored_key_differs(const TunnelDef *a, const TunnelDef *b);
+
+/*
+ * Do two definitions hold other certificates?  Never a reason for a new
+ * session: the next login uses them.
+ */
+extern bool catalog_certificate_differs(const TunnelDef *a, const TunnelDef *b);
 
 /* Do two definitions need a new SSH session (bastion, account, key)? */
 extern bool catalog_session_differs(const TunnelDef *a, const TunnelDef *b);

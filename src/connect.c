@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage/latch.h"
@@ -30,6 +31,7 @@
 #include "connect.h"
 #include "hostkeys.h"
 #include "keys.h"
+#include "proxy.h"
 
 /* ---------- name lookup and TCP ---------- */
 
@@ -150,6 +152,7 @@ tcp_result(pgsocket fd)
 
 /* ---------- the machine ---------- */
 
+static bool check_keys(TunnelConnect *c);
 static void fail(TunnelConnect *c, TunnelConnectFailure failure,
 				 const char *fmt,...) pg_attribute_printf(3, 4);
 
@@ -218,6 +221,11 @@ forget_strings(TunnelConnect *c)
 		keys_wipe(c->secrets[i]);
 		c->secrets[i] = NULL;
 	}
+	keys_wipe(c->proxy_secret);
+	c->proxy_secret = NULL;
+	if (c->proxy_url)
+		tunnel_proxy_wipe(c->proxy_url);
+	c->proxy_url = NULL;
 	if (c->cxt)
 		MemoryContextDelete(c->cxt);
 	c->cxt = NULL;
@@ -241,6 +249,7 @@ own_strings(TunnelConnect *c)
 	MemoryContext cxt = AllocSetContextCreate(c->parent, "tunnel connect",
 											  ALLOCSET_SMALL_SIZES);
 	char	   *secrets[TUNNEL_CONNECT_MAX_KEYS] = {0};
+	char	   *proxy;
 	int			i;
 
 	c->tunnel = copy_string(cxt, c->tunnel);
@@ -250,14 +259,17 @@ own_strings(TunnelConnect *c)
 	c->key_type = copy_string(cxt, c->key_type);
 	c->host_keys = copy_string(cxt, c->host_keys);
 	c->host_key_algorithms = copy_string(cxt, c->host_key_algorithms);
+	proxy = (char *) copy_string(cxt, c->proxy);
 	for (i = 0; i < c->nkeys; i++)
 	{
 		secrets[i] = (char *) copy_string(cxt, c->keys[i].private_key);
 		c->keys[i].private_key = secrets[i];
 		c->keys[i].fingerprint = copy_string(cxt, c->keys[i].fingerprint);
+		c->keys[i].certificate = copy_string(cxt, c->keys[i].certificate);
 	}
 	forget_strings(c);
 	c->cxt = cxt;
+	c->proxy = c->proxy_secret = proxy;
 	memcpy(c->secrets, secrets, sizeof(secrets));
 }
 
@@ -270,6 +282,7 @@ reset_progress(TunnelConnect *c)
 	c->tcp_errno = 0;
 	c->tcp = false;
 	c->key = 0;
+	c->cert_used = false;
 	c->address[0] = '\0';
 	c->handshaken = false;
 	memset(&c->methods, 0, sizeof(c->methods));
@@ -280,6 +293,9 @@ reset_progress(TunnelConnect *c)
 	c->host_key_trusted = false;
 	c->next_family = false;
 	c->accepted = -1;
+	c->proxy_hs = NULL;
+	c->proxy_name[0] = '\0';
+	c->proxy_target[0] = '\0';
 	c->failure = CONNECT_OK;
 	c->failed_at = CONNECT_RESOLVE;
 	c->message[0] = '\0';
@@ -309,23 +325,114 @@ begin_ssh(TunnelConnect *c)
 		fail(c, CONNECT_FAILURE_INVALID, "%s", text);
 }
 
+/*
+ * With a proxy, the lookup under way is the proxy's once the proxy's target
+ * is known: at once for socks5h:// and http:// (the proxy resolves the
+ * bastion's name), after the bastion's own lookup for socks5://.
+ */
+static bool
+looking_up_proxy(TunnelConnect *c)
+{
+	return c->proxy_url != NULL && c->proxy_target[0] != '\0';
+}
+
+static void
+resolve_failed(TunnelConnect *c, int rc)
+{
+	if (looking_up_proxy(c))
+		fail(c, CONNECT_FAILURE_RESOLVE, "could not resolve proxy \"%s\": %s",
+			 c->proxy_url->host, gai_strerror(rc));
+	else
+		fail(c, CONNECT_FAILURE_RESOLVE, "could not resolve \"%s\": %s",
+			 c->host, gai_strerror(rc));
+}
+
+static void lookup(TunnelConnect *c);
+
+/*
+ * c->addrs holds the answer.  For socks5:// they were the bastion's: one
+ * address is what the proxy will be asked for, and the proxy's own name is
+ * looked up next.  Otherwise TCP connects to them.
+ */
+static void
+resolved(TunnelConnect *c)
+{
+	if (c->proxy_url && !looking_up_proxy(c))
+	{
+		struct addrinfo *ai = c->addrs;
+
+		/*
+		 * The proxy gets one address and cannot try the next: the first
+		 * IPv4 one, as a proxy's way out is IPv4 more often than not
+		 * ("localhost" is ::1 first on some hosts).
+		 */
+		while (ai->ai_next && ai->ai_family != AF_INET)
+			ai = ai->ai_next;
+		if (ai->ai_family != AF_INET)
+			ai = c->addrs;
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen,
+						c->proxy_target, sizeof(c->proxy_target), NULL, 0,
+						NI_NUMERICHOST) != 0)
+			strlcpy(c->proxy_target, c->host, sizeof(c->proxy_target));
+		forget_addresses(c);
+		lookup(c);
+		return;
+	}
+	c->next_addr = c->addrs;
+	c->step = CONNECT_TCP;
+}
+
+/* Look up the bastion's name, or the proxy's: at once if literal. */
+static void
+lookup(TunnelConnect *c)
+{
+	bool		proxy = looking_up_proxy(c);
+	int			rc;
+
+	c->step = CONNECT_RESOLVE;
+	c->gai = resolve_start(proxy ? c->proxy_url->host : c->host,
+						   proxy ? c->proxy_url->port : c->port,
+						   &c->addrs, &rc);
+	if (c->addrs)
+		resolved(c);
+	else if (c->gai == NULL)
+		resolve_failed(c, rc);
+}
+
+/*
+ * Parse the proxy URL of the first hop.  A URL the API refused cannot be
+ * stored, but a catalog edited by hand can hold anything: the message
+ * quotes no part of it (it may hold a password).
+ */
+static bool
+parse_proxy(TunnelConnect *c)
+{
+	const char *reason;
+
+	c->proxy_url = MemoryContextAllocZero(c->cxt, sizeof(TunnelProxyUrl));
+	if (!tunnel_proxy_parse(c->proxy, c->proxy_url, &reason))
+	{
+		fail(c, CONNECT_FAILURE_INVALID, "the proxy of tunnel \"%s\" is invalid: %s",
+			 c->tunnel ? c->tunnel : "", reason);
+		return false;
+	}
+	tunnel_proxy_name(c->proxy_url, c->proxy_name, sizeof(c->proxy_name));
+	if (c->proxy_url->kind != PROXY_SOCKS5)
+		strlcpy(c->proxy_target, c->host, sizeof(c->proxy_target));
+	return true;
+}
+
 void
 tunnel_connect_begin(TunnelConnect *c)
 {
-	int			rc;
-
 	reset_progress(c);
 	own_strings(c);
+	if (!check_keys(c))
+		return;
 	c->step = CONNECT_RESOLVE;
-	c->gai = resolve_start(c->host, c->port, &c->addrs, &rc);
-	if (c->addrs)
-	{
-		c->next_addr = c->addrs;
-		c->step = CONNECT_TCP;
-	}
-	else if (c->gai == NULL)
-		fail(c, CONNECT_FAILURE_RESOLVE, "could not resolve \"%s\": %s",
-			 c->host, gai_strerror(rc));
+	if (c->proxy && !parse_proxy(c))
+		return;
+	lookup(c);
 }
 
 void
@@ -334,6 +441,8 @@ tunnel_connect_begin_on(TunnelConnect *c, pgsocket sock)
 	reset_progress(c);
 	own_strings(c);
 	own_socket(c, sock, false);
+	if (!check_keys(c))
+		return;
 	begin_ssh(c);
 }
 
@@ -346,16 +455,83 @@ step_resolve(TunnelConnect *c)
 		return;
 	if (rc != 0)
 	{
-		fail(c, CONNECT_FAILURE_RESOLVE, "could not resolve \"%s\": %s",
-			 c->host, gai_strerror(rc));
+		resolve_failed(c, rc);
 		return;
 	}
 	c->addrs = c->gai->ar_result;
 	c->gai->ar_result = NULL;
 	resolve_free(c->gai);
 	c->gai = NULL;
-	c->next_addr = c->addrs;
-	c->step = CONNECT_TCP;
+	resolved(c);
+}
+
+/* Connected to the proxy: its handshake makes it a way to the bastion. */
+static void
+begin_proxy(TunnelConnect *c)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+	c->step = CONNECT_PROXY;
+	c->proxy_hs = tunnel_proxy_start(c->proxy_url, c->proxy_target, c->port);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+end_proxy(TunnelConnect *c)
+{
+	tunnel_proxy_free(c->proxy_hs);
+	c->proxy_hs = NULL;
+}
+
+/*
+ * Send the proxy's request, read its reply (no further: the SSH banner
+ * follows), until it connects us or refuses.
+ */
+static void
+step_proxy(TunnelConnect *c)
+{
+	char		buf[512];
+
+	for (;;)
+	{
+		int			len;
+		const char *out = tunnel_proxy_pending(c->proxy_hs, &len);
+		ssize_t		n;
+		TunnelProxyResult r;
+
+		if (len > 0)
+			n = send(c->sock, out, len, MSG_NOSIGNAL);
+		else
+			n = recv(c->sock, buf,
+					 Min(tunnel_proxy_wanted(c->proxy_hs), sizeof(buf)), 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		if (n <= 0)
+		{
+			fail(c, CONNECT_FAILURE_PROXY,
+				 "proxy %s closed the connection during its handshake%s%s",
+				 c->proxy_name, n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
+			return;
+		}
+		if (len > 0)
+		{
+			tunnel_proxy_sent(c->proxy_hs, (int) n);
+			continue;
+		}
+		r = tunnel_proxy_received(c->proxy_hs, buf, (int) n);
+		explicit_bzero(buf, sizeof(buf));
+		if (r == PROXY_FAILED)
+			fail(c, CONNECT_FAILURE_PROXY, "%s",
+				 tunnel_proxy_message(c->proxy_hs));
+		if (r == PROXY_FAILED)
+			return;
+		if (r == PROXY_DONE)
+		{
+			end_proxy(c);
+			begin_ssh(c);
+			return;
+		}
+	}
 }
 
 /* The connect under way, else the next address, else the failure. */
@@ -368,11 +544,12 @@ step_tcp(TunnelConnect *c)
 
 		if (err == EINPROGRESS)
 			return;
-		if (err == 0)
-		{
+		if (err == 0 && c->proxy_url)
+			begin_proxy(c);
+		else if (err == 0)
 			begin_ssh(c);
+		if (err == 0)
 			return;
-		}
 		c->tcp_errno = err;
 		close_socket(c);
 	}
@@ -394,8 +571,12 @@ step_tcp(TunnelConnect *c)
 		own_socket(c, fd, true);
 		return;
 	}
-	fail(c, CONNECT_FAILURE_TCP, "could not connect to %s port %d: %s",
-		 c->host, c->port, strerror(c->tcp_errno));
+	if (c->proxy_url)
+		fail(c, CONNECT_FAILURE_TCP, "could not connect to proxy %s: %s",
+			 c->proxy_name, strerror(c->tcp_errno));
+	else
+		fail(c, CONNECT_FAILURE_TCP, "could not connect to %s port %d: %s",
+			 c->host, c->port, strerror(c->tcp_errno));
 }
 
 /*
@@ -512,6 +693,111 @@ step_handshake(TunnelConnect *c)
 }
 
 /*
+ * Why key cannot log in now, or NULL: a certificate that does not parse or
+ * is not valid at this moment (palloc'd in the current context).
+ */
+static char *
+certificate_unusable(const TunnelConnect *c, const TunnelConnectKey *key,
+					 TunnelCert *cert)
+{
+	const char *error;
+	char		when[64];
+
+	if (!cert_parse(key->certificate, cert, &error))
+		return psprintf("the certificate of key %s does not parse: %s",
+						key->fingerprint ? key->fingerprint : "", error);
+	switch (cert_validity(cert, (uint64) time(NULL)))
+	{
+		case CERT_EXPIRED:
+			cert_format_time(cert->valid_before, when, sizeof(when));
+			return psprintf("certificate \"%s\" of key %s expired at %s: renew it and call tunnel_certificate_set('%s', ...)",
+							cert->key_id, key->fingerprint, when, c->tunnel);
+		case CERT_NOT_YET_VALID:
+			cert_format_time(cert->valid_after, when, sizeof(when));
+			return psprintf("certificate \"%s\" of key %s is not valid before %s",
+							cert->key_id, key->fingerprint, when);
+		default:
+			return NULL;
+	}
+}
+
+bool
+tunnel_connect_keys_usable(const TunnelConnect *c, char *why, size_t size)
+{
+	TunnelCert	cert;
+	char	   *reason = NULL;
+	int			i;
+
+	for (i = 0; i < c->nkeys; i++)
+	{
+		if (c->keys[i].private_key == NULL || c->keys[i].certificate == NULL)
+			return true;
+		reason = certificate_unusable(c, &c->keys[i], &cert);
+		if (reason == NULL)
+			return true;
+	}
+	if (reason != NULL)
+	{
+		strlcpy(why, reason, size);
+		pfree(reason);
+	}
+	return reason == NULL;
+}
+
+/*
+ * Before any connection: keys that would all be refused are not offered at
+ * all, for sshd penalises a client that connects and leaves unauthenticated
+ * (PerSourcePenalties noauth) as one that fails to log in.
+ */
+static bool
+check_keys(TunnelConnect *c)
+{
+	char		why[TUNNEL_ERROR_MAXLEN];
+
+	if (tunnel_connect_keys_usable(c, why, sizeof(why)))
+		return true;
+	c->step = CONNECT_AUTH;
+	fail(c, CONNECT_FAILURE_KEY_REFUSED, "%s", why);
+	return false;
+}
+
+/*
+ * A key with a certificate logs in with the certificate's blob and a
+ * signature of our own (cert.c): libssh2 1.10's frommemory path cannot take
+ * a certificate, and this one path serves 1.10 and 1.11 alike.  Returns
+ * libssh2's rc; a certificate that is not valid now is not offered (the
+ * bastion would refuse it, and sshd penalises refusals): *invalid then
+ * names why, and the result is LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED.
+ */
+static int
+auth_with_certificate(TunnelConnect *c, const TunnelConnectKey *key,
+					  const char **invalid)
+{
+	TunnelCert	cert;
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+	char	   *reason = certificate_unusable(c, key, &cert);
+	int			rc;
+
+	MemoryContextSwitchTo(old);
+	if (reason != NULL)
+	{
+		*invalid = reason;
+		return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED;
+	}
+	c->signer.private_pem = key->private_key;
+	rc = libssh2_userauth_publickey(c->ssh, c->user, cert.blob, cert.blob_len,
+									cert_sign, (void **) &c->signer);
+	if (rc == 0)
+	{
+		c->cert_used = true;
+		strlcpy(c->cert_key_id, cert.key_id, sizeof(c->cert_key_id));
+		c->cert_valid_after = cert.valid_after;
+		c->cert_valid_before = cert.valid_before;
+	}
+	return rc;
+}
+
+/*
  * The keys in order (a rotation's new key before the key it replaces); any
  * failure of one but the last moves on to the next, on the same connection.
  */
@@ -519,13 +805,17 @@ static void
 step_auth(TunnelConnect *c)
 {
 	const TunnelConnectKey *key;
+	const char *invalid = NULL;
 	int			rc;
 
 	for (;;)
 	{
 		key = &c->keys[c->key];
+		invalid = NULL;
 		if (key->private_key == NULL)
 			rc = LIBSSH2_ERROR_FILE;
+		else if (key->certificate != NULL)
+			rc = auth_with_certificate(c, key, &invalid);
 		else
 			rc = libssh2_userauth_publickey_frommemory(c->ssh, c->user,
 													   strlen(c->user),
@@ -549,6 +839,14 @@ step_auth(TunnelConnect *c)
 		fail(c, CONNECT_FAILURE_KEY_UNREADABLE,
 			 "the stored private key cannot be read; rotate it with tunnel_rotate_key('%s')",
 			 c->tunnel);
+	else if (invalid != NULL)
+		fail(c, CONNECT_FAILURE_KEY_REFUSED, "%s", invalid);
+	else if (key->certificate != NULL &&
+			 (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
+			  rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED))
+		fail(c, CONNECT_FAILURE_KEY_REFUSED,
+			 "bastion %s refused the certificate of key %s for user \"%s\": check that its sshd trusts the certificate's CA (TrustedUserCAKeys) and accepts one of its principals for \"%s\" (AuthorizedPrincipalsFile, or the user name)",
+			 c->host, key->fingerprint ? key->fingerprint : "", c->user, c->user);
 	else if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
 			 rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
 		fail(c, CONNECT_FAILURE_KEY_REFUSED,
@@ -577,6 +875,9 @@ tunnel_connect_step(TunnelConnect *c)
 			case CONNECT_TCP:
 				step_tcp(c);
 				break;
+			case CONNECT_PROXY:
+				step_proxy(c);
+				break;
 			case CONNECT_HANDSHAKE:
 				step_handshake(c);
 				break;
@@ -599,6 +900,13 @@ tunnel_connect_events(TunnelConnect *c)
 	{
 		case CONNECT_TCP:
 			return WL_SOCKET_WRITEABLE;
+		case CONNECT_PROXY:
+			{
+				int			len;
+
+				(void) tunnel_proxy_pending(c->proxy_hs, &len);
+				return len > 0 ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE;
+			}
 		case CONNECT_HANDSHAKE:
 		case CONNECT_AUTH:
 			if (libssh2_session_block_directions(c->ssh) &
@@ -620,9 +928,19 @@ tunnel_connect_timed_out(TunnelConnect *c, int seconds)
 				 "resolving \"%s\" timed out after %d s", c->host, seconds);
 			break;
 		case CONNECT_TCP:
+			if (c->proxy_url)
+				fail(c, CONNECT_FAILURE_TIMEOUT,
+					 "connecting to proxy %s timed out after %d s",
+					 c->proxy_name, seconds);
+			else
+				fail(c, CONNECT_FAILURE_TIMEOUT,
+					 "connecting to %s port %d timed out after %d s",
+					 c->host, c->port, seconds);
+			break;
+		case CONNECT_PROXY:
 			fail(c, CONNECT_FAILURE_TIMEOUT,
-				 "connecting to %s port %d timed out after %d s",
-				 c->host, c->port, seconds);
+				 "proxy %s did not connect to %s port %d within %d s",
+				 c->proxy_name, c->host, c->port, seconds);
 			break;
 		case CONNECT_HANDSHAKE:
 			fail(c, CONNECT_FAILURE_TIMEOUT,
@@ -647,6 +965,7 @@ tunnel_connect_detach(TunnelConnect *c)
 	c->sock = PGINVALID_SOCKET;
 	c->ssh = NULL;
 	forget_addresses(c);
+	end_proxy(c);
 }
 
 void
@@ -663,9 +982,10 @@ tunnel_connect_close(TunnelConnect *c)
 		c->ssh = NULL;
 	}
 	close_socket(c);
+	end_proxy(c);
 	forget_strings(c);
 	/* What the owner sets anew before the next begin. */
-	c->tunnel = c->host = c->user = c->via = c->key_type = NULL;
+	c->tunnel = c->host = c->user = c->via = c->key_type = c->proxy = NULL;
 	c->host_keys = c->host_key_algorithms = NULL;
 	memset(c->keys, 0, sizeof(c->keys));
 	c->nkeys = 0;

@@ -26,13 +26,16 @@
 #include <netdb.h>
 #include <libssh2.h>
 
+#include "cert.h"
 #include "methods.h"
+#include "proxy.h"
 #include "tunnel_ssh.h"
 
 typedef enum TunnelConnectStep
 {
 	CONNECT_RESOLVE,			/* looking up the bastion's name */
 	CONNECT_TCP,				/* TCP connect, address after address */
+	CONNECT_PROXY,				/* the proxy's handshake (proxy.h) */
 	CONNECT_HANDSHAKE,			/* SSH handshake and host key check */
 	CONNECT_AUTH,				/* public key authentication */
 	CONNECT_DONE,				/* logged in: the owner takes sock and ssh */
@@ -44,6 +47,7 @@ typedef enum TunnelConnectFailure
 	CONNECT_OK,
 	CONNECT_FAILURE_RESOLVE,	/* the name did not resolve */
 	CONNECT_FAILURE_TCP,		/* no address took the connection */
+	CONNECT_FAILURE_PROXY,		/* the proxy refused, or did not speak */
 	CONNECT_FAILURE_TIMEOUT,	/* the owner's deadline passed (any step) */
 	CONNECT_FAILURE_HANDSHAKE,	/* no SSH handshake: not SSH, or it broke */
 	CONNECT_FAILURE_REFUSED,	/* closed before its banner: sshd's penalties */
@@ -61,6 +65,7 @@ typedef struct TunnelConnectKey
 {
 	const char *private_key;	/* secret; NULL reads as unreadable */
 	const char *fingerprint;
+	const char *certificate;	/* OpenSSH certificate line of it, or NULL */
 } TunnelConnectKey;
 
 #define TUNNEL_CONNECT_MAX_KEYS 2
@@ -84,6 +89,7 @@ typedef struct TunnelConnect
 	int			port;
 	const char *user;
 	const char *via;			/* the jump tunnel's name, or NULL */
+	const char *proxy;			/* secret: the first hop's proxy URL, or NULL */
 	const char *key_type;		/* of the tunnel's key ("ed25519", "rsa") */
 	const char *host_keys;		/* pins or the key trusted, or NULL */
 	const char *host_key_algorithms;	/* learned order to ask in, or NULL */
@@ -98,6 +104,7 @@ typedef struct TunnelConnect
 	MemoryContext parent;		/* the context the machine was made in */
 	MemoryContext cxt;			/* the copies of the strings above */
 	char	   *secrets[TUNNEL_CONNECT_MAX_KEYS];	/* the copies of the keys */
+	char	   *proxy_secret;	/* the copy of proxy */
 	TunnelConnectStep step;
 	struct gaicb *gai;			/* a lookup under way */
 	struct addrinfo *addrs;		/* the name's addresses */
@@ -107,6 +114,10 @@ typedef struct TunnelConnect
 	bool		tcp;			/* false: a socket the owner handed over */
 	LIBSSH2_SESSION *ssh;
 	int			key;			/* being offered */
+	TunnelProxyUrl *proxy_url;		/* parsed c->proxy, or NULL */
+	TunnelProxyHandshake *proxy_hs;		/* PROXY: under way */
+	char		proxy_name[NI_MAXHOST + 8];	/* "host:port" of the proxy */
+	char		proxy_target[NI_MAXHOST];	/* what the proxy is asked for */
 
 	/* what was learned: valid from the step named */
 	char		address[NI_MAXHOST];	/* TCP: the address being tried */
@@ -119,6 +130,12 @@ typedef struct TunnelConnect
 	bool		host_key_trusted;	/* first use: nothing was expected */
 	bool		next_family;	/* a bare pin: ask for the next family */
 	int			accepted;		/* DONE: index of the key accepted */
+	TunnelCertSigner signer;	/* AUTH: libssh2's sign callback reads it */
+	/* DONE: the accepted key's certificate, if it had one (cert.h) */
+	bool		cert_used;
+	char		cert_key_id[128];
+	uint64		cert_valid_after;
+	uint64		cert_valid_before;
 
 	/* the end */
 	TunnelConnectFailure failure;
@@ -144,6 +161,14 @@ extern void tunnel_connect_begin(TunnelConnect *c);
  * socketpair carried by a jump tunnel's channel); the machine owns it now.
  */
 extern void tunnel_connect_begin_on(TunnelConnect *c, pgsocket sock);
+
+/*
+ * Whether one of c->keys can log in now: false, with why, when each has a
+ * certificate that is expired, not yet valid or unreadable.  The machine
+ * then fails at CONNECT_AUTH before it connects.
+ */
+extern bool tunnel_connect_keys_usable(const TunnelConnect *c, char *why,
+									   size_t size);
 
 /* Go as far as possible without waiting; c->step says where it stands. */
 extern void tunnel_connect_step(TunnelConnect *c);

@@ -43,6 +43,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/pg_prng.h"
@@ -736,6 +737,8 @@ prepare_connect(TunnelSession *s)
 	c->port = def->ssh_port;
 	c->user = def->ssh_user;
 	c->via = def->via;
+	/* With via, the jump tunnel's session (and its proxy) carries ours. */
+	c->proxy = def->via ? NULL : def->proxy;
 	c->key_type = def->key_type;
 	c->host_keys = expected_host_keys(s);
 	c->host_key_algorithms = def->host_key_algorithms;
@@ -750,11 +753,13 @@ prepare_connect(TunnelSession *s)
 	{
 		s->next_key_index = c->nkeys;
 		c->keys[c->nkeys].private_key = def->next_private_key;
+		c->keys[c->nkeys].certificate = def->next_certificate;
 		c->keys[c->nkeys++].fingerprint = def->next_key_fingerprint;
 	}
 	if (!s->key_check || !next_first)
 	{
 		c->keys[c->nkeys].private_key = def->private_key;
+		c->keys[c->nkeys].certificate = def->certificate;
 		c->keys[c->nkeys++].fingerprint = def->key_fingerprint;
 	}
 	s->handshake_noted = false;
@@ -887,6 +892,40 @@ adopt_next_key(TunnelSession *s)
 					 s->def->ssh_host)));
 }
 
+/*
+ * Logged in with a certificate: say which, and warn once per certificate
+ * when a tenth of its life or less is left, so that a renewal that stopped
+ * is noticed before the tunnel ends in auth_failed.
+ */
+static void
+note_certificate(TunnelSession *s)
+{
+	TunnelConnect *c = &s->connect;
+	char		until[64];
+	uint64		now = (uint64) time(NULL);
+	uint64		life = c->cert_valid_before - c->cert_valid_after;
+
+	cert_format_time(c->cert_valid_before, until, sizeof(until));
+	ereport(LOG,
+			(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\" with certificate \"%s\" (valid until %s)",
+					s->def->name, s->def->ssh_host, s->def->ssh_port,
+					s->def->ssh_user, c->cert_key_id, until)));
+	if (c->cert_valid_before != UINT64_MAX &&
+		c->cert_valid_before > now &&
+		(c->cert_valid_before - now) * 10 <= life &&
+		s->cert_warned_before != c->cert_valid_before)
+	{
+		s->cert_warned_before = c->cert_valid_before;
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("certificate \"%s\" of tunnel \"%s\" expires at %s",
+						c->cert_key_id, s->def->name, until),
+				 errdetail("A tenth of its life or less is left; once it has expired the tunnel cannot log in again."),
+				 errhint("Renew it and call tunnel_certificate_set('%s', ...).",
+						 s->def->name)));
+	}
+}
+
 /* The connect machine logged in: the session takes its connection. */
 static void
 connected(TunnelSession *s)
@@ -932,10 +971,13 @@ connected(TunnelSession *s)
 	tunnel_status_set_key(s->slot, fingerprint);
 	if (next)
 		adopt_next_key(s);
-	ereport(LOG,
-			(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\"",
-					s->def->name, s->def->ssh_host, s->def->ssh_port,
-					s->def->ssh_user)));
+	if (c->cert_used)
+		note_certificate(s);
+	else
+		ereport(LOG,
+				(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\"",
+						s->def->name, s->def->ssh_host, s->def->ssh_port,
+						s->def->ssh_user)));
 	s->failures = 0;
 	s->authed_next = next;
 	s->penalised = false;
@@ -1553,6 +1595,20 @@ tunnel_session_destroy(TunnelSession *s)
 		list_free_deep(s->answers);
 	}
 	pfree(s);
+}
+
+void
+tunnel_session_credentials_changed(TunnelSession *s)
+{
+	/*
+	 * Waiting out a refused login: the DBA's remedy (a renewed certificate)
+	 * is tried now rather than at the end of a backoff of minutes.
+	 */
+	if (s->phase == PHASE_BACKOFF && s->penalised)
+	{
+		s->retry_at = GetCurrentTimestamp();
+		s->failures = 0;
+	}
 }
 
 void

@@ -48,6 +48,13 @@ extern const char *tunnel_session_seen_host_key(TunnelSession *s);
 extern bool tunnel_session_ready(TunnelSession *s);
 extern void tunnel_session_set_def(TunnelSession *s, const TunnelDef *def);
 
+/*
+ * The tunnel's certificate changed: a session waiting after a refused
+ * login tries again at once; an established one is left alone (the next
+ * login uses the new certificate).
+ */
+extern void tunnel_session_credentials_changed(TunnelSession *s);
+
 /* A client accepted for one of the tunnel's forwards. */
 extern void tunnel_session_add_client(TunnelSession *s, pgsocket fd,
 									  const char *remote_host,

@@ -104,6 +104,8 @@ struct TunnelSession
 	int			probes;			/* keepalive probes sent since then */
 	int			failures;		/* consecutive failed attempts */
 	bool		penalised;		/* the last failure was one sshd penalises */
+	uint64		cert_warned_before; /* valid_before of the certificate whose
+									 * coming expiry was logged */
 
 	KeepalivePhase keepalive_phase;
 	LIBSSH2_CHANNEL *keepalive;

@@ -680,6 +680,9 @@ tunnel_update(WorkerTunnel *t, const TunnelDef *def)
 		t->key_check_at = 0;
 		t->key_check_failures = 0;
 	}
+	if (t->session && !new_session &&
+		catalog_certificate_differs(t->def, def))
+		tunnel_session_credentials_changed(t->session);
 	set_def(t, def);
 	if (t->key_check)
 		tunnel_session_set_def(t->key_check, t->def);

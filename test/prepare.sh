@@ -8,7 +8,9 @@
 # installed major.  Sets $user, and exports PG_CONFIG for the suites.
 prepare_machine() {
   local need=(libssh2-1-dev libssl-dev openssh-server openssh-client procps
-              iproute2 make gcc pkg-config gdb strace "$@")
+              iproute2 make gcc pkg-config gdb strace tinyproxy "$@")
+  # SOCKS5 for test/proxy.sh: dante, which Debian 13 dropped; microsocks there.
+  if grep -q '^VERSION_CODENAME=trixie$' /etc/os-release; then need+=(microsocks); else need+=(dante-server); fi
   [ -n "${PG_CONFIG:-}" ] || need+=(postgresql postgresql-server-dev-all)
   local missing=() p
   for p in "${need[@]}"; do
