@@ -19,6 +19,7 @@ OBJS = \
 	src/methods.o \
 	src/proxy.o \
 	src/sendturn.o \
+	src/settings.o \
 	src/session.o \
 	src/status.o \
 	src/validate.o \

@@ -27,7 +27,7 @@
 #include "api.h"
 #include "catalog.h"
 #include "api_forward.h"
-#include "tunnel_ssh.h"
+#include "status.h"
 #include "validate.h"
 
 /* Count of rows a one-text-one-int query returns. */

@@ -45,7 +45,8 @@
 #include "keys.h"
 #include "methods.h"
 #include "api.h"
-#include "tunnel_ssh.h"
+#include "settings.h"
+#include "tunnel_limits.h"
 
 #define PROBE_TIMED_OUT		(-1000)		/* not a libssh2 error code */
 #define DETAIL_MAXLEN		1024

@@ -43,8 +43,9 @@
 #endif
 #include "listener.h"
 #include "session.h"
+#include "settings.h"
 #include "status.h"
-#include "tunnel_ssh.h"
+#include "tunnel_limits.h"
 #include "validate.h"
 #include "watch.h"
 #include "worker.h"
