@@ -17,6 +17,8 @@ OBJS = \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/pgprobe.o \
+	src/probechain.o \
 	src/proxy.o \
 	src/sendturn.o \
 	src/settings.o \
@@ -40,8 +42,8 @@ OBJS += src/keystream.o
 endif
 
 PG_CONFIG ?= pg_config
-SSH_CFLAGS := $(shell pkg-config --cflags libssh2 libcrypto)
-SSH_LIBS := $(shell pkg-config --libs libssh2 libcrypto)
+SSH_CFLAGS := $(shell pkg-config --cflags libssh2 libcrypto libssl)
+SSH_LIBS := $(shell pkg-config --libs libssh2 libcrypto libssl)
 PG_CPPFLAGS = $(SSH_CFLAGS)
 SHLIB_LINK = $(SSH_LIBS)
 
