@@ -11,6 +11,7 @@ OBJS = \
 	src/catalog.o \
 	src/cert.o \
 	src/channel.o \
+	src/forwards.o \
 	src/connect.o \
 	src/hostkeys.o \
 	src/keys.o \
