@@ -13,6 +13,7 @@ OBJS = \
 	src/channel.o \
 	src/forwards.o \
 	src/connect.o \
+	src/dial.o \
 	src/hostkeys.o \
 	src/keys.o \
 	src/lanes.o \
