@@ -11,9 +11,9 @@ OBJS = \
 	src/catalog.o \
 	src/cert.o \
 	src/channel.o \
-	src/forwards.o \
 	src/connect.o \
 	src/dial.o \
+	src/forwards.o \
 	src/hostkeys.o \
 	src/keys.o \
 	src/lanes.o \
