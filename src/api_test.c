@@ -127,7 +127,8 @@ end_step(Probe *p, const char *step, bool ok)
 #define SSH_CALL(p, rc, call) \
 	do { \
 		while (((rc) = (call)) == LIBSSH2_ERROR_EAGAIN) \
-			if (!tunnel_probe_wait_ssh(&p->hop)) { (rc) = PROBE_TIMED_OUT; break; } \
+			if (!tunnel_probechain_wait_ssh(&(p)->hop)) \
+				{ (rc) = PROBE_TIMED_OUT; break; } \
 	} while (0)
 
 /* Why p's bastion refused a direct-tcpip channel to host:port, in p->detail. */
@@ -290,7 +291,7 @@ drive(Probe *p, TunnelConnectStep until)
 			return false;
 		if (c->step > until)
 			return true;
-		if (!tunnel_probe_wait(&p->hop, tunnel_connect_events(c)))
+		if (!tunnel_probechain_wait(&p->hop, tunnel_connect_events(c)))
 		{
 			tunnel_connect_timed_out(c, tunnel_connect_timeout);
 			return false;
@@ -452,7 +453,7 @@ open_jump(Probe *p)
 		rc = channel ? 0 : libssh2_session_last_errno(o->hop.connect.ssh);
 		if (rc != LIBSSH2_ERROR_EAGAIN)
 			break;
-		if (!tunnel_probe_wait_ssh(&o->hop))
+		if (!tunnel_probechain_wait_ssh(&o->hop))
 		{
 			rc = PROBE_TIMED_OUT;
 			break;
@@ -471,7 +472,7 @@ open_jump(Probe *p)
 		strlcpy(p->detail, o->detail, sizeof(p->detail));
 		return false;
 	}
-	tunnel_probe_hop_over(&p->hop, channel);
+	tunnel_probechain_hop_over(&p->hop, channel);
 	return true;
 }
 
@@ -653,7 +654,7 @@ step_channel(Probe *p, ProbeTarget *t)
 		rc = p->channel ? 0 : libssh2_session_last_errno(p->hop.connect.ssh);
 		if (rc != LIBSSH2_ERROR_EAGAIN)
 			break;
-		if (!tunnel_probe_wait_ssh(&p->hop))
+		if (!tunnel_probechain_wait_ssh(&p->hop))
 		{
 			rc = PROBE_TIMED_OUT;
 			break;
@@ -681,7 +682,7 @@ step_postgres(Probe *p, ProbeTarget *t)
 	bool		ok;
 
 	begin_step(p);
-	ok = tunnel_pg_probe(&p->hop, p->channel, t->host, t->port,
+	ok = tunnel_pgprobe(&p->hop, p->channel, t->host, t->port,
 						 p->detail, sizeof(p->detail));
 	close_channel(p);
 	return end_step(p, "postgres_probe", ok);
@@ -693,7 +694,7 @@ static void
 release(Probe *p)
 {
 	/* This session first: it runs over its jump tunnel's channel. */
-	tunnel_probe_hop_close(&p->hop);
+	tunnel_probechain_hop_close(&p->hop);
 	p->channel = NULL;
 	if (p->private_key)
 		keys_wipe(p->private_key);
@@ -724,11 +725,11 @@ run_hop(Probe *p)
 			step_proxy(p) && step_handshake(p) && step_auth(p);
 
 	begin_step(p);
-	if (p->hops + 1 >= TUNNEL_PROBE_MAX_HOPS)
+	if (p->hops + 1 >= TUNNEL_PROBECHAIN_MAX_HOPS)
 	{
 		snprintf(p->detail, sizeof(p->detail),
 				 "the chain of jump tunnels is longer than %d hops, or loops through \"%s\"",
-				 TUNNEL_PROBE_MAX_HOPS, p->via);
+				 TUNNEL_PROBECHAIN_MAX_HOPS, p->via);
 		return end_step(p, "jump", false);
 	}
 	o = palloc0(sizeof(Probe));

@@ -73,7 +73,7 @@ own_socket(TunnelConnect *c, pgsocket sock, bool tcp)
 static void
 forget_addresses(TunnelConnect *c)
 {
-	tunnel_resolve_free(c->gai);
+	tunnel_dial_resolve_free(c->gai);
 	c->gai = NULL;
 	if (c->addrs)
 		freeaddrinfo(c->addrs);
@@ -240,7 +240,7 @@ resolved(TunnelConnect *c)
 {
 	if (c->proxy_url && !looking_up_proxy(c))
 	{
-		if (!tunnel_address_for_proxy(c->addrs, c->proxy_target,
+		if (!tunnel_dial_proxy_address(c->addrs, c->proxy_target,
 									  sizeof(c->proxy_target)))
 			strlcpy(c->proxy_target, c->host, sizeof(c->proxy_target));
 		forget_addresses(c);
@@ -259,7 +259,7 @@ lookup(TunnelConnect *c)
 	int			rc;
 
 	c->step = CONNECT_RESOLVE;
-	c->gai = tunnel_resolve_start(proxy ? c->proxy_url->host : c->host,
+	c->gai = tunnel_dial_resolve_start(proxy ? c->proxy_url->host : c->host,
 						   proxy ? c->proxy_url->port : c->port,
 						   &c->addrs, &rc);
 	if (c->addrs)
@@ -318,7 +318,7 @@ tunnel_connect_begin_on(TunnelConnect *c, pgsocket sock)
 static void
 step_resolve(TunnelConnect *c)
 {
-	int			rc = tunnel_resolve_poll(&c->gai, &c->addrs);
+	int			rc = tunnel_dial_resolve_poll(&c->gai, &c->addrs);
 
 	if (rc == EAI_INPROGRESS)
 		return;
@@ -403,7 +403,7 @@ step_tcp(TunnelConnect *c)
 {
 	if (c->sock != PGINVALID_SOCKET)
 	{
-		int			err = tunnel_tcp_result(c->sock);
+		int			err = tunnel_dial_tcp_result(c->sock);
 
 		if (err == EINPROGRESS)
 			return;
@@ -417,8 +417,9 @@ step_tcp(TunnelConnect *c)
 		close_socket(c);
 	}
 	{
-		pgsocket	fd = tunnel_tcp_next(&c->next_addr, c->host, c->address,
-										 sizeof(c->address), &c->tcp_errno);
+		pgsocket	fd = tunnel_dial_tcp_next(&c->next_addr, c->host,
+											  c->address, sizeof(c->address),
+											  &c->tcp_errno);
 
 		if (fd != PGINVALID_SOCKET)
 		{

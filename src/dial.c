@@ -27,7 +27,8 @@
  * answer).  On failure, NULL with *addrs NULL and *rc the getaddrinfo error.
  */
 struct gaicb *
-tunnel_resolve_start(const char *host, int port, struct addrinfo **addrs, int *rc)
+tunnel_dial_resolve_start(const char *host, int port, struct addrinfo **addrs,
+						  int *rc)
 {
 	struct addrinfo hints = {0};
 	char		service[16];
@@ -80,7 +81,7 @@ tunnel_resolve_start(const char *host, int port, struct addrinfo **addrs, int *r
 
 /* Free a lookup; one glibc cannot cancel any more is left to its thread. */
 void
-tunnel_resolve_free(struct gaicb *gai)
+tunnel_dial_resolve_free(struct gaicb *gai)
 {
 	if (gai == NULL)
 		return;
@@ -122,7 +123,7 @@ tcp_start(const struct addrinfo *ai)
  * it failed, EINPROGRESS while it goes on.
  */
 int
-tunnel_tcp_result(pgsocket fd)
+tunnel_dial_tcp_result(pgsocket fd)
 {
 	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
 	int			err = 0;
@@ -136,7 +137,7 @@ tunnel_tcp_result(pgsocket fd)
 }
 
 int
-tunnel_resolve_poll(struct gaicb **gai, struct addrinfo **addrs)
+tunnel_dial_resolve_poll(struct gaicb **gai, struct addrinfo **addrs)
 {
 	int			rc = gai_error(*gai);
 
@@ -144,14 +145,14 @@ tunnel_resolve_poll(struct gaicb **gai, struct addrinfo **addrs)
 		return rc;
 	*addrs = (*gai)->ar_result;
 	(*gai)->ar_result = NULL;
-	tunnel_resolve_free(*gai);
+	tunnel_dial_resolve_free(*gai);
 	*gai = NULL;
 	return 0;
 }
 
 pgsocket
-tunnel_tcp_next(struct addrinfo **next, const char *host,
-				char *address, size_t address_len, int *err)
+tunnel_dial_tcp_next(struct addrinfo **next, const char *host,
+					 char *address, size_t address_len, int *err)
 {
 	while (*next)
 	{
@@ -179,7 +180,8 @@ tunnel_tcp_next(struct addrinfo **next, const char *host,
  * first on some hosts).
  */
 bool
-tunnel_address_for_proxy(const struct addrinfo *addrs, char *buf, size_t len)
+tunnel_dial_proxy_address(const struct addrinfo *addrs, char *buf,
+						  size_t len)
 {
 	const struct addrinfo *ai = addrs;
 

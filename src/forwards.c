@@ -99,8 +99,8 @@ tunnel_forwards_release(TunnelForwards *fs)
 }
 
 /*
- * Publish where clients find the tunnels (tunnel_connect_host()).  When that
- * changes, a catalog reload follows, which points the foreign servers of
+ * Publish where clients find the tunnels (tunnel_status_connect_host()).
+ * When that changes, a catalog reload follows, which points the foreign servers of
  * tunnel_server_create there (catalog_servers_follow_host).
  */
 static void
@@ -112,8 +112,8 @@ publish_socket_dir(const char *dir)
 
 /*
  * The socket directory was refused (the reason in error): the tunnels stop
- * offering it, to clients and as tunnel_connect_host().  Logged once per
- * reason, not at every forward's bind retry.
+ * offering it, to clients and as tunnel_status_connect_host().  Logged once
+ * per reason, not at every forward's bind retry.
  */
 static void
 socket_dir_refuse(const char *error)
@@ -250,7 +250,8 @@ open_forward_listeners(TunnelForward *wf, char *error, size_t errlen)
 		}
 		tunnel_status_forward_error(wf->slot, unix_error);
 		wf->owner->bind_retry_at =
-			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TUNNEL_BIND_RETRY_MS);
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										TUNNEL_FORWARDS_BIND_RETRY_MS);
 	}
 	return true;
 }

@@ -25,7 +25,7 @@
 #include "tunnel_limits.h"
 
 /* A port another process holds is tried again after this. */
-#define TUNNEL_BIND_RETRY_MS	1000
+#define TUNNEL_FORWARDS_BIND_RETRY_MS	1000
 
 /* A client accepted on a forward's port, for the target given. */
 typedef void (*TunnelForwardAccept) (void *arg, pgsocket client,

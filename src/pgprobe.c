@@ -43,7 +43,7 @@ send_pending(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel, BIO *out)
 
 			if (n == LIBSSH2_ERROR_EAGAIN)
 			{
-				if (!tunnel_probe_wait_ssh(hop))
+				if (!tunnel_probechain_wait_ssh(hop))
 					return false;
 				continue;
 			}
@@ -67,7 +67,7 @@ receive(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel, BIO *in)
 
 	while ((n = libssh2_channel_read(channel, buf, sizeof(buf))) ==
 		   LIBSSH2_ERROR_EAGAIN)
-		if (!tunnel_probe_wait_ssh(hop))
+		if (!tunnel_probechain_wait_ssh(hop))
 			return false;
 	if (n <= 0)
 		return false;
@@ -122,7 +122,7 @@ tls_goodbye(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel)
 
 					while ((eof = libssh2_channel_send_eof(channel)) ==
 						   LIBSSH2_ERROR_EAGAIN)
-						if (!tunnel_probe_wait_ssh(hop))
+						if (!tunnel_probechain_wait_ssh(hop))
 							break;
 					/* The server's own close_notify, then its end. */
 					hop->deadline =
@@ -149,7 +149,7 @@ tls_goodbye(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel)
  * single byte, S or N, without a password: proof of who is on the other end.
  */
 bool
-tunnel_pg_probe(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel,
+tunnel_pgprobe(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel,
 				const char *host, int port, char *detail, size_t detail_len)
 {
 	static const unsigned char ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
@@ -163,7 +163,7 @@ tunnel_pg_probe(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel,
 								  sizeof(ssl_request) - sent);
 		if (n == LIBSSH2_ERROR_EAGAIN)
 		{
-			if (!tunnel_probe_wait_ssh(hop))
+			if (!tunnel_probechain_wait_ssh(hop))
 				break;
 			continue;
 		}
@@ -175,7 +175,7 @@ tunnel_pg_probe(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel,
 	if (sent == sizeof(ssl_request))
 	{
 		while ((n = libssh2_channel_read(channel, &answer, 1)) == LIBSSH2_ERROR_EAGAIN)
-			if (!tunnel_probe_wait_ssh(hop))
+			if (!tunnel_probechain_wait_ssh(hop))
 				break;
 	}
 
@@ -191,7 +191,7 @@ tunnel_pg_probe(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel,
 		hop->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 300);
 		while ((extra = libssh2_channel_read(channel, more, sizeof(more) - 1)) ==
 			   LIBSSH2_ERROR_EAGAIN)
-			if (!tunnel_probe_wait_ssh(hop))
+			if (!tunnel_probechain_wait_ssh(hop))
 				break;
 		if (extra > 0)
 		{

@@ -15,13 +15,13 @@
 
 /*
  * Send an SSLRequest over `channel` (of hop's session) to host:port and
- * read the answer, waiting through the hop (tunnel_probe_wait_ssh) until its
- * deadline.  True if PostgreSQL answered; `detail` says what answered, or
+ * read the answer, waiting through the hop (tunnel_probechain_wait_ssh)
+ * until its deadline.  True if PostgreSQL answered; `detail` says what answered, or
  * why it is not PostgreSQL, in tunnel_test's words.  The channel is left
  * open, for the caller to free.
  */
-extern bool tunnel_pg_probe(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel,
-							const char *host, int port,
-							char *detail, size_t detail_len);
+extern bool tunnel_pgprobe(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel,
+						   const char *host, int port,
+						   char *detail, size_t detail_len);
 
 #endif							/* TUNNEL_PGPROBE_H */

@@ -48,7 +48,7 @@ struct TunnelHopPump
 static bool chain_wait(TunnelProbeHop *p, int events, long ms);
 
 bool
-tunnel_probe_wait(TunnelProbeHop *p, int events)
+tunnel_probechain_wait(TunnelProbeHop *p, int events)
 {
 	long		ms = (long) ((p->deadline - GetCurrentTimestamp()) / 1000);
 	pgsocket	sock = p->connect.sock;
@@ -70,7 +70,7 @@ tunnel_probe_wait(TunnelProbeHop *p, int events)
 }
 
 bool
-tunnel_probe_wait_ssh(TunnelProbeHop *p)
+tunnel_probechain_wait_ssh(TunnelProbeHop *p)
 {
 	int			dirs = libssh2_session_block_directions(p->connect.ssh);
 	int			events = 0;
@@ -79,7 +79,7 @@ tunnel_probe_wait_ssh(TunnelProbeHop *p)
 		events |= WL_SOCKET_READABLE;
 	if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
 		events |= WL_SOCKET_WRITEABLE;
-	return tunnel_probe_wait(p, events ? events : WL_SOCKET_READABLE);
+	return tunnel_probechain_wait(p, events ? events : WL_SOCKET_READABLE);
 }
 
 /*
@@ -167,7 +167,7 @@ ssh_poll_events(LIBSSH2_SESSION *ssh)
 }
 
 /*
- * tunnel_probe_wait for a tunnel with via: pump, then sleep on every
+ * tunnel_probechain_wait for a tunnel with via: pump, then sleep on every
  * socket of the chain.  poll() rather than the latch because there are
  * several sockets; the signals behind a cancel or statement_timeout
  * interrupt it, and the sleeps are short.
@@ -175,7 +175,7 @@ ssh_poll_events(LIBSSH2_SESSION *ssh)
 static bool
 chain_wait(TunnelProbeHop *p, int events, long ms)
 {
-	struct pollfd fds[2 * TUNNEL_PROBE_MAX_HOPS + 2];
+	struct pollfd fds[2 * TUNNEL_PROBECHAIN_MAX_HOPS + 2];
 	int			n = 0;
 
 	pump(p);
@@ -203,7 +203,7 @@ chain_wait(TunnelProbeHop *p, int events, long ms)
 }
 
 void
-tunnel_probe_hop_over(TunnelProbeHop *p, LIBSSH2_CHANNEL *channel)
+tunnel_probechain_hop_over(TunnelProbeHop *p, LIBSSH2_CHANNEL *channel)
 {
 	int			sv[2];
 
@@ -226,7 +226,7 @@ tunnel_probe_hop_over(TunnelProbeHop *p, LIBSSH2_CHANNEL *channel)
 }
 
 void
-tunnel_probe_hop_close(TunnelProbeHop *p)
+tunnel_probechain_hop_close(TunnelProbeHop *p)
 {
 	/* This session first: it runs over its jump tunnel's channel. */
 	if (p->pump)

@@ -23,7 +23,7 @@
 #include "connect.h"
 
 /* Longer chains are refused; a loop could only be written by hand. */
-#define TUNNEL_PROBE_MAX_HOPS 8
+#define TUNNEL_PROBECHAIN_MAX_HOPS 8
 
 typedef struct TunnelHopPump TunnelHopPump;
 
@@ -41,20 +41,20 @@ typedef struct TunnelProbeHop
  * latch is set or a short while passes; false once the deadline is reached.
  * A cancel or statement_timeout raises its error here.
  */
-extern bool tunnel_probe_wait(TunnelProbeHop *hop, int events);
+extern bool tunnel_probechain_wait(TunnelProbeHop *hop, int events);
 
-/* tunnel_probe_wait for what the hop's libssh2 session is blocked on. */
-extern bool tunnel_probe_wait_ssh(TunnelProbeHop *hop);
+/* tunnel_probechain_wait for what the hop's libssh2 session is blocked on. */
+extern bool tunnel_probechain_wait_ssh(TunnelProbeHop *hop);
 
 /*
  * Run the hop's connect machine over `channel`, a direct-tcpip channel of
  * hop->outer's session to this hop's bastion: through a socketpair that
  * the waits pump.  A pump of an earlier connection is closed.
  */
-extern void tunnel_probe_hop_over(TunnelProbeHop *hop,
+extern void tunnel_probechain_hop_over(TunnelProbeHop *hop,
 								  LIBSSH2_CHANNEL *channel);
 
 /* Close the hop's connection (and its pump); not the outer hops. */
-extern void tunnel_probe_hop_close(TunnelProbeHop *hop);
+extern void tunnel_probechain_hop_close(TunnelProbeHop *hop);
 
 #endif							/* TUNNEL_PROBECHAIN_H */

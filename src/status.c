@@ -253,7 +253,7 @@ tunnel_status_socket_directory(void)
 }
 
 const char *
-tunnel_connect_host(void)
+tunnel_status_connect_host(void)
 {
 	char	   *dir = tunnel_status_socket_directory();
 

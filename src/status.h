@@ -53,7 +53,7 @@ extern char *tunnel_status_socket_directory(void);	/* palloc'd, or NULL */
  * refused the socket directory and TCP is off.  Here, beside the directory
  * the worker publishes, so that backends need not include the worker.
  */
-extern const char *tunnel_connect_host(void);
+extern const char *tunnel_status_connect_host(void);
 
 /* The worker's side: one slot per tunnel it runs. */
 extern TunnelStatusSlot *tunnel_status_acquire(const char *name);

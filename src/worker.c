@@ -226,8 +226,9 @@ apply(WorkerTunnel *t)
 	tunnel_forwards_sync(&t->forwards, t->def);
 	if (!tunnel_forwards_bind(&t->forwards))
 	{
-		t->forwards.bind_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   TUNNEL_BIND_RETRY_MS);
+		t->forwards.bind_retry_at =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										TUNNEL_FORWARDS_BIND_RETRY_MS);
 		/* A tunnel that cannot listen anywhere has no use for a session yet. */
 		if (t->session == NULL && list_length(t->forwards.list) == 1)
 			return;
@@ -409,8 +410,8 @@ reload(int elevel)
 	 * sockets; with none usable (TCP off, the directory refused) they are
 	 * left as they are.
 	 */
-	if (installed && tunnel_connect_host() != NULL)
-		(void) catalog_servers_follow_host(tunnel_connect_host());
+	if (installed && tunnel_status_connect_host() != NULL)
+		(void) catalog_servers_follow_host(tunnel_status_connect_host());
 	MemoryContextSwitchTo(old);
 	foreach(lc, tunnels)
 	{
