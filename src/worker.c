@@ -6,10 +6,10 @@
  * The worker keeps, per tunnel, its definition, its status slot, its
  * forwards (their listeners: forwards.c) and its SSH session.  Each round
  * it runs the sessions' timers, gives libssh2 its turn
- * (tunnel_session_service_all), then sleeps in one WaitEventSet over the latch, postmaster death and every
- * socket.  Catalog changes arrive through the latch at commit (catalog.c);
- * a slow poll only backs that up, and covers hot standbys, where triggers
- * do not fire.
+ * (tunnel_session_service_all), then sleeps in one WaitEventSet over the
+ * latch, postmaster death and every socket.  Catalog changes arrive through
+ * the latch at commit (catalog.c); a slow poll only backs that up, and
+ * covers hot standbys, where triggers do not fire.
  *
  *-------------------------------------------------------------------------
  */
@@ -90,7 +90,7 @@ struct WorkerTunnel
 static MemoryContext worker_cxt;
 static MemoryContext round_cxt;	/* emptied after every round of the loop */
 static List *tunnels = NIL;
-/* The listen settings the listeners were made with (tunnel_forwards_listen_settings(worker_cxt)). */
+/* The listen settings the listeners were made with. */
 static char *bound_address = NULL;
 /* A client on one of t's ports (forwards.c): its session serves it. */
 static void
