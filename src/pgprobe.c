@@ -106,8 +106,9 @@ tls_goodbye(TunnelProbeHop *hop, LIBSSH2_CHANNEL *channel)
 			SSL_set_bio(ssl, in, out);	/* ssl owns them now */
 			in = out = NULL;
 			SSL_set_connect_state(ssl);
-			hop->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														tunnel_connect_timeout * 1000L);
+			hop->deadline =
+				TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											tunnel_connect_timeout * 1000L);
 			while ((rc = SSL_do_handshake(ssl)) != 1 &&
 				   SSL_get_error(ssl, rc) == SSL_ERROR_WANT_READ &&
 				   send_pending(hop, channel, SSL_get_wbio(ssl)) &&
