@@ -12,13 +12,18 @@ OBJS = \
 	src/cert.o \
 	src/channel.o \
 	src/connect.o \
+	src/dial.o \
+	src/forwards.o \
 	src/hostkeys.o \
 	src/keys.o \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/pgprobe.o \
+	src/probechain.o \
 	src/proxy.o \
 	src/sendturn.o \
+	src/settings.o \
 	src/session.o \
 	src/status.o \
 	src/validate.o \
@@ -39,8 +44,8 @@ OBJS += src/keystream.o
 endif
 
 PG_CONFIG ?= pg_config
-SSH_CFLAGS := $(shell pkg-config --cflags libssh2 libcrypto)
-SSH_LIBS := $(shell pkg-config --libs libssh2 libcrypto)
+SSH_CFLAGS := $(shell pkg-config --cflags libssh2 libcrypto libssl)
+SSH_LIBS := $(shell pkg-config --libs libssh2 libcrypto libssl)
 PG_CPPFLAGS = $(SSH_CFLAGS)
 SHLIB_LINK = $(SSH_LIBS)
 

@@ -27,7 +27,6 @@
 
 #include "api.h"
 #include "cert.h"
-#include "tunnel_ssh.h"
 
 static const char *const validity_words[] = {
 	[CERT_VALID] = "valid",

@@ -28,7 +28,7 @@
 #include "api.h"
 #include "catalog.h"
 #include "api_forward.h"
-#include "tunnel_ssh.h"
+#include "status.h"
 #include "validate.h"
 
 /* Count of rows a one-text-one-int query returns. */
@@ -251,7 +251,7 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 	char	   *tunnel = tunnel_arg_text(fcinfo, 1, "tunnel name");
 	char	   *dbname = tunnel_arg_text(fcinfo, 2, "dbname");
 	char	   *fdw = tunnel_arg_text(fcinfo, 4, "fdw");
-	const char *host = tunnel_connect_host();
+	const char *host = tunnel_status_connect_host();
 	int			local_port;
 	StringInfoData sql;
 	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};

@@ -20,7 +20,6 @@
 
 #include "api.h"
 #include "keys.h"
-#include "tunnel_ssh.h"
 #include "validate.h"
 
 PG_FUNCTION_INFO_V1(tunnel_host_key_reset);

@@ -14,16 +14,17 @@
  * libssh2 sessions (one per hop with via) are released on every way out.
  * Key material is only handed to libssh2 and wiped afterwards.
  *
+ * The waits, and the pumps between the hops of a jump chain, are
+ * probechain.c's; the postgres step's conversation with the server is
+ * pgprobe.c's.  This file reads the definition, runs the steps in order and
+ * makes one row of each.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <arpa/inet.h>
 #include <libssh2.h>
 
@@ -32,10 +33,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "pgstat.h"
-#include "storage/ipc.h"
-#include "storage/latch.h"
-#include "storage/pmsignal.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -44,8 +41,11 @@
 #include "hostkeys.h"
 #include "keys.h"
 #include "methods.h"
+#include "pgprobe.h"
+#include "probechain.h"
 #include "api.h"
-#include "tunnel_ssh.h"
+#include "settings.h"
+#include "tunnel_limits.h"
 
 #define PROBE_TIMED_OUT		(-1000)		/* not a libssh2 error code */
 #define DETAIL_MAXLEN		1024
@@ -55,27 +55,6 @@ typedef struct ProbeTarget
 	char	   *host;
 	int			port;
 } ProbeTarget;
-
-/*
- * A jump: the session of a tunnel with via runs over one end of a
- * socketpair, and the probe moves bytes between the other end and a
- * direct-tcpip channel of the jump tunnel's session, as the worker does.
- */
-typedef struct HopPump
-{
-	LIBSSH2_CHANNEL *channel;	/* on the jump tunnel's session */
-	pgsocket	sock;			/* our end of the socketpair */
-	char		up[16384];		/* from this session to the channel */
-	size_t		up_len;
-	size_t		up_off;
-	char		down[16384];	/* from the channel to this session */
-	size_t		down_len;
-	size_t		down_off;
-	bool		broken;
-} HopPump;
-
-/* Longer chains are refused; a loop could only be written by hand. */
-#define MAX_HOPS			8
 
 typedef struct Probe Probe;
 
@@ -101,17 +80,15 @@ struct Probe
 	char	   *proxy;			/* secret: the first hop's proxy URL, or NULL */
 	List	   *targets;		/* of ProbeTarget */
 
-	TunnelConnect connect;		/* holds the socket and libssh2's session */
+	TunnelProbeHop hop;			/* the connection, its waits (probechain.h) */
 	LIBSSH2_CHANNEL *channel;
 
 	Probe	   *outer;			/* the jump tunnel's probe, with via */
-	HopPump    *pump;			/* with via */
 	int			hops;			/* jump tunnels behind this one */
 	const char *step_prefix;	/* "jump b1: " on a jump tunnel's steps */
 
 	ReturnSetInfo *rsinfo;
 	TimestampTz step_start;
-	TimestampTz deadline;
 	char		detail[DETAIL_MAXLEN];
 };
 
@@ -121,7 +98,7 @@ static void
 begin_step(Probe *p)
 {
 	p->step_start = GetCurrentTimestamp();
-	p->deadline = TimestampTzPlusMilliseconds(p->step_start,
+	p->hop.deadline = TimestampTzPlusMilliseconds(p->step_start,
 											  tunnel_connect_timeout * 1000L);
 	p->detail[0] = '\0';
 }
@@ -146,184 +123,13 @@ end_step(Probe *p, const char *step, bool ok)
 	return ok;
 }
 
-/* ---------- waiting with a limit ---------- */
-
-/*
- * Sleep until the socket is ready for `events`, the latch is set or a short
- * while passes; false once the step's deadline is reached.  A cancel or
- * statement_timeout raises its error here.
- */
-static bool chain_wait(Probe *p, int events, long ms);
-
-static bool
-probe_wait(Probe *p, int events)
-{
-	long		ms = (long) ((p->deadline - GetCurrentTimestamp()) / 1000);
-	pgsocket	sock = p->connect.sock;
-
-	if (ms <= 0)
-		return false;
-	if (p->outer && sock != PGINVALID_SOCKET)
-		return chain_wait(p, events, ms);
-	if (sock == PGINVALID_SOCKET)
-		events = 0;
-	/* Without a descriptor (a name being looked up), look again soon. */
-	(void) WaitLatchOrSocket(MyLatch,
-							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
-							 events, sock, Min(ms, events ? 1000 : 10),
-							 PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-	return true;
-}
-
-static bool
-probe_wait_ssh(Probe *p)
-{
-	int			dirs = libssh2_session_block_directions(p->connect.ssh);
-	int			events = 0;
-
-	if (dirs & LIBSSH2_SESSION_BLOCK_INBOUND)
-		events |= WL_SOCKET_READABLE;
-	if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
-		events |= WL_SOCKET_WRITEABLE;
-	return probe_wait(p, events ? events : WL_SOCKET_READABLE);
-}
-
-/* ---------- jumps ---------- */
-
-/*
- * Move what is ready between this session's socketpair and its channel on
- * the jump tunnel's session, jump tunnels first.  No read on the channel
- * while a write to it is unfinished: libssh2 lets only the call that began
- * a packet finish it.
- */
-static void
-pump(Probe *p)
-{
-	HopPump    *h = p->pump;
-
-	if (p->outer->outer)
-		pump(p->outer);
-	for (int round = 0; round < 16 && !h->broken; round++)
-	{
-		bool		moved = false;
-		ssize_t		n;
-
-		if (h->up_off == h->up_len)
-		{
-			n = read(h->sock, h->up, sizeof(h->up));
-			if (n > 0)
-			{
-				h->up_len = n;
-				h->up_off = 0;
-			}
-			else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-				h->broken = true;
-		}
-		if (h->up_off < h->up_len)
-		{
-			n = libssh2_channel_write(h->channel, h->up + h->up_off,
-									  h->up_len - h->up_off);
-			if (n > 0)
-			{
-				h->up_off += n;
-				moved = true;
-			}
-			else if (n != LIBSSH2_ERROR_EAGAIN)
-				h->broken = true;
-		}
-		if (h->down_off == h->down_len && h->up_off == h->up_len)
-		{
-			n = libssh2_channel_read(h->channel, h->down, sizeof(h->down));
-			if (n > 0)
-			{
-				h->down_len = n;
-				h->down_off = 0;
-			}
-			else if ((n == 0 && libssh2_channel_eof(h->channel)) ||
-					 (n < 0 && n != LIBSSH2_ERROR_EAGAIN))
-				h->broken = true;
-		}
-		if (h->down_off < h->down_len)
-		{
-			n = write(h->sock, h->down + h->down_off,
-					  h->down_len - h->down_off);
-			if (n > 0)
-			{
-				h->down_off += n;
-				moved = true;
-			}
-			else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-				h->broken = true;
-		}
-		if (!moved)
-			break;
-	}
-	/* This session then sees the end of its socket and fails at once. */
-	if (h->broken)
-		(void) shutdown(h->sock, SHUT_RDWR);
-}
-
-static short
-ssh_poll_events(LIBSSH2_SESSION *ssh)
-{
-	int			dirs = ssh ? libssh2_session_block_directions(ssh) : 0;
-	short		events = POLLIN;
-
-	if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
-		events |= POLLOUT;
-	return events;
-}
-
-/*
- * probe_wait for a tunnel with via: pump, then sleep on every socket of the
- * chain.  poll() rather than the latch because there are several sockets;
- * the signals behind a cancel or statement_timeout interrupt it, and the
- * sleeps are short.
- */
-static bool
-chain_wait(Probe *p, int events, long ms)
-{
-	struct pollfd fds[2 * MAX_HOPS + 2];
-	int			n = 0;
-
-	pump(p);
-	fds[n].fd = p->connect.sock;
-	fds[n++].events = ((events & WL_SOCKET_READABLE) ? POLLIN : 0) |
-		((events & WL_SOCKET_WRITEABLE) ? POLLOUT : 0);
-	for (Probe *q = p; q->outer; q = q->outer)
-	{
-		HopPump    *h = q->pump;
-
-		if (!h->broken)
-		{
-			fds[n].fd = h->sock;
-			fds[n++].events = (h->up_off == h->up_len ? POLLIN : 0) |
-				(h->down_off < h->down_len ? POLLOUT : 0);
-		}
-		fds[n].fd = q->outer->connect.sock;
-		fds[n++].events = ssh_poll_events(q->outer->connect.ssh);
-	}
-	(void) poll(fds, n, Min(ms, 100));
-	CHECK_FOR_INTERRUPTS();
-	if (!PostmasterIsAlive())
-		proc_exit(1);
-	return true;
-}
-
 /* Repeat a libssh2 call that returns an int until it stops asking to wait. */
 #define SSH_CALL(p, rc, call) \
 	do { \
 		while (((rc) = (call)) == LIBSSH2_ERROR_EAGAIN) \
-			if (!probe_wait_ssh(p)) { (rc) = PROBE_TIMED_OUT; break; } \
+			if (!tunnel_probechain_wait_ssh(&(p)->hop)) \
+				{ (rc) = PROBE_TIMED_OUT; break; } \
 	} while (0)
-
-static const char *
-ssh_message(Probe *p)
-{
-	return tunnel_ssh_error_text(p->connect.ssh);
-}
 
 /* Why p's bastion refused a direct-tcpip channel to host:port, in p->detail. */
 static void
@@ -331,7 +137,7 @@ open_error_text(Probe *p, const char *host, int port)
 {
 	char	   *msg = NULL;
 
-	(void) libssh2_session_last_error(p->connect.ssh, &msg, NULL, 0);
+	(void) libssh2_session_last_error(p->hop.connect.ssh, &msg, NULL, 0);
 	tunnel_open_error_text(p->detail, sizeof(p->detail), p->name, host, port,
 						   msg);
 }
@@ -444,7 +250,7 @@ read_definition(Probe *p, bool missing_ok)
 static void
 prepare_connect(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 
 	c->tunnel = p->name;
 	c->host = p->ssh_host;
@@ -476,7 +282,7 @@ prepare_connect(Probe *p)
 static bool
 drive(Probe *p, TunnelConnectStep until)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 
 	for (;;)
 	{
@@ -485,7 +291,7 @@ drive(Probe *p, TunnelConnectStep until)
 			return false;
 		if (c->step > until)
 			return true;
-		if (!probe_wait(p, tunnel_connect_events(c)))
+		if (!tunnel_probechain_wait(&p->hop, tunnel_connect_events(c)))
 		{
 			tunnel_connect_timed_out(c, tunnel_connect_timeout);
 			return false;
@@ -500,7 +306,7 @@ drive(Probe *p, TunnelConnectStep until)
 static bool
 through(Probe *p, TunnelConnectStep which)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 
 	if (c->step == CONNECT_FAILED)
 		return c->failed_at > which;
@@ -511,7 +317,7 @@ through(Probe *p, TunnelConnectStep which)
 static void
 failure_detail(Probe *p, const char *advice)
 {
-	snprintf(p->detail, sizeof(p->detail), "%s%s%s", p->connect.message,
+	snprintf(p->detail, sizeof(p->detail), "%s%s%s", p->hop.connect.message,
 			 advice ? "; " : "", advice ? advice : "");
 }
 
@@ -526,7 +332,7 @@ step_keys(Probe *p)
 	char		why[TUNNEL_ERROR_MAXLEN];
 
 	prepare_connect(p);
-	if (tunnel_connect_keys_usable(&p->connect, why, sizeof(why)))
+	if (tunnel_connect_keys_usable(&p->hop.connect, why, sizeof(why)))
 		return true;
 	begin_step(p);
 	snprintf(p->detail, sizeof(p->detail),
@@ -538,7 +344,7 @@ step_keys(Probe *p)
 static bool
 step_resolve(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 	StringInfoData seen;
 
 	begin_step(p);
@@ -588,7 +394,7 @@ tcp_advice(TunnelConnect *c)
 static bool
 step_connect(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 
 	begin_step(p);
 	if (!through(p, CONNECT_TCP))
@@ -609,7 +415,7 @@ step_connect(Probe *p)
 static bool
 step_proxy(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 
 	if (c->proxy_url == NULL)
 		return true;
@@ -636,18 +442,18 @@ open_jump(Probe *p)
 	Probe	   *o = p->outer;
 	LIBSSH2_CHANNEL *channel;
 	int			rc;
-	int			sv[2];
 
 	/* The waits below are the jump session's: give them this deadline. */
-	o->deadline = p->deadline;
+	o->hop.deadline = p->hop.deadline;
 	for (;;)
 	{
-		channel = libssh2_channel_direct_tcpip_ex(o->connect.ssh, p->ssh_host,
-												  p->ssh_port, "127.0.0.1", 0);
-		rc = channel ? 0 : libssh2_session_last_errno(o->connect.ssh);
+		channel = libssh2_channel_direct_tcpip_ex(o->hop.connect.ssh,
+												  p->ssh_host, p->ssh_port,
+												  "127.0.0.1", 0);
+		rc = channel ? 0 : libssh2_session_last_errno(o->hop.connect.ssh);
 		if (rc != LIBSSH2_ERROR_EAGAIN)
 			break;
-		if (!probe_wait_ssh(o))
+		if (!tunnel_probechain_wait_ssh(&o->hop))
 		{
 			rc = PROBE_TIMED_OUT;
 			break;
@@ -666,22 +472,7 @@ open_jump(Probe *p)
 		strlcpy(p->detail, o->detail, sizeof(p->detail));
 		return false;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-		ereport(ERROR,
-				(errcode_for_socket_access(),
-				 errmsg("could not create a socket pair: %m")));
-	/* An earlier connection's channel is left to the jump session's end. */
-	if (p->pump)
-	{
-		(void) shutdown(p->pump->sock, SHUT_RDWR);
-		close(p->pump->sock);
-	}
-	else
-		p->pump = palloc0(sizeof(HopPump));
-	memset(p->pump, 0, sizeof(HopPump));
-	p->pump->channel = channel;
-	p->pump->sock = sv[1];
-	tunnel_connect_begin_on(&p->connect, sv[0]);
+	tunnel_probechain_hop_over(&p->hop, channel);
 	return true;
 }
 
@@ -702,7 +493,7 @@ step_jump_connect(Probe *p)
 static bool
 reconnect(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 
 	tunnel_connect_close(c);
 	prepare_connect(p);
@@ -740,7 +531,7 @@ handshake_advice(TunnelConnect *c)
 static bool
 step_handshake(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 	StringInfoData others;
 
 	begin_step(p);
@@ -787,7 +578,7 @@ step_handshake(Probe *p)
 static void
 note_certificate(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 	char		until[64];
 	char		note[256];
 
@@ -802,7 +593,7 @@ note_certificate(Probe *p)
 static bool
 step_auth(Probe *p)
 {
-	TunnelConnect *c = &p->connect;
+	TunnelConnect *c = &p->hop.connect;
 	bool		with_next = p->next_private_key != NULL;
 
 	begin_step(p);
@@ -857,12 +648,13 @@ step_channel(Probe *p, ProbeTarget *t)
 	begin_step(p);
 	for (;;)
 	{
-		p->channel = libssh2_channel_direct_tcpip_ex(p->connect.ssh, t->host,
-													 t->port, "127.0.0.1", 0);
-		rc = p->channel ? 0 : libssh2_session_last_errno(p->connect.ssh);
+		p->channel = libssh2_channel_direct_tcpip_ex(p->hop.connect.ssh,
+													 t->host, t->port,
+													 "127.0.0.1", 0);
+		rc = p->channel ? 0 : libssh2_session_last_errno(p->hop.connect.ssh);
 		if (rc != LIBSSH2_ERROR_EAGAIN)
 			break;
-		if (!probe_wait_ssh(p))
+		if (!tunnel_probechain_wait_ssh(&p->hop))
 		{
 			rc = PROBE_TIMED_OUT;
 			break;
@@ -883,94 +675,17 @@ step_channel(Probe *p, ProbeTarget *t)
 	return end_step(p, "open_channel", false);
 }
 
-/*
- * An SSLRequest is the one message every PostgreSQL server answers with a
- * single byte, S or N, without a password: proof of who is on the other end.
- */
+/* The postgres step's words and its polite end are pgprobe.c's. */
 static bool
 step_postgres(Probe *p, ProbeTarget *t)
 {
-	static const unsigned char ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
-	char		answer = 0;
-	ssize_t		n;
-	size_t		sent = 0;
+	bool		ok;
 
 	begin_step(p);
-	while (sent < sizeof(ssl_request))
-	{
-		n = libssh2_channel_write(p->channel, (const char *) ssl_request + sent,
-								  sizeof(ssl_request) - sent);
-		if (n == LIBSSH2_ERROR_EAGAIN)
-		{
-			if (!probe_wait_ssh(p))
-				break;
-			continue;
-		}
-		if (n < 0)
-			break;
-		sent += n;
-	}
-	n = 0;
-	if (sent == sizeof(ssl_request))
-	{
-		while ((n = libssh2_channel_read(p->channel, &answer, 1)) == LIBSSH2_ERROR_EAGAIN)
-			if (!probe_wait_ssh(p))
-				break;
-	}
-
-	/*
-	 * PostgreSQL says exactly one byte and then waits for us.  A server that
-	 * talks first (SSH, SMTP: "SSH-2.0-..." starts with an S too) says more.
-	 */
-	if (n == 1)
-	{
-		char		more[64];
-		ssize_t		extra;
-
-		p->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 300);
-		while ((extra = libssh2_channel_read(p->channel, more, sizeof(more) - 1)) ==
-			   LIBSSH2_ERROR_EAGAIN)
-			if (!probe_wait_ssh(p))
-				break;
-		if (extra > 0)
-		{
-			more[extra] = '\0';
-			for (char *c = more; *c; c++)
-				if (*c < 0x20 || *c > 0x7e)
-					*c = '.';
-			snprintf(p->detail, sizeof(p->detail),
-					 "%s:%d is not a PostgreSQL server: it answered \"%c%s\"; check remote_host and remote_port",
-					 t->host, t->port, answer, more);
-			close_channel(p);
-			return end_step(p, "postgres_probe", false);
-		}
-	}
-	if (n == 1 && (answer == 'S' || answer == 'N'))
-	{
-		snprintf(p->detail, sizeof(p->detail),
-				 "PostgreSQL at %s:%d answered the SSLRequest with '%c' (%s)",
-				 t->host, t->port, answer,
-				 answer == 'S' ? "SSL available" : "no SSL");
-		close_channel(p);
-		return end_step(p, "postgres_probe", true);
-	}
-	if (n == 1)
-		snprintf(p->detail, sizeof(p->detail),
-				 "%s:%d answered with byte 0x%02x: it is not a PostgreSQL server; check remote_host and remote_port",
-				 t->host, t->port, (unsigned char) answer);
-	else if (n == 0 && libssh2_channel_eof(p->channel))
-		snprintf(p->detail, sizeof(p->detail),
-				 "%s:%d closed the connection without answering: it is not a PostgreSQL server, or it refuses this client",
-				 t->host, t->port);
-	else if (n == LIBSSH2_ERROR_EAGAIN || sent < sizeof(ssl_request))
-		snprintf(p->detail, sizeof(p->detail),
-				 "no answer from %s:%d within %d s: it is not a PostgreSQL server, or it is overloaded",
-				 t->host, t->port, tunnel_connect_timeout);
-	else
-		snprintf(p->detail, sizeof(p->detail), "the channel failed: %s",
-				 ssh_message(p));
+	ok = tunnel_pgprobe(&p->hop, p->channel, t->host, t->port,
+						 p->detail, sizeof(p->detail));
 	close_channel(p);
-	return end_step(p, "postgres_probe", false);
+	return end_step(p, "postgres_probe", ok);
 }
 
 /* ---------- the function ---------- */
@@ -979,13 +694,7 @@ static void
 release(Probe *p)
 {
 	/* This session first: it runs over its jump tunnel's channel. */
-	if (p->pump)
-	{
-		(void) shutdown(p->pump->sock, SHUT_RDWR);
-		close(p->pump->sock);
-		p->pump = NULL;
-	}
-	tunnel_connect_close(&p->connect);
+	tunnel_probechain_hop_close(&p->hop);
 	p->channel = NULL;
 	if (p->private_key)
 		keys_wipe(p->private_key);
@@ -1016,16 +725,16 @@ run_hop(Probe *p)
 			step_proxy(p) && step_handshake(p) && step_auth(p);
 
 	begin_step(p);
-	if (p->hops + 1 >= MAX_HOPS)
+	if (p->hops + 1 >= TUNNEL_PROBECHAIN_MAX_HOPS)
 	{
 		snprintf(p->detail, sizeof(p->detail),
 				 "the chain of jump tunnels is longer than %d hops, or loops through \"%s\"",
-				 MAX_HOPS, p->via);
+				 TUNNEL_PROBECHAIN_MAX_HOPS, p->via);
 		return end_step(p, "jump", false);
 	}
 	o = palloc0(sizeof(Probe));
 	o->name = p->via;
-	tunnel_connect_init(&o->connect);
+	tunnel_connect_init(&o->hop.connect);
 	o->rsinfo = p->rsinfo;
 	o->hops = p->hops + 1;
 	o->step_prefix = psprintf("jump %s: ", p->via);
@@ -1037,6 +746,7 @@ run_hop(Probe *p)
 		return end_step(p, "jump", false);
 	}
 	p->outer = o;
+	p->hop.outer = &o->hop;
 	return step_keys(p) && run_hop(o) && step_jump_connect(p) &&
 		step_handshake(p) && step_auth(p);
 }
@@ -1066,7 +776,7 @@ tunnel_test(PG_FUNCTION_ARGS)
 	static bool ssh_initialized = false;
 
 	probe.name = tunnel_arg_text(fcinfo, 0, "tunnel name");
-	tunnel_connect_init(&probe.connect);
+	tunnel_connect_init(&probe.hop.connect);
 	InitMaterializedSRF(fcinfo, 0);
 	probe.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 

@@ -26,7 +26,7 @@
 #include "catalog.h"
 #include "keys.h"
 #include "proxy.h"
-#include "tunnel_ssh.h"
+#include "settings.h"
 #include "validate.h"
 
 static Datum

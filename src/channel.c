@@ -32,7 +32,7 @@
 
 #include "channel.h"
 #include "connect.h"
-#include "tunnel_ssh.h"
+#include "settings.h"
 #include "watch.h"
 
 /*

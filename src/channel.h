@@ -15,7 +15,7 @@
 
 #include "sendturn.h"
 #include "status.h"
-#include "tunnel_ssh.h"
+#include "tunnel_limits.h"
 
 /*
  * A channel knows nothing of the session that carries it: it is given the

@@ -8,8 +8,8 @@
  * Neither owner may block: the worker serves every tunnel from one loop,
  * and tunnel_test must stop at a cancel or statement_timeout.  So names are
  * looked up in glibc's resolver thread (getaddrinfo_a), connects are
- * non-blocking, and every libssh2 call may answer EAGAIN, after which the
- * same call is made again at the next step.
+ * non-blocking (both in dial.c), and every libssh2 call may answer EAGAIN,
+ * after which the same call is made again at the next step.
  *
  * Each failure is worded once, here; an owner adds what only it knows (the
  * worker its backoff, tunnel_test its advice).
@@ -18,9 +18,6 @@
  */
 #include "postgres.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,126 +26,10 @@
 #include "utils/memutils.h"
 
 #include "connect.h"
+#include "dial.h"
 #include "hostkeys.h"
 #include "keys.h"
 #include "proxy.h"
-
-/* ---------- name lookup and TCP ---------- */
-
-/*
- * Start looking up host:port.  A literal address resolves at once: *addrs
- * is set and NULL returned.  A name goes to glibc's resolver thread: the
- * request is returned (poll it with gai_error(); its ar_result is the
- * answer).  On failure, NULL with *addrs NULL and *rc the getaddrinfo error.
- */
-static struct gaicb *
-resolve_start(const char *host, int port, struct addrinfo **addrs, int *rc)
-{
-	struct addrinfo hints = {0};
-	char		service[16];
-	struct gaicb *gai;
-	struct addrinfo *req;
-	char	   *svc;
-	char	   *name;
-
-	*addrs = NULL;
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	snprintf(service, sizeof(service), "%d", port);
-	*rc = getaddrinfo(host, service, &hints, addrs);
-	if (*rc == 0)
-		return NULL;
-	*addrs = NULL;
-
-	/*
-	 * glibc's resolver thread reads the request until it ends, which may be
-	 * after the caller has gone (a reload freed the tunnel's definition, a
-	 * cancelled tunnel_test): the request owns a copy of every string.
-	 */
-	gai = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) +
-				 sizeof(service) + strlen(host) + 1);
-	if (gai == NULL)
-	{
-		*rc = EAI_MEMORY;
-		return NULL;
-	}
-	req = (struct addrinfo *) (gai + 1);
-	svc = (char *) (req + 1);
-	name = svc + sizeof(service);
-	req->ai_family = AF_UNSPEC;
-	req->ai_socktype = SOCK_STREAM;
-	req->ai_flags = AI_NUMERICSERV;
-	strlcpy(svc, service, sizeof(service));
-	strcpy(name, host);
-	gai->ar_name = name;
-	gai->ar_service = svc;
-	gai->ar_request = req;
-	*rc = getaddrinfo_a(GAI_NOWAIT, &gai, 1, NULL);
-	if (*rc != 0)
-	{
-		free(gai);
-		return NULL;
-	}
-	return gai;
-}
-
-/* Free a lookup; one glibc cannot cancel any more is left to its thread. */
-static void
-resolve_free(struct gaicb *gai)
-{
-	if (gai == NULL)
-		return;
-	if (gai_cancel(gai) == EAI_NOTCANCELED)
-		return;
-	if (gai->ar_result)
-		freeaddrinfo(gai->ar_result);
-	free(gai);
-}
-
-/*
- * A non-blocking TCP socket to ai, with TCP_NODELAY, its connect started;
- * PGINVALID_SOCKET with errno set if that failed at once.
- */
-static pgsocket
-tcp_start(const struct addrinfo *ai)
-{
-	int			one = 1;
-	pgsocket	fd;
-
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return PGINVALID_SOCKET;
-	/* libssh2 does not set it; without it small packets wait on ACKs. */
-	(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)
-		return fd;
-	{
-		int			save_errno = errno;
-
-		close(fd);
-		errno = save_errno;
-	}
-	return PGINVALID_SOCKET;
-}
-
-/*
- * How the connect started on fd went: 0 once it succeeded, its errno once
- * it failed, EINPROGRESS while it goes on.
- */
-static int
-tcp_result(pgsocket fd)
-{
-	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-	int			err = 0;
-	socklen_t	len = sizeof(err);
-
-	if (poll(&pfd, 1, 0) == 0)
-		return EINPROGRESS;
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		return errno;
-	return err;
-}
 
 /* ---------- the machine ---------- */
 
@@ -192,7 +73,7 @@ own_socket(TunnelConnect *c, pgsocket sock, bool tcp)
 static void
 forget_addresses(TunnelConnect *c)
 {
-	resolve_free(c->gai);
+	tunnel_dial_resolve_free(c->gai);
 	c->gai = NULL;
 	if (c->addrs)
 		freeaddrinfo(c->addrs);
@@ -359,20 +240,8 @@ resolved(TunnelConnect *c)
 {
 	if (c->proxy_url && !looking_up_proxy(c))
 	{
-		struct addrinfo *ai = c->addrs;
-
-		/*
-		 * The proxy gets one address and cannot try the next: the first
-		 * IPv4 one, as a proxy's way out is IPv4 more often than not
-		 * ("localhost" is ::1 first on some hosts).
-		 */
-		while (ai->ai_next && ai->ai_family != AF_INET)
-			ai = ai->ai_next;
-		if (ai->ai_family != AF_INET)
-			ai = c->addrs;
-		if (getnameinfo(ai->ai_addr, ai->ai_addrlen,
-						c->proxy_target, sizeof(c->proxy_target), NULL, 0,
-						NI_NUMERICHOST) != 0)
+		if (!tunnel_dial_proxy_address(c->addrs, c->proxy_target,
+									  sizeof(c->proxy_target)))
 			strlcpy(c->proxy_target, c->host, sizeof(c->proxy_target));
 		forget_addresses(c);
 		lookup(c);
@@ -390,7 +259,7 @@ lookup(TunnelConnect *c)
 	int			rc;
 
 	c->step = CONNECT_RESOLVE;
-	c->gai = resolve_start(proxy ? c->proxy_url->host : c->host,
+	c->gai = tunnel_dial_resolve_start(proxy ? c->proxy_url->host : c->host,
 						   proxy ? c->proxy_url->port : c->port,
 						   &c->addrs, &rc);
 	if (c->addrs)
@@ -449,20 +318,14 @@ tunnel_connect_begin_on(TunnelConnect *c, pgsocket sock)
 static void
 step_resolve(TunnelConnect *c)
 {
-	int			rc = gai_error(c->gai);
+	int			rc = tunnel_dial_resolve_poll(&c->gai, &c->addrs);
 
 	if (rc == EAI_INPROGRESS)
 		return;
 	if (rc != 0)
-	{
 		resolve_failed(c, rc);
-		return;
-	}
-	c->addrs = c->gai->ar_result;
-	c->gai->ar_result = NULL;
-	resolve_free(c->gai);
-	c->gai = NULL;
-	resolved(c);
+	else
+		resolved(c);
 }
 
 /* Connected to the proxy: its handshake makes it a way to the bastion. */
@@ -540,7 +403,7 @@ step_tcp(TunnelConnect *c)
 {
 	if (c->sock != PGINVALID_SOCKET)
 	{
-		int			err = tcp_result(c->sock);
+		int			err = tunnel_dial_tcp_result(c->sock);
 
 		if (err == EINPROGRESS)
 			return;
@@ -553,23 +416,16 @@ step_tcp(TunnelConnect *c)
 		c->tcp_errno = err;
 		close_socket(c);
 	}
-	while (c->next_addr)
 	{
-		struct addrinfo *ai = c->next_addr;
-		pgsocket	fd;
+		pgsocket	fd = tunnel_dial_tcp_next(&c->next_addr, c->host,
+											  c->address, sizeof(c->address),
+											  &c->tcp_errno);
 
-		c->next_addr = ai->ai_next;
-		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, c->address,
-						sizeof(c->address), NULL, 0, NI_NUMERICHOST) != 0)
-			strlcpy(c->address, c->host, sizeof(c->address));
-		fd = tcp_start(ai);
-		if (fd == PGINVALID_SOCKET)
+		if (fd != PGINVALID_SOCKET)
 		{
-			c->tcp_errno = errno;
-			continue;
+			own_socket(c, fd, true);
+			return;
 		}
-		own_socket(c, fd, true);
-		return;
 	}
 	if (c->proxy_url)
 		fail(c, CONNECT_FAILURE_TCP, "could not connect to proxy %s: %s",

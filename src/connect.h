@@ -29,7 +29,7 @@
 #include "cert.h"
 #include "methods.h"
 #include "proxy.h"
-#include "tunnel_ssh.h"
+#include "tunnel_limits.h"
 
 typedef enum TunnelConnectStep
 {

@@ -38,6 +38,7 @@
 
 #include "channel.h"
 #include "session_internal.h"
+#include "settings.h"
 #include "status.h"
 
 /* A pending open to a target older than this keeps others to it waiting. */

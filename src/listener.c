@@ -36,7 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "listener.h"
-#include "tunnel_ssh.h"
+#include "tunnel_limits.h"
 #include "watch.h"
 
 /* Clients accepted per wake-up, so one busy port cannot starve the rest. */

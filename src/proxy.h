@@ -15,7 +15,7 @@
 #ifndef TUNNEL_PROXY_H
 #define TUNNEL_PROXY_H
 
-#include "tunnel_ssh.h"
+#include "tunnel_limits.h"
 
 typedef enum TunnelProxyKind
 {

@@ -55,7 +55,8 @@
 #include "connect.h"
 #include "hostkeys.h"
 #include "session.h"
-#include "tunnel_ssh.h"
+#include "settings.h"
+#include "tunnel_limits.h"
 #include "watch.h"
 
 #include "session_internal.h"

@@ -17,7 +17,7 @@
 #include "connect.h"
 #include "sendturn.h"
 #include "session.h"
-#include "tunnel_ssh.h"
+#include "tunnel_limits.h"
 #include "watch.h"
 
 /* The last time the bastion answered an open to one target. */

@@ -27,8 +27,9 @@
 #include "utils/timestamp.h"
 
 #include "methods.h"
+#include "settings.h"
 #include "status.h"
-#include "tunnel_ssh.h"
+#include "tunnel_limits.h"
 
 struct TunnelCounters
 {
@@ -249,6 +250,27 @@ tunnel_status_socket_directory(void)
 	strlcpy(dir, shared->socket_dir, sizeof(dir));
 	SpinLockRelease(&shared->mutex);
 	return dir[0] ? pstrdup(dir) : NULL;
+}
+
+const char *
+tunnel_status_connect_host(void)
+{
+	char	   *dir = tunnel_status_socket_directory();
+
+	/*
+	 * The directory the worker listens in, not the setting: the worker may
+	 * have refused it (see listener_prepare_directory), or not have read a
+	 * new value yet.
+	 */
+	if (dir)
+		return dir;
+	if (tunnel_listen_address[0] == '\0')
+		return NULL;
+	if (strcmp(tunnel_listen_address, "0.0.0.0") == 0)
+		return "127.0.0.1";
+	if (strcmp(tunnel_listen_address, "::") == 0)
+		return "::1";
+	return tunnel_listen_address;
 }
 
 TunnelStatusSlot *

@@ -46,6 +46,15 @@ extern void tunnel_status_set_worker_latch(Latch *latch);
 extern bool tunnel_status_set_socket_directory(const char *dir);
 extern char *tunnel_status_socket_directory(void);	/* palloc'd, or NULL */
 
+/*
+ * The host clients of the tunnels' ports use (a foreign server's "host"):
+ * the socket directory while the worker listens there (only the server's
+ * OS user can enter it), else the TCP listen address, else NULL: the worker
+ * refused the socket directory and TCP is off.  Here, beside the directory
+ * the worker publishes, so that backends need not include the worker.
+ */
+extern const char *tunnel_status_connect_host(void);
+
 /* The worker's side: one slot per tunnel it runs. */
 extern TunnelStatusSlot *tunnel_status_acquire(const char *name);
 extern void tunnel_status_release(TunnelStatusSlot *slot);

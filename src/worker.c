@@ -4,12 +4,12 @@
  *	  The background worker: one event loop for every tunnel.
  *
  * The worker keeps, per tunnel, its definition, its status slot, its
- * listeners (one per forward) and its SSH session.  Each round it runs the
- * sessions' timers, gives libssh2 its turn (tunnel_session_service_all),
- * then sleeps in one WaitEventSet over the latch, postmaster death and every
- * socket.  Catalog changes arrive through the latch at commit (catalog.c);
- * a slow poll only backs that up, and covers hot standbys, where triggers
- * do not fire.
+ * forwards (their listeners: forwards.c) and its SSH session.  Each round
+ * it runs the sessions' timers, gives libssh2 its turn
+ * (tunnel_session_service_all), then sleeps in one WaitEventSet over the
+ * latch, postmaster death and every socket.  Catalog changes arrive through
+ * the latch at commit (catalog.c); a slow poll only backs that up, and
+ * covers hot standbys, where triggers do not fire.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,6 +36,7 @@
 
 #include "catalog.h"
 #include "channel.h"
+#include "forwards.h"
 #include "hostkeys.h"
 #include "keys.h"
 #if LIBSSH2_VERSION_NUM < 0x010b00
@@ -43,8 +44,8 @@
 #endif
 #include "listener.h"
 #include "session.h"
+#include "settings.h"
 #include "status.h"
-#include "tunnel_ssh.h"
 #include "validate.h"
 #include "watch.h"
 #include "worker.h"
@@ -52,7 +53,6 @@
 /* Backstop for missed signals; on a standby the only way to see changes. */
 #define POLL_INTERVAL_MS		60000
 #define STANDBY_POLL_INTERVAL_MS 5000
-#define BIND_RETRY_MS			1000
 /*
  * A catalog that could not be read (a lock held past lock_timeout, an
  * error) is read again after this, doubling up to the cap: each try may
@@ -70,19 +70,6 @@
 
 typedef struct WorkerTunnel WorkerTunnel;
 
-typedef struct WorkerForward
-{
-	WorkerTunnel *tunnel;
-	int			local_port;
-	char		remote_host[TUNNEL_HOST_MAXLEN + 1];
-	int			remote_port;
-	TunnelListener *listener;	/* NULL while the port cannot be bound */
-	TunnelListener *unix_listener;	/* in socket_dir, or NULL */
-	char		bind_error[TUNNEL_ERROR_MAXLEN];
-	char		unix_error[TUNNEL_ERROR_MAXLEN];	/* last one logged */
-	TunnelForwardSlot *slot;
-} WorkerForward;
-
 struct WorkerTunnel
 {
 	MemoryContext cxt;
@@ -90,11 +77,9 @@ struct WorkerTunnel
 	TunnelDef  *def;
 	TunnelStatusSlot *slot;
 	TunnelSession *session;		/* NULL when disabled, invalid or unbound */
-	List	   *forwards;		/* of WorkerForward */
+	TunnelForwards forwards;	/* their listeners (forwards.c) */
 	bool		runnable;		/* enabled and valid */
 	bool		key_usable;		/* def's private key parses and matches */
-	TimestampTz bind_retry_at;	/* next try for ports that were taken */
-	bool		bind_failed;	/* status says bind_failed */
 
 	/* a rotation's key, tried beside a session that uses the old one */
 	TunnelSession *key_check;
@@ -105,28 +90,22 @@ struct WorkerTunnel
 static MemoryContext worker_cxt;
 static MemoryContext round_cxt;	/* emptied after every round of the loop */
 static List *tunnels = NIL;
-/* The listen settings the listeners were made with (listen_settings()). */
+/* The listen settings the listeners were made with. */
 static char *bound_address = NULL;
-/*
- * tunnel_ssh.socket_directory, absolute, if set; else NULL.  Checked again
- * before each bind (listener_open_unix): it may be refused at any time.
- */
-static char *socket_dir = NULL;
-/* Why socket_dir was last refused, as logged once; "" while it is usable. */
-static char socket_dir_refused[TUNNEL_ERROR_MAXLEN];
-
+/* A client on one of t's ports (forwards.c): its session serves it. */
 static void
-on_accept(void *arg, pgsocket client)
+on_accept(void *arg, pgsocket client, const char *remote_host,
+		  int remote_port, TunnelForwardSlot *slot)
 {
-	WorkerForward *wf = (WorkerForward *) arg;
+	WorkerTunnel *t = (WorkerTunnel *) arg;
 
-	if (wf->tunnel->session == NULL)
+	if (t->session == NULL)
 	{
 		close(client);
 		return;
 	}
-	tunnel_session_add_client(wf->tunnel->session, client,
-							  wf->remote_host, wf->remote_port, wf->slot);
+	tunnel_session_add_client(t->session, client, remote_host, remote_port,
+							  slot);
 }
 
 /*
@@ -204,314 +183,11 @@ session_of(const char *name)
 }
 
 static void
-close_forward_listeners(WorkerForward *wf)
-{
-	if (wf->listener)
-		listener_close(wf->listener);
-	if (wf->unix_listener)
-		listener_close(wf->unix_listener);
-	wf->listener = NULL;
-	wf->unix_listener = NULL;
-}
-
-static void
-close_listeners(WorkerTunnel *t)
-{
-	ListCell   *lc;
-
-	foreach(lc, t->forwards)
-	{
-		WorkerForward *wf = lfirst(lc);
-
-		close_forward_listeners(wf);
-		tunnel_status_forward_set_listening(wf->slot, false, NULL);
-	}
-}
-
-static void
-release_forwards(WorkerTunnel *t)
-{
-	ListCell   *lc;
-
-	close_listeners(t);
-	foreach(lc, t->forwards)
-		tunnel_status_forward_release(((WorkerForward *) lfirst(lc))->slot);
-}
-
-static void
 stop_key_check(WorkerTunnel *t)
 {
 	if (t->key_check)
 		tunnel_session_destroy(t->key_check);
 	t->key_check = NULL;
-}
-
-/*
- * Publish where clients find the tunnels (tunnel_connect_host()).  When that
- * changes, a catalog reload follows, which points the foreign servers of
- * tunnel_server_create there (catalog_servers_follow_host).
- */
-static void
-publish_socket_dir(const char *dir)
-{
-	if (tunnel_status_set_socket_directory(dir))
-		tunnel_status_catalog_changed();
-}
-
-/*
- * The socket directory was refused (the reason in error): the tunnels stop
- * offering it, to clients and as tunnel_connect_host().  Logged once per
- * reason, not at every forward's bind retry.
- */
-static void
-socket_dir_refuse(const char *error)
-{
-	publish_socket_dir(NULL);
-	if (strcmp(error, socket_dir_refused) == 0)
-		return;
-	strlcpy(socket_dir_refused, error, sizeof(socket_dir_refused));
-	ereport(WARNING,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("tunnel_ssh refuses its socket directory: %s", error),
-			 errdetail("The tunnels listen on no Unix socket until it is fixed; they are retried every second."),
-			 errhint("Let tunnel_ssh.socket_directory name a directory that the server's OS user owns (or can create), not a symbolic link, in parent directories that no other user can write to (unless they have the sticky bit).")));
-}
-
-static void
-socket_dir_accept(void)
-{
-	publish_socket_dir(socket_dir);
-	socket_dir_refused[0] = '\0';
-}
-
-/*
- * The listen settings in one string, to tell when they change, and the
- * socket directory made ready for them (WARNING if it cannot be).
- */
-static char *
-listen_settings(void)
-{
-	char		error[TUNNEL_ERROR_MAXLEN];
-	MemoryContext old = MemoryContextSwitchTo(worker_cxt);
-	char	   *settings;
-
-	if (socket_dir)
-		pfree(socket_dir);
-	socket_dir = tunnel_socket_directory_path();
-	if (socket_dir == NULL)
-		publish_socket_dir(NULL);
-	else if (listener_prepare_directory(socket_dir, error, sizeof(error)))
-		socket_dir_accept();
-	else
-		socket_dir_refuse(error);
-	settings = psprintf("%s|%d|%s", tunnel_listen_address,
-						tunnel_allow_remote_listen,
-						socket_dir ? socket_dir : "");
-	MemoryContextSwitchTo(old);
-	return settings;
-}
-
-/*
- * The forward's Unix socket could not be opened.  Logged when the reason
- * changes: a socket another server holds as a WARNING of its own (the
- * DBA has two servers sharing a directory), a refused directory once for
- * all forwards.
- */
-static void
-unix_listener_failed(WorkerForward *wf, ListenerFailure why,
-					 const char *error)
-{
-	if (why == LISTENER_UNSAFE_DIRECTORY)
-		socket_dir_refuse(error);
-	else
-		socket_dir_accept();	/* the directory passed its checks */
-	if (strcmp(error, wf->unix_error) == 0)
-		return;
-	strlcpy(wf->unix_error, error, sizeof(wf->unix_error));
-	if (why == LISTENER_SOCKET_IN_USE)
-		ereport(WARNING,
-				(errcode(ERRCODE_LOCK_FILE_EXISTS),
-				 errmsg("tunnel \"%s\" cannot listen on its Unix socket for port %d",
-						wf->tunnel->def->name, wf->local_port),
-				 errdetail("%s", error),
-				 errhint("Give each server its own tunnel_ssh.socket_directory, or its own ports.  If no such server runs, remove \"%s/.s.PGSQL.%d.lock\".",
-						 socket_dir, wf->local_port)));
-	else if (why == LISTENER_FAILED)
-		ereport(LOG,
-				(errmsg("tunnel \"%s\": %s", wf->tunnel->def->name, error)));
-}
-
-/*
- * Open the listeners a forward lacks: a Unix socket in socket_dir, and TCP
- * on tunnel_ssh.listen_address (if set, and loopback unless allowed).  False,
- * with the reason in error, if the forward listens nowhere or TCP failed.
- * A Unix socket refused while TCP serves is in the forward's last_error,
- * and retried.
- */
-static bool
-open_forward_listeners(WorkerForward *wf, char *error, size_t errlen)
-{
-	bool		tcp = tunnel_listen_address[0] != '\0';
-	char		unix_error[TUNNEL_ERROR_MAXLEN];
-
-	unix_error[0] = '\0';
-	if (!tcp && socket_dir == NULL)
-	{
-		snprintf(error, errlen,
-				 "tunnel_ssh.listen_address is empty and there is no usable tunnel_ssh.socket_directory: nothing to listen on");
-		return false;
-	}
-	if (socket_dir && wf->unix_listener == NULL)
-	{
-		ListenerFailure why;
-
-		wf->unix_listener = listener_open_unix(socket_dir, wf->local_port,
-											   on_accept, wf, &why,
-											   unix_error, sizeof(unix_error));
-		if (wf->unix_listener == NULL)
-			unix_listener_failed(wf, why, unix_error);
-		else
-		{
-			socket_dir_accept();
-			wf->unix_error[0] = '\0';
-		}
-	}
-	if (tcp && wf->listener == NULL)
-	{
-		if (!tunnel_allow_remote_listen &&
-			!listener_is_loopback(tunnel_listen_address))
-		{
-			snprintf(error, errlen,
-					 "tunnel_ssh.listen_address \"%s\" is not a loopback address: set tunnel_ssh.allow_remote_listen to listen there",
-					 tunnel_listen_address);
-			return false;
-		}
-		wf->listener = listener_open(tunnel_listen_address, wf->local_port,
-									 on_accept, wf, error, errlen);
-		if (wf->listener == NULL)
-			return false;
-	}
-	if (unix_error[0] != '\0')
-	{
-		if (!tcp)
-		{
-			strlcpy(error, unix_error, errlen);
-			/* Logged above: bind_listeners need not log it again. */
-			strlcpy(wf->bind_error, unix_error, sizeof(wf->bind_error));
-			return false;
-		}
-		tunnel_status_forward_error(wf->slot, unix_error);
-		wf->tunnel->bind_retry_at =
-			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BIND_RETRY_MS);
-	}
-	return true;
-}
-
-/* Bind what is not bound yet; true if every forward listens. */
-static bool
-bind_listeners(WorkerTunnel *t)
-{
-	ListCell   *lc;
-	bool		all = true;
-	MemoryContext old = MemoryContextSwitchTo(t->cxt);
-
-	foreach(lc, t->forwards)
-	{
-		WorkerForward *wf = lfirst(lc);
-		char		error[TUNNEL_ERROR_MAXLEN];
-
-		if (!open_forward_listeners(wf, error, sizeof(error)))
-		{
-			all = false;
-			if (strcmp(error, wf->bind_error) != 0)
-			{
-				ereport(LOG,
-						(errmsg("tunnel \"%s\": %s", t->def->name, error)));
-				strlcpy(wf->bind_error, error, sizeof(wf->bind_error));
-			}
-			tunnel_status_set_state(t->slot, TUNNEL_STATE_BIND_FAILED, error);
-			t->bind_failed = true;
-			tunnel_status_forward_set_listening(wf->slot, false, error);
-		}
-		else
-		{
-			wf->bind_error[0] = '\0';
-			tunnel_status_forward_set_listening(wf->slot, true, NULL);
-		}
-	}
-	MemoryContextSwitchTo(old);
-	return all;
-}
-
-/* Make the listeners match the definition's forwards. */
-static void
-sync_forwards(WorkerTunnel *t)
-{
-	List	   *kept = NIL;
-	ListCell   *lc;
-	MemoryContext old = MemoryContextSwitchTo(t->cxt);
-
-	foreach(lc, t->def->forwards)
-	{
-		ForwardDef *fd = lfirst(lc);
-		WorkerForward *wf = NULL;
-		ListCell   *lc2;
-
-		foreach(lc2, t->forwards)
-		{
-			WorkerForward *cand = lfirst(lc2);
-
-			if (cand != NULL && cand->local_port == fd->local_port)
-			{
-				wf = cand;
-				lfirst(lc2) = NULL;
-				break;
-			}
-		}
-		if (wf == NULL)
-		{
-			wf = palloc0(sizeof(WorkerForward));
-			wf->tunnel = t;
-			wf->local_port = fd->local_port;
-			wf->slot = tunnel_status_forward_acquire(t->def->name,
-													 fd->local_port);
-			if (wf->slot == NULL)
-				ereport(WARNING,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("forward %d of tunnel \"%s\" has no status slot",
-								fd->local_port, t->def->name),
-						 errhint("Raise tunnel_ssh.max_forwards.")));
-		}
-		/* New clients go to the new target; open channels keep theirs. */
-		strlcpy(wf->remote_host, fd->remote_host, sizeof(wf->remote_host));
-		wf->remote_port = fd->remote_port;
-		tunnel_status_forward_set_target(wf->slot, wf->remote_host,
-										 wf->remote_port);
-		kept = lappend(kept, wf);
-	}
-	foreach(lc, t->forwards)
-	{
-		WorkerForward *gone = lfirst(lc);
-
-		if (gone == NULL)
-			continue;
-		close_forward_listeners(gone);
-		tunnel_status_forward_release(gone->slot);
-		pfree(gone);
-	}
-	list_free(t->forwards);
-	t->forwards = kept;
-	MemoryContextSwitchTo(old);
-
-	if (t->forwards != NIL)
-	{
-		WorkerForward *first = linitial(t->forwards);
-
-		tunnel_status_set_listen(t->slot,
-								 tunnel_listen_address[0] != '\0' || socket_dir == NULL ?
-								 tunnel_listen_address : socket_dir,
-								 first->local_port);
-	}
 }
 
 /* Bring sockets and session in line with t->def. */
@@ -529,7 +205,7 @@ apply(WorkerTunnel *t)
 			tunnel_session_destroy(t->session);
 		t->session = NULL;
 		stop_key_check(t);
-		close_listeners(t);
+		tunnel_forwards_close(&t->forwards);
 		if (reason)
 		{
 			char		text[TUNNEL_ERROR_MAXLEN];
@@ -547,19 +223,20 @@ apply(WorkerTunnel *t)
 		return;
 	}
 
-	sync_forwards(t);
-	if (!bind_listeners(t))
+	tunnel_forwards_sync(&t->forwards, t->def);
+	if (!tunnel_forwards_bind(&t->forwards))
 	{
-		t->bind_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   BIND_RETRY_MS);
+		t->forwards.bind_retry_at =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										TUNNEL_FORWARDS_BIND_RETRY_MS);
 		/* A tunnel that cannot listen anywhere has no use for a session yet. */
-		if (t->session == NULL && list_length(t->forwards) == 1)
+		if (t->session == NULL && list_length(t->forwards.list) == 1)
 			return;
 	}
-	else if (t->bind_failed)
+	else if (t->forwards.bind_failed)
 	{
 		/* Every port listens again: a running session shows again. */
-		t->bind_failed = false;
+		t->forwards.bind_failed = false;
 		if (t->session && tunnel_session_ready(t->session))
 			tunnel_status_set_state(t->slot, TUNNEL_STATE_CONNECTED, "");
 	}
@@ -612,6 +289,7 @@ tunnel_start(const TunnelDef *def)
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("tunnel \"%s\" has no status slot", def->name),
 				 errhint("Raise tunnel_ssh.max_tunnels.")));
+	tunnel_forwards_init(&t->forwards, def->name, t->slot, cxt, on_accept, t);
 	set_def(t, def);
 	apply(t);
 	return t;
@@ -623,7 +301,7 @@ tunnel_stop(WorkerTunnel *t)
 	if (t->session)
 		tunnel_session_destroy(t->session);
 	stop_key_check(t);
-	release_forwards(t);
+	tunnel_forwards_release(&t->forwards);
 	if (t->def->private_key)
 		keys_wipe(t->def->private_key);
 	if (t->def->next_private_key)
@@ -732,8 +410,8 @@ reload(int elevel)
 	 * sockets; with none usable (TCP off, the directory refused) they are
 	 * left as they are.
 	 */
-	if (installed && tunnel_connect_host() != NULL)
-		(void) catalog_servers_follow_host(tunnel_connect_host());
+	if (installed && tunnel_status_connect_host() != NULL)
+		(void) catalog_servers_follow_host(tunnel_status_connect_host());
 	MemoryContextSwitchTo(old);
 	foreach(lc, tunnels)
 	{
@@ -781,7 +459,7 @@ rebind_all(void)
 	{
 		WorkerTunnel *t = lfirst(lc);
 
-		close_listeners(t);
+		tunnel_forwards_close(&t->forwards);
 		if (t->runnable)
 			apply(t);
 	}
@@ -862,8 +540,8 @@ run_key_check(WorkerTunnel *t, TimestampTz now)
 static long
 ms_until_retry(WorkerTunnel *t, TimestampTz now)
 {
-	return t->bind_retry_at <= now ? 0 :
-		(long) ((t->bind_retry_at - now + 999) / 1000);
+	return t->forwards.bind_retry_at <= now ? 0 :
+		(long) ((t->forwards.bind_retry_at - now + 999) / 1000);
 }
 
 /* Timers of every tunnel; returns the time until the next one. */
@@ -882,14 +560,14 @@ run_timers(void)
 		if (!t->runnable)
 			continue;
 		/* A port another process holds is retried, once a second. */
-		if (t->bind_retry_at != 0)
+		if (t->forwards.bind_retry_at != 0)
 		{
-			if (now >= t->bind_retry_at)
+			if (now >= t->forwards.bind_retry_at)
 			{
-				t->bind_retry_at = 0;
+				t->forwards.bind_retry_at = 0;
 				apply(t);
 			}
-			if (t->bind_retry_at != 0)
+			if (t->forwards.bind_retry_at != 0)
 				t_timeout = ms_until_retry(t, now);
 		}
 		if (t->session)
@@ -1045,7 +723,7 @@ tunnel_worker_main(Datum main_arg)
 	 */
 	round_cxt = AllocSetContextCreate(worker_cxt, "tunnel_ssh worker round",
 									  ALLOCSET_DEFAULT_SIZES);
-	bound_address = listen_settings();
+	bound_address = tunnel_forwards_listen_settings(worker_cxt);
 	tunnel_session_set_lookup(session_of);
 	tunnel_status_release_all();
 	tunnel_status_set_worker_latch(MyLatch);
@@ -1068,7 +746,7 @@ tunnel_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			{
-				char	   *now_bound = listen_settings();
+				char	   *now_bound = tunnel_forwards_listen_settings(worker_cxt);
 
 				if (strcmp(bound_address, now_bound) != 0)
 				{

@@ -70,6 +70,37 @@ check "tunnel_test shows the host key and that it matches" \
 check "tunnel_test proves a PostgreSQL server answers" \
   grep -q "answered the SSLRequest" <<<"$(lsql "SELECT detail FROM tunnel_test('main') WHERE step = 'postgres_probe'")"
 
+# --- tunnel_test against a private server that offers SSL (as Debian's
+# clusters do): the probe completes the TLS handshake it asked for and ends
+# it with close_notify, as a client that changed its mind, so the server
+# logs nothing for it (it logged "could not accept SSL connection: EOF
+# detected" for each tunnel_test).  SSL on for these checks only.
+ppsql() { psql -X -q "host=127.0.0.1 port=$PPORT dbname=postgres $1" -Atc "$2"; }
+children() { pgrep -P "$(head -n 1 private/postmaster.pid)" | sort; }
+ssl_offered() { test "$(ppsql sslmode=require "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")" = t; }
+ssl_off() { test "$(ppsql "" "SHOW ssl")" = off; }
+# Every process the private server forked since $before (the probe's
+# backend among them) has ended.
+new_ones_gone() { ! comm -13 <(echo "$before") <(children) | grep -q .; }
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=private \
+  -keyout private/probe.key -out private/probe.crt 2>/dev/null
+chmod 600 private/probe.key
+ppsql "" "ALTER SYSTEM SET ssl_cert_file = '$dir/private/probe.crt'"
+ppsql "" "ALTER SYSTEM SET ssl_key_file = '$dir/private/probe.key'"
+ppsql "" "ALTER SYSTEM SET ssl = on"
+ppsql "" "SELECT pg_reload_conf()" >/dev/null
+check "the private server offers SSL" wait_for 10 ssl_offered
+before=$(children) lines=$(wc -l < private.log)
+r=$(lsql "SELECT detail FROM tunnel_test('main') WHERE step = 'postgres_probe'"); echo "# $r"
+check "tunnel_test: the private server answered the SSLRequest with 'S'" grep -qF "with 'S' (SSL available)" <<<"$r"
+# The probe's backend has logged what it had to say once it is gone.
+check "... and the probe's backend on it has ended" wait_for 10 new_ones_gone
+said=$(tail -n +$((lines + 1)) private.log | grep -E 'SSL|client|startup packet|connection')
+check "... having logged nothing about it (\"could not accept SSL connection: EOF detected\" until now)" \
+  test -z "$said" || sed 's/^/#   /' <<<"$said"
+ppsql "" "ALTER SYSTEM RESET ssl" && ppsql "" "SELECT pg_reload_conf()" >/dev/null
+wait_for 10 ssl_off
+
 # --- key rotation while pgbench runs through the tunnel ---
 # pgbench in runs of 3 s, back to back, until the rotation is done: the run
 # under way when it completes carries its connections across, and every

@@ -64,5 +64,15 @@ check "a platform whose packages cannot be installed is a named failure" \
 check "... counted in the last line" test "$(tail -n 1 "$out2")" = "total: 0 passed, 1 failed, 0 skipped" || show "$out2"
 check "... and the exit status agrees" test "$rc2" -eq 1
 
+# 3. The include graph of src/ (test/include_cycles.sh, bash and awk, well
+#    under a second): the settings and the entry file stay out of every
+#    include circle, so that any module can read a setting.
+echo "# harness: include circles through the settings and the entry file"
+circles=$top/circles.out
+check "no include circle runs through the settings (settings.h)" \
+  bash test/include_cycles.sh settings > "$circles" || show "$circles"
+check "... nor through the entry file (tunnel_ssh.c)" \
+  bash test/include_cycles.sh tunnel_ssh > "$circles" || show "$circles"
+
 echo "1..$n"
 exit $bad
