@@ -11,15 +11,18 @@ OBJS = \
 	src/catalog.o \
 	src/cert.o \
 	src/channel.o \
+	src/conn.o \
+	src/conn_io.o \
 	src/connect.o \
 	src/hostkeys.o \
+	src/keepalive.o \
 	src/keys.o \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/pool.o \
 	src/proxy.o \
 	src/sendturn.o \
-	src/session.o \
 	src/status.o \
 	src/validate.o \
 	src/watch.o \
