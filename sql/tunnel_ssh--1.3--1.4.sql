@@ -55,6 +55,8 @@ CREATE FUNCTION tunnel_ssh.certificate_info(certificate text,
 	OUT validity text)
 	LANGUAGE C STRICT STABLE
 	AS 'MODULE_PATHNAME', 'tunnel_certificate_info';
+-- Only tunnel_status() (SECURITY DEFINER, pg_monitor) needs it.
+REVOKE ALL ON FUNCTION tunnel_ssh.certificate_info(text) FROM PUBLIC;
 
 -- tunnel_public_key(name, restricted, what): what => 'authorized_keys'
 -- (the line, as before), 'key' (the bare public key a CA signs),
