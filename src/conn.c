@@ -396,7 +396,6 @@ static void
 begin_attempt(TunnelConn *s, const TunnelConnPlan *plan, TimestampTz now)
 {
 	Assert(s->phase == CONN_IDLE);
-	s->last_attempt = now;
 	s->deadline = TimestampTzPlusMilliseconds(now, tunnel_connect_timeout * 1000L);
 	/*
 	 * The output batch is taken before the handshake's buffers, as when the

@@ -132,7 +132,6 @@ struct TunnelConn
 	TunnelConnPhase phase;
 	TunnelConnect connect;		/* the way in; its words after a failure */
 	bool		authed_next;	/* logged in with the rotation's new key */
-	TimestampTz last_attempt;	/* of the current or last start */
 	TunnelSendTurn turn;		/* who may send, who may open */
 	dlist_head	channels;		/* clients carried, or waiting on it */
 

@@ -54,7 +54,7 @@ struct TunnelStatusSlot
 	char		via[TUNNEL_NAME_MAXLEN + 1];
 	char		last_error[TUNNEL_ERROR_MAXLEN];
 	TunnelMethods methods;		/* of the session, empty when none */
-	int			extra_sessions; /* lanes open or opening (session.c) */
+	int			extra_sessions; /* lanes open or opening (lanes.c) */
 
 	pg_atomic_uint64 attempts;
 	TunnelCounters counters;
