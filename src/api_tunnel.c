@@ -174,11 +174,14 @@ tunnel_create(PG_FUNCTION_ARGS)
 	Datum		values[11];
 	ErrorContextCallback hide_cb;
 	bool		hiding = proxy != NULL;
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	int			nbastions;
 
 	if (hiding)
 		hide_statement_push(&hide_cb);
 	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "tunnel name", name);
-	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
+	tunnel_check_arg(validate_bastions(ssh_host, 22, bastions, &nbastions, &reason),
+					 &reason, "ssh_host", ssh_host);
 	tunnel_check_arg(validate_host(remote_host, &reason), &reason, "remote_host", remote_host);
 	tunnel_arg_port(fcinfo, 3, "remote_port");
 	tunnel_arg_port(fcinfo, 4, "ssh_port");
@@ -422,11 +425,14 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	TunnelLines via_before = {0};
 	ErrorContextCallback hide_cb;
 	bool		hiding = proxy != NULL;
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	int			nbastions;
 
 	if (hiding)
 		hide_statement_push(&hide_cb);
 	if (ssh_host)
-		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
+		tunnel_check_arg(validate_bastions(ssh_host, 22, bastions, &nbastions, &reason),
+						 &reason, "ssh_host", ssh_host);
 	if (!PG_ARGISNULL(2))
 		tunnel_arg_port(fcinfo, 2, "ssh_port");
 	if (ssh_user)
@@ -470,6 +476,8 @@ tunnel_alter(PG_FUNCTION_ARGS)
 		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != cur.ssh_port);
 	forget_host_key = new_bastion && fingerprint == NULL &&
 		cur.host_key_fingerprint != NULL;
+	if (new_bastion)
+		tunnel_forget_bastion_host_keys(name);
 	if (forget_host_key)
 		ereport(NOTICE,
 				(errmsg("the host key of the new bastion will be recorded on the first connection"),

@@ -369,7 +369,7 @@ prepare_connect(TunnelConn *s, const TunnelConnPlan *plan)
 	m->proxy = def->via ? NULL : def->proxy;
 	m->key_type = def->key_type;
 	m->host_keys = plan->host_keys;
-	m->host_key_algorithms = def->host_key_algorithms;
+	m->host_key_algorithms = plan->host_key_algorithms;
 	m->host_key_try = plan->host_key_try;
 	m->trust_first_use = plan->trust_first_use;
 	m->owner = s;

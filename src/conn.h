@@ -71,6 +71,7 @@ typedef struct TunnelConnPlan
 	const char *host;			/* the bastion, as the catalog names it */
 	int			port;
 	const char *host_keys;		/* pins or the key trusted at first use */
+	const char *host_key_algorithms;	/* to ask for first, or NULL */
 	int			host_key_try;	/* family asked first for a bare pin */
 	bool		trust_first_use;	/* accept and report an unknown host key */
 	TunnelConnKeys keys;

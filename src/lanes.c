@@ -131,7 +131,8 @@ tunnel_lane_ended(TunnelPool *p, TunnelConn *lane, const TunnelConnEnd *end)
 	ereport(LOG,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("tunnel \"%s\": extra session to %s port %d failed",
-					p->def->name, p->def->ssh_host, p->def->ssh_port),
+					p->def->name, tunnel_pool_bastion(p)->host,
+					tunnel_pool_bastion(p)->port),
 			 errdetail_internal("%s", end->message)));
 	tunnel_lanes_return_waiting(p, lane);
 	tunnel_conn_close(lane, false, false);
@@ -319,8 +320,8 @@ tunnel_lanes_relogin(TunnelPool *p)
 
 	ereport(LOG,
 			(errmsg("tunnel \"%s\": logging in again to %s port %d for a target %s",
-					p->def->name, p->def->ssh_host, p->def->ssh_port,
-					added ? "added since the session logged in" :
+					p->def->name, tunnel_pool_bastion(p)->host,
+					tunnel_pool_bastion(p)->port, added ? "added since the session logged in" :
 					"the bastion refused on the last login"),
 			 errdetail("sshd grants a key's permitopen targets at login; connections already established stay on the previous session until they end.")));
 

@@ -63,13 +63,72 @@ set_state(TunnelPool *p, TunnelState state, const char *error)
 
 /* ---------- starting a connection ---------- */
 
-/* The pins, or the host key trusted on first use; NULL if none yet. */
+/*
+ * What bastion i must present: the pins, which serve every bastion; else
+ * the key recorded for it (the tunnel's own for the first), or the one
+ * trusted at its first use; NULL if none yet.
+ */
 static const char *
-expected_host_keys(TunnelPool *p)
+expected_host_keys(TunnelPool *p, int i)
 {
-	if (p->def->host_key_fingerprint)
-		return p->def->host_key_fingerprint;
-	return p->host_key[0] != '\0' ? p->host_key : NULL;
+	const TunnelDef *def = p->def;
+
+	if (def->host_key_pinned || (i == 0 && def->host_key_fingerprint))
+		return def->host_key_fingerprint;
+	if (i > 0 && def->bastions[i].host_key_fingerprint)
+		return def->bastions[i].host_key_fingerprint;
+	return p->bastions[i].host_key[0] != '\0' ? p->bastions[i].host_key : NULL;
+}
+
+/* The host key algorithms to ask bastion i for first, as recorded. */
+static const char *
+expected_algorithms(TunnelPool *p, int i)
+{
+	if (i == 0 || p->def->host_key_pinned)
+		return p->def->host_key_algorithms;
+	return p->def->bastions[i].host_key_algorithms;
+}
+
+/* Show bastion i as tunnel_bastion_status() does. */
+static void
+publish_bastion(TunnelPool *p, int i)
+{
+	tunnel_status_set_bastion(p->slot, i, p->nbastions, &p->bastions[i].status);
+}
+
+static void
+set_bastion_state(TunnelPool *p, int i, TunnelBastionState state)
+{
+	p->bastions[i].status.state = state;
+	publish_bastion(p, i);
+}
+
+/*
+ * The bastion to try now: the first of the list not waiting out a backoff.
+ * When all are (a client brought the attempt forward), the one that failed
+ * in a way sshd does not penalise and is due soonest.
+ */
+static int
+pick_bastion(TunnelPool *p, TimestampTz now, bool any)
+{
+	int			best = -1;
+
+	for (int i = 0; i < p->nbastions; i++)
+		if (p->bastions[i].retry_at <= now)
+			return i;
+	if (!any)
+		return -1;
+	for (int i = 0; i < p->nbastions; i++)
+	{
+		const PoolBastion *b = &p->bastions[i];
+
+		if (best < 0 ||
+			(!b->penalised && p->bastions[best].penalised) ||
+			(b->penalised == p->bastions[best].penalised &&
+			 b->retry_at < p->bastions[best].retry_at))
+			best = i;
+	}
+	return best;
 }
 
 /*
@@ -127,10 +186,11 @@ start_conn(const TunnelDef *def, TunnelConn *c, const TunnelConnPlan *plan,
 static void
 plan_for(TunnelPool *p, bool lane, TunnelConnPlan *plan)
 {
-	plan->host = p->def->ssh_host;
-	plan->port = p->def->ssh_port;
-	plan->host_keys = expected_host_keys(p);
-	plan->host_key_try = p->host_key_try;
+	plan->host = tunnel_pool_bastion(p)->host;
+	plan->port = tunnel_pool_bastion(p)->port;
+	plan->host_keys = expected_host_keys(p, p->active);
+	plan->host_key_algorithms = expected_algorithms(p, p->active);
+	plan->host_key_try = p->bastions[p->active].host_key_try;
 	plan->trust_first_use = !lane;
 	plan->keys = !lane || p->conn->authed_next ?
 		CONN_KEYS_NEXT_FIRST : CONN_KEYS_CURRENT;
@@ -142,15 +202,22 @@ start_attempt(TunnelPool *p, TimestampTz now)
 	TunnelConnPlan plan;
 
 	p->last_attempt = now;
+	p->active = pick_bastion(p, now, true);
 	tunnel_status_count_attempt(p->slot);
 	set_state(p, TUNNEL_STATE_CONNECTING, NULL);
+	set_bastion_state(p, p->active, TUNNEL_BASTION_CONNECTING);
 	p->phase = POOL_ACTIVE;
 	plan_for(p, false, &plan);
 	if (!start_conn(p->def, p->conn, &plan, now))
 	{
 		/* Not this bastion's fault: look again soon, without backing off. */
-		p->failures = 0;
+		for (int i = 0; i < p->nbastions; i++)
+		{
+			p->bastions[i].failures = 0;
+			p->bastions[i].retry_at = 0;
+		}
 		p->retry_at = TimestampTzPlusMilliseconds(now, 1000);
+		p->phase = POOL_BACKOFF;
 	}
 }
 
@@ -162,8 +229,8 @@ start_lane(TunnelPool *p)
 
 	ereport(DEBUG1,
 			(errmsg("tunnel \"%s\": opening extra session %d to %s port %d",
-					p->def->name, p->nlanes, p->def->ssh_host,
-					p->def->ssh_port)));
+					p->def->name, p->nlanes, tunnel_pool_bastion(p)->host,
+					tunnel_pool_bastion(p)->port)));
 	plan_for(p, true, &plan);
 	(void) start_conn(p->def, lane, &plan, GetCurrentTimestamp());
 }
@@ -194,14 +261,14 @@ next_retry_for_clients(TunnelPool *p, TimestampTz now)
 }
 
 static long
-retry_delay_ms(TunnelPool *p, TunnelState state, bool refused)
+retry_delay_ms(int failures, TunnelState state, bool refused)
 {
 	if (refused)
-		return tunnel_backoff_ms(p->failures, REFUSED_FIRST_MS, REFUSED_MAX_MS);
+		return tunnel_backoff_ms(failures, REFUSED_FIRST_MS, REFUSED_MAX_MS);
 	if (state == TUNNEL_STATE_AUTH_FAILED ||
 		state == TUNNEL_STATE_HOST_KEY_MISMATCH)
-		return tunnel_backoff_ms(p->failures, PENALISED_FIRST_MS, PENALISED_MAX_MS);
-	return tunnel_backoff_ms(p->failures, 500.0, tunnel_reconnect_max_delay * 1000.0);
+		return tunnel_backoff_ms(failures, PENALISED_FIRST_MS, PENALISED_MAX_MS);
+	return tunnel_backoff_ms(failures, 500.0, tunnel_reconnect_max_delay * 1000.0);
 }
 
 /* What the bastion said, if anything, before it closed the connection. */
@@ -234,6 +301,8 @@ static void
 log_end(TunnelPool *p, const TunnelConnEnd *e, long delay_ms)
 {
 	const TunnelDef *def = p->def;
+	const char *host = tunnel_pool_bastion(p)->host;
+	int			port = tunnel_pool_bastion(p)->port;
 
 	if (strcmp(e->message, p->last_logged) == 0)
 		return;
@@ -241,7 +310,7 @@ log_end(TunnelPool *p, const TunnelConnEnd *e, long delay_ms)
 		ereport(LOG,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("tunnel \"%s\": bastion %s port %d refused the connection",
-						def->name, def->ssh_host, def->ssh_port),
+						def->name, host, port),
 				 refused_detail(e->banner),
 				 errhint("OpenSSH 9.8 and later refuse an address for a while after failed logins (PerSourcePenalties); "
 						 "add this server's address to PerSourcePenaltyExemptList in the bastion's sshd_config. "
@@ -250,26 +319,26 @@ log_end(TunnelPool *p, const TunnelConnEnd *e, long delay_ms)
 		ereport(WARNING,
 				(errcode(state_errcode(e->state)),
 				 errmsg("host key of bastion %s port %d does not match the pins of tunnel \"%s\"",
-						def->ssh_host, def->ssh_port, def->name),
+						host, port, def->name),
 				 errdetail_internal("%s", e->message),
 				 errhint("If the bastion's host key was changed on purpose, run tunnel_host_key_reset() or pin the new key with tunnel_alter().")));
 	else if (e->state == TUNNEL_STATE_AUTH_FAILED)
 		ereport(LOG,
 				(errcode(state_errcode(e->state)),
 				 errmsg("tunnel \"%s\": authentication on bastion %s port %d failed",
-						def->name, def->ssh_host, def->ssh_port),
+						def->name, host, port),
 				 errdetail_internal("%s", e->message)));
 	else if (e->was_ready)
 		ereport(LOG,
 				(errcode(state_errcode(e->state)),
 				 errmsg("tunnel \"%s\": connection to bastion %s port %d lost",
-						def->name, def->ssh_host, def->ssh_port),
+						def->name, host, port),
 				 errdetail_internal("%s", e->message)));
 	else
 		ereport(LOG,
 				(errcode(state_errcode(e->state)),
 				 errmsg("tunnel \"%s\": could not connect to bastion %s port %d",
-						def->name, def->ssh_host, def->ssh_port),
+						def->name, host, port),
 				 errdetail_internal("%s", e->message)));
 	strlcpy(p->last_logged, e->message, sizeof(p->last_logged));
 }
@@ -278,23 +347,33 @@ log_end(TunnelPool *p, const TunnelConnEnd *e, long delay_ms)
  * The tunnel's connection ended.  Its lanes go with it, and their waiting
  * clients come back; a previous login that still carries connections (a
  * retiring lane) is not this connection: it lives on until they end or its
- * own keepalive fails.  Clients waiting for a channel are kept for the next
- * attempt when the bastion was lost only moments ago (holding_clients).
+ * own keepalive fails.  The bastion waits out its backoff; the next one of
+ * the list that need not is tried at once (failover), and the clients
+ * waiting for a channel wait for it.  When every bastion waits, so does
+ * the tunnel, and the waiting clients are kept only when the bastion was
+ * lost moments ago (holding_clients).
  */
 static void
 connection_ended(TunnelPool *p, TunnelConn *c, const TunnelConnEnd *e)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	PoolBastion *b = &p->bastions[p->active];
+	int			next;
 	bool		spare;
 	long		delay_ms;
 	dlist_iter	iter;
 
-	p->failures++;
+	b->failures++;
 	if (e->next_family)
-		p->host_key_try++;
-	delay_ms = retry_delay_ms(p, e->state, e->refused);
-	p->penalised = e->refused || e->state == TUNNEL_STATE_AUTH_FAILED ||
+		b->host_key_try++;
+	delay_ms = retry_delay_ms(b->failures, e->state, e->refused);
+	b->penalised = e->refused || e->state == TUNNEL_STATE_AUTH_FAILED ||
 		e->state == TUNNEL_STATE_HOST_KEY_MISMATCH;
+	b->retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
+	b->status.state = TUNNEL_BASTION_BACKOFF;
+	b->status.failures = b->failures;
+	strlcpy(b->status.last_error, e->message, sizeof(b->status.last_error));
+	publish_bastion(p, p->active);
 	log_end(p, e, delay_ms);
 
 	if (e->was_ready)
@@ -302,13 +381,30 @@ connection_ended(TunnelPool *p, TunnelConn *c, const TunnelConnEnd *e)
 	dlist_foreach(iter, &p->lanes)
 		tunnel_lanes_return_waiting(p, dlist_container(TunnelConn, owner_node, iter.cur));
 	tunnel_lanes_drop_all(p, true);
+	tunnel_status_set_methods(p->slot, NULL);
+	tunnel_status_set_serving(p->slot, NULL);
+	p->relogin_wanted = false;
+	set_state(p, e->state, e->message);
+
+	next = pick_bastion(p, now, false);
+	if (next >= 0)
+	{
+		ereport(LOG,
+				(errmsg("tunnel \"%s\": trying bastion %s port %d next",
+						p->def->name, p->def->bastions[next].host,
+						p->def->bastions[next].port)));
+		tunnel_conn_close(c, false, true);
+		p->penalised = false;
+		p->phase = POOL_START;	/* the next tick starts it */
+		return;
+	}
+	/* Every bastion waits: the tunnel waits for the soonest. */
+	next = pick_bastion(p, now, true);
+	p->retry_at = p->bastions[next].retry_at;
+	p->penalised = p->bastions[next].penalised;
 	spare = !p->penalised && holding_clients(p, now);
 	tunnel_conn_close(c, false, spare);
-	tunnel_status_set_methods(p->slot, NULL);
-	p->relogin_wanted = false;
-	p->retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
 	p->phase = POOL_BACKOFF;
-	set_state(p, e->state, e->message);
 	if (spare && !dlist_is_empty(&c->channels))
 		p->retry_at = Min(p->retry_at, next_retry_for_clients(p, now));
 }
@@ -351,6 +447,7 @@ pool_handshake(void *owner, TunnelConn *c)
 {
 	TunnelPool *p = (TunnelPool *) owner;
 	TunnelConnect *m = &c->connect;
+	PoolBastion *b = &p->bastions[p->active];
 	bool		accepted = m->step == CONNECT_AUTH || m->step == CONNECT_DONE ||
 		(m->step == CONNECT_FAILED && m->failed_at == CONNECT_AUTH);
 
@@ -358,24 +455,28 @@ pool_handshake(void *owner, TunnelConn *c)
 		return;
 	tunnel_status_set_methods(p->slot, &m->methods);
 	if (m->host_key_shown[0] != '\0')
+	{
 		tunnel_status_set_host_key(p->slot, m->host_key_shown);
+		strlcpy(b->status.host_key, m->host_key_shown, sizeof(b->status.host_key));
+		publish_bastion(p, p->active);
+	}
 	if (!accepted)
 		return;
 	if (m->host_key_trusted)
 	{
-		strlcpy(p->host_key, m->host_key_seen, sizeof(p->host_key));
-		p->host_key_unsaved = true;
+		strlcpy(b->host_key, m->host_key_seen, sizeof(b->host_key));
+		b->host_key_unsaved = true;
 		p->host_key_save_at = 0;
-		strlcpy(p->host_key_algorithm, m->host_key_algorithm,
-				sizeof(p->host_key_algorithm));
+		strlcpy(b->host_key_algorithm, m->host_key_algorithm,
+				sizeof(b->host_key_algorithm));
 	}
-	else if (p->def->host_key_algorithms == NULL &&
+	else if (p->active == 0 && p->def->host_key_algorithms == NULL &&
 			 p->def->host_key_fingerprint != NULL &&
 			 !hostkeys_typed(p->def->host_key_fingerprint) &&
 			 m->host_key_algorithm[0] != '\0')
 	{
-		strlcpy(p->host_key_algorithm, m->host_key_algorithm,
-				sizeof(p->host_key_algorithm));
+		strlcpy(p->pin_algorithm, m->host_key_algorithm,
+				sizeof(p->pin_algorithm));
 		p->algorithm_unsaved = true;
 		p->host_key_save_at = 0;
 	}
@@ -417,7 +518,8 @@ note_certificate(TunnelPool *p, TunnelConnect *m)
 	cert_format_time(m->cert_valid_before, until, sizeof(until));
 	ereport(LOG,
 			(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\" with certificate \"%s\" (valid until %s)",
-					def->name, def->ssh_host, def->ssh_port,
+					def->name, tunnel_pool_bastion(p)->host,
+					tunnel_pool_bastion(p)->port,
 					def->ssh_user, m->cert_key_id, until)));
 	if (m->cert_valid_before != UINT64_MAX &&
 		m->cert_valid_before > now &&
@@ -456,9 +558,25 @@ pool_logged_in(void *owner, TunnelConn *c)
 	else
 		ereport(LOG,
 				(errmsg("tunnel \"%s\": connected to %s port %d as \"%s\"",
-						def->name, def->ssh_host, def->ssh_port,
-						def->ssh_user)));
-	p->failures = 0;
+						def->name, tunnel_pool_bastion(p)->host,
+						tunnel_pool_bastion(p)->port, def->ssh_user)));
+	{
+		PoolBastion *b = &p->bastions[p->active];
+		char		serving[TUNNEL_HOST_MAXLEN + 9];
+
+		b->failures = 0;
+		b->penalised = false;
+		b->retry_at = 0;
+		b->last_connected = GetCurrentTimestamp();
+		b->status.state = TUNNEL_BASTION_SERVING;
+		b->status.failures = 0;
+		b->status.last_connected = b->last_connected;
+		publish_bastion(p, p->active);
+		snprintf(serving, sizeof(serving),
+				 strchr(tunnel_pool_bastion(p)->host, ':') ? "[%s]:%d" : "%s:%d",
+				 tunnel_pool_bastion(p)->host, tunnel_pool_bastion(p)->port);
+		tunnel_status_set_serving(p->slot, serving);
+	}
 	p->penalised = false;
 	tunnel_lanes_note_login(p, c);
 	p->last_logged[0] = '\0';
@@ -535,42 +653,49 @@ static long
 save_host_key(TunnelPool *p, TimestampTz now)
 {
 	const TunnelDef *def = p->def;
+	long		timeout = -1;
 
-	if (!p->host_key_unsaved && !p->algorithm_unsaved)
-		return -1;
 	if (now < p->host_key_save_at)
 		return tunnel_ms_until(p->host_key_save_at, now);
 	if (p->algorithm_unsaved)
 	{
 		if (!catalog_learn_host_key_algorithm(def->name,
 											  def->host_key_fingerprint,
-											  p->host_key_algorithm))
+											  p->pin_algorithm))
 		{
 			p->host_key_save_at = TimestampTzPlusMilliseconds(now, HOST_KEY_RETRY_MS);
 			return HOST_KEY_RETRY_MS;
 		}
 		p->algorithm_unsaved = false;
-		return -1;
 	}
-	switch (catalog_record_host_key(def->name, p->host_key,
-									p->host_key_algorithm[0] ?
-									p->host_key_algorithm : NULL))
+	for (int i = 0; i < p->nbastions; i++)
 	{
-		case CATALOG_WRITE_RETRY:
+		PoolBastion *b = &p->bastions[i];
+		const char *algorithm = b->host_key_algorithm[0] ? b->host_key_algorithm : NULL;
+		CatalogWrite done;
+
+		if (!b->host_key_unsaved)
+			continue;
+		done = i == 0 ?
+			catalog_record_host_key(def->name, b->host_key, algorithm) :
+			catalog_record_bastion_host_key(def->name, def->bastions[i].host,
+											def->bastions[i].port,
+											b->host_key, algorithm);
+		if (done == CATALOG_WRITE_RETRY)
+		{
 			p->host_key_save_at = TimestampTzPlusMilliseconds(now, HOST_KEY_RETRY_MS);
-			return HOST_KEY_RETRY_MS;
-		case CATALOG_WRITE_DONE:
+			timeout = HOST_KEY_RETRY_MS;
+			continue;
+		}
+		/* NONE: a pin set meanwhile; the worker compares it with ours. */
+		if (done == CATALOG_WRITE_DONE)
 			ereport(LOG,
 					(errmsg("tunnel \"%s\": recorded host key %s of %s port %d",
-							def->name, p->host_key, def->ssh_host,
-							def->ssh_port)));
-			break;
-		case CATALOG_WRITE_NONE:
-			/* A pin set meanwhile: the worker compares it with ours. */
-			break;
+							def->name, b->host_key, def->bastions[i].host,
+							def->bastions[i].port)));
+		b->host_key_unsaved = false;
 	}
-	p->host_key_unsaved = false;
-	return -1;
+	return timeout;
 }
 
 /* The timers of the tunnel's connection: its start, backoff, its own. */
@@ -618,10 +743,14 @@ tunnel_pool_create(const TunnelDef *def, TunnelStatusSlot *slot)
 	p->phase = POOL_START;
 	p->conn = tunnel_conn_create(def, p, &pool_ops);
 	dlist_init(&p->lanes);
+	p->nbastions = def->nbastions;
 	/* A single bare fingerprint also serves as trust on first use. */
 	if (def->host_key_fingerprint &&
-		strlen(def->host_key_fingerprint) < sizeof(p->host_key))
-		strlcpy(p->host_key, def->host_key_fingerprint, sizeof(p->host_key));
+		strlen(def->host_key_fingerprint) < sizeof(p->bastions[0].host_key))
+		strlcpy(p->bastions[0].host_key, def->host_key_fingerprint,
+				sizeof(p->bastions[0].host_key));
+	for (int i = 0; i < p->nbastions; i++)
+		publish_bastion(p, i);
 	return p;
 }
 
@@ -644,7 +773,9 @@ tunnel_pool_ready(TunnelPool *p)
 const char *
 tunnel_pool_seen_host_key(TunnelPool *p)
 {
-	return p->host_key[0] ? p->host_key : NULL;
+	const char *key = p->bastions[p->active].host_key;
+
+	return key[0] ? key : NULL;
 }
 
 void
@@ -657,7 +788,11 @@ tunnel_pool_credentials_changed(TunnelPool *p)
 	if (p->phase == POOL_BACKOFF && p->penalised)
 	{
 		p->retry_at = GetCurrentTimestamp();
-		p->failures = 0;
+		for (int i = 0; i < p->nbastions; i++)
+		{
+			p->bastions[i].failures = 0;
+			p->bastions[i].retry_at = 0;
+		}
 	}
 }
 
@@ -667,6 +802,7 @@ tunnel_pool_set_def(TunnelPool *p, const TunnelDef *def)
 	dlist_iter	iter;
 
 	p->def = def;
+	p->nbastions = def->nbastions;
 	p->conn->def = def;
 	dlist_foreach(iter, &p->lanes)
 		dlist_container(TunnelConn, owner_node, iter.cur)->def = def;
@@ -806,9 +942,11 @@ tunnel_key_check_tick(TunnelKeyCheck *kc, TimestampTz now)
 		TunnelConnPlan plan;
 
 		kc->started = true;
-		plan.host = kc->def->ssh_host;
-		plan.port = kc->def->ssh_port;
+		/* The first bastion: all take the same key. */
+		plan.host = kc->def->bastions[0].host;
+		plan.port = kc->def->bastions[0].port;
 		plan.host_keys = kc->def->host_key_fingerprint;
+		plan.host_key_algorithms = kc->def->host_key_algorithms;
 		plan.host_key_try = 0;
 		plan.trust_first_use = true;
 		plan.keys = CONN_KEYS_NEXT_ONLY;

@@ -31,6 +31,20 @@ typedef enum TunnelPoolPhase
 	POOL_BACKOFF				/* waiting for retry_at */
 } TunnelPoolPhase;
 
+/* One bastion of the pool: its failures, backoff, and host key. */
+typedef struct PoolBastion
+{
+	int			failures;		/* in a row */
+	bool		penalised;		/* the last one is one sshd penalises */
+	TimestampTz retry_at;		/* not tried again before */
+	TimestampTz last_connected;
+	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];	/* trusted at first use */
+	int			host_key_try;	/* family asked first for a bare pin */
+	bool		host_key_unsaved;
+	char		host_key_algorithm[64];
+	TunnelBastionStatus status; /* as tunnel_bastion_status() shows it */
+} PoolBastion;
+
 struct TunnelPool
 {
 	const TunnelDef *def;
@@ -39,20 +53,22 @@ struct TunnelPool
 	TunnelPoolPhase phase;
 	TunnelConn *conn;			/* the tunnel's own connection */
 
-	/* failures of the tunnel's connection, and the backoff they set */
-	int			failures;		/* in a row */
-	bool		penalised;		/* the last one is one sshd penalises */
+	/* the bastions, in the catalog's order; the one tried or serving */
+	int			nbastions;
+	PoolBastion bastions[TUNNEL_MAX_BASTIONS];
+	int			active;
+
+	/* the backoff when no bastion may be tried now, and its admission */
+	bool		penalised;		/* the soonest bastion's last failure is one
+								 * sshd penalises */
 	TimestampTz retry_at;
 	TimestampTz last_attempt;
 	TimestampTz lost_at;		/* when a ready connection last failed, or 0 */
 	char		last_logged[TUNNEL_ERROR_MAXLEN];
 
-	/* the bastion's host key, trusted at first use, until it is saved */
-	char		host_key[TUNNEL_FINGERPRINT_LEN + 1];
-	int			host_key_try;	/* family asked first for a bare pin */
-	bool		host_key_unsaved;
-	bool		algorithm_unsaved;	/* a bare pin's algorithm, learned */
-	char		host_key_algorithm[64];
+	/* a bare pin's algorithm, learned on the first bastion, until saved */
+	bool		algorithm_unsaved;
+	char		pin_algorithm[64];
 	TimestampTz host_key_save_at;
 	uint64		cert_warned_before; /* valid_before of the certificate whose
 									 * coming expiry was logged */
@@ -75,6 +91,13 @@ static inline bool
 tunnel_pool_serving(const TunnelPool *p)
 {
 	return p->phase == POOL_ACTIVE && p->conn->phase == CONN_READY;
+}
+
+/* The bastion tried or serving now. */
+static inline const BastionDef *
+tunnel_pool_bastion(const TunnelPool *p)
+{
+	return &p->def->bastions[p->active];
 }
 
 /*

@@ -163,7 +163,11 @@ invalid_reason(const WorkerTunnel *t)
 	const char *reason;
 	ListCell   *lc;
 
-	if (!validate_host(def->ssh_host, &reason) ||
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	int			nbastions;
+
+	if (!validate_bastions(def->ssh_host, def->ssh_port, bastions, &nbastions,
+						   &reason) ||
 		!validate_port(def->ssh_port, &reason) ||
 		!validate_user(def->ssh_user, &reason))
 		return reason;
