@@ -153,6 +153,15 @@ SELECT host_key_fingerprint IS NULL AND NOT host_key_pinned AS forgotten
   FROM tunnel_ssh.tunnel WHERE name = 't1';
 SELECT tunnel_test('nope');
 
+-- tunnel_server_create where no wrapper was installed (this database has
+-- none): an error that names the extension to create, and nothing written
+SELECT count(*) AS wrappers FROM pg_foreign_data_wrapper;
+SELECT tunnel_server_create('s1', 't1', 'postgres');
+SELECT tunnel_server_create('s1', 't1', 'postgres', fdw => 'dblink_fdw');
+SELECT tunnel_server_create('s1', 't1', 'postgres', fdw => 'other_fdw');
+SELECT (SELECT count(*) FROM tunnel_ssh.server) AS servers,
+       (SELECT count(*) FROM pg_foreign_server) AS foreign_servers;
+
 -- privileges
 CREATE ROLE regress_plain;
 SET ROLE regress_plain;

@@ -20,6 +20,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "foreign/foreign.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -202,6 +203,36 @@ append_options(StringInfo sql, ArrayType *options)
 	}
 }
 
+/*
+ * Fail unless foreign-data wrapper fdw exists in this database, with the
+ * extension that provides it as the hint.  CREATE SERVER would say only that
+ * the wrapper does not exist; a new user who has just installed tunnel_ssh
+ * has most likely not run CREATE EXTENSION postgres_fdw yet.  The wrapper is
+ * not created here: which extensions a database has is the DBA's choice.
+ */
+static void
+require_fdw(const char *fdw)
+{
+	const char *extension = NULL;
+
+	if (OidIsValid(get_foreign_data_wrapper_oid(fdw, true)))
+		return;
+	if (strcmp(fdw, "postgres_fdw") == 0)
+		extension = "postgres_fdw";
+	else if (strcmp(fdw, "dblink_fdw") == 0)
+		extension = "dblink";
+	if (extension)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("foreign-data wrapper \"%s\" does not exist", fdw),
+				 errhint("Run CREATE EXTENSION %s in this database first.",
+						 extension)));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("foreign-data wrapper \"%s\" does not exist", fdw),
+			 errhint("Create the foreign-data wrapper in this database first, usually with CREATE EXTENSION.")));
+}
+
 PG_FUNCTION_INFO_V1(tunnel_server_create);
 
 /*
@@ -209,7 +240,9 @@ PG_FUNCTION_INFO_V1(tunnel_server_create);
  *						options)
  *
  * CREATE SERVER runs in the caller's transaction, with the usual checks of
- * the foreign-data wrapper (its validator sees every option).
+ * the foreign-data wrapper (its validator sees every option).  A missing
+ * wrapper is reported before anything is written, with the extension to
+ * create.
  */
 Datum
 tunnel_server_create(PG_FUNCTION_ARGS)
@@ -224,6 +257,7 @@ tunnel_server_create(PG_FUNCTION_ARGS)
 	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
 	Datum		values[3];
 
+	require_fdw(fdw);
 	if (host == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -5,8 +5,10 @@ set -euo pipefail
 dir=${1:?work directory}
 cd "$dir"
 . "$(dirname "$0")/lib.sh"
-harness_start
 say() { printf '\n== %s\n' "$*"; }
+
+echo "# starting a throwaway local server with tunnel_ssh (127.0.0.1:$LPORT), a bastion (sshd on 127.0.0.1:$SPORT) and a private database (127.0.0.1:$PPORT)"
+harness_start
 
 psql -X -q -h 127.0.0.1 -p $PPORT -d postgres -c \
   "CREATE TABLE orders AS SELECT g AS id, (g % 7) AS customer, g * 1.5 AS amount FROM generate_series(1, 1000) g;"

@@ -17,19 +17,24 @@ prepare_machine() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "# installing ${missing[*]}"
+    # Quiet apt takes a minute on a fresh machine: say so first, not after.
+    echo "# installing ${#missing[@]} Debian packages with apt-get (first run only, about a minute; log in /tmp/tunnel_ssh_apt.log): ${missing[*]}"
     # A run cut short during an install leaves dpkg half-done.
     DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
     if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"; } > /tmp/tunnel_ssh_apt.log 2>&1; then
       tail -n 30 /tmp/tunnel_ssh_apt.log
       return 1
     fi
+    echo "# installed"
   fi
 
   # One run at a time per machine: the module is installed system-wide and
   # the suites use fixed loopback ports.
   exec 9>/tmp/tunnel_ssh_tests.lock
-  flock 9
+  if ! flock -n 9; then
+    echo "# waiting for another test run on this machine to finish (/tmp/tunnel_ssh_tests.lock)"
+    flock 9
+  fi
 
   if [ -z "${PG_CONFIG:-}" ]; then
     PG_CONFIG=$(ls -d /usr/lib/postgresql/*/bin/pg_config | sort -V | tail -n 1)
@@ -37,6 +42,7 @@ prepare_machine() {
   export PG_CONFIG
   echo "# PostgreSQL $("$PG_CONFIG" --version | sed 's/^PostgreSQL //'), libssh2 $(pkg-config --modversion libssh2), $(ssh -V 2>&1 | cut -d, -f1), $(. /etc/os-release; echo "$PRETTY_NAME")"
 
+  echo "# building and installing tunnel_ssh (make, make install)"
   make -s clean >/dev/null 2>&1 || true
   make -s
   make -s install
