@@ -16,6 +16,7 @@ OBJS = \
 	src/connect.o \
 	src/hostkeys.o \
 	src/keepalive.o \
+	src/keycheck.o \
 	src/keys.o \
 	src/lanes.o \
 	src/listener.o \

@@ -58,7 +58,23 @@ extern void tunnel_pool_add_client(TunnelPool *p, pgsocket fd,
 extern long tunnel_pool_tick(TunnelPool *p, TimestampTz now);
 
 /*
- * A rotation's key check: does the bastion accept def's new key?  A
+ * Start connection c to def's (first) bastion, through its jump tunnel when
+ * it has one; false if c ended at once for want of a jump tunnel.
+ */
+struct TunnelConn;
+struct TunnelConnPlan;
+extern bool tunnel_pool_start_conn(const TunnelDef *def, struct TunnelConn *c,
+								   const struct TunnelConnPlan *plan,
+								   TimestampTz now);
+
+/*
+ * The rotation's key was accepted: it becomes the tunnel's key and the old
+ * private key is erased from the catalog.
+ */
+extern void tunnel_pool_adopt_next_key(const TunnelDef *def);
+
+/*
+ * A rotation's key check (keycheck.c): does the bastion accept def's new key?  A
  * connection run up to authentication, then closed; a key accepted is
  * promoted in the catalog.  Result 0 while unknown, 1 accepted, -1 not.
  */
