@@ -11,20 +11,24 @@ OBJS = \
 	src/catalog.o \
 	src/cert.o \
 	src/channel.o \
+	src/conn.o \
+	src/conn_io.o \
 	src/connect.o \
 	src/dial.o \
 	src/forwards.o \
 	src/hostkeys.o \
+	src/keepalive.o \
+	src/keycheck.o \
 	src/keys.o \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
 	src/pgprobe.o \
+	src/pool.o \
 	src/probechain.o \
 	src/proxy.o \
 	src/sendturn.o \
 	src/settings.o \
-	src/session.o \
 	src/status.o \
 	src/validate.o \
 	src/watch.o \

@@ -99,6 +99,11 @@ SELECT tunnel_alter('nope', ssh_port => 22);
 SELECT tunnel_alter(NULL);
 SELECT tunnel_alter('t1', ssh_port => 0);
 SELECT tunnel_alter('t1', ssh_host => 'bad host');
+SELECT tunnel_alter('t1', ssh_host => '127.0.0.1, ');
+SELECT tunnel_alter('t1', ssh_host => '127.0.0.2, 127.0.0.3:99999');
+SELECT tunnel_alter('t1', ssh_host => '127.0.0.2:9, 127.0.0.2');
+SELECT tunnel_alter('t1', ssh_host => '[::1');
+SELECT tunnel_alter('t1', ssh_host => 'a,b,c,d,e,f,g,h,i');
 SELECT tunnel_alter('t1', remote_host => '');
 SELECT tunnel_alter('t1', local_port => 80);
 SELECT tunnel_alter('t1', ssh_user => 'a b');
@@ -119,6 +124,10 @@ SELECT tunnel_alter('t1', ssh_user => 'other', host_key_fingerprint => 'SHA256:A
 SELECT tunnel_alter('t1', ssh_host => '127.0.0.2');
 SELECT ssh_host, ssh_user, remote_host, remote_port, local_port, host_key_fingerprint, host_key_pinned
   FROM tunnel_ssh.tunnels WHERE name = 't1';
+-- Several bastions: an ordered list, ssh_port for those without a port.
+SELECT tunnel_alter('t1', ssh_host => '127.0.0.2, 127.0.0.3:2222 , [::1]:2200, ::2');
+SELECT position, host, port FROM tunnel_bastion_status() WHERE tunnel = 't1';
+SELECT tunnel_alter('t1', ssh_host => '127.0.0.2');
 \set VERBOSITY terse
 SELECT tunnel_alter('t1', ssh_host => '127.0.0.1', remote_host => '127.0.0.1', remote_port => 5432, local_port => 50100);
 \set VERBOSITY default

@@ -87,7 +87,7 @@ CREATE FUNCTION tunnel_ssh.status_sessions(
 	OUT bytes_in bigint, OUT bytes_out bigint, OUT key_fingerprint text,
 	OUT rotation_pending boolean, OUT rotation_started timestamptz,
 	OUT via text, OUT kex text, OUT host_key_algorithm text, OUT cipher text,
-	OUT mac text, OUT extra_sessions int)
+	OUT mac text, OUT extra_sessions int, OUT bastion text)
 RETURNS SETOF record
 	LANGUAGE C STRICT VOLATILE
 	AS 'MODULE_PATHNAME', 'tunnel_status';
@@ -101,7 +101,7 @@ CREATE FUNCTION @extschema@.tunnel_status(
 	OUT bytes_in bigint, OUT bytes_out bigint, OUT key_fingerprint text,
 	OUT rotation_pending boolean, OUT rotation_started timestamptz,
 	OUT via text, OUT kex text, OUT host_key_algorithm text, OUT cipher text,
-	OUT mac text, OUT extra_sessions int,
+	OUT mac text, OUT extra_sessions int, OUT bastion text,
 	OUT certificate_principals text[], OUT certificate_key_id text,
 	OUT certificate_ca_fingerprint text,
 	OUT certificate_valid_after timestamptz,
@@ -172,3 +172,66 @@ RETURNS void
 	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'tunnel_alter';
 REVOKE ALL ON FUNCTION @extschema@.tunnel_alter(text, text, int, text, text, int, int, text, text) FROM PUBLIC;
+
+-- Several bastions per tunnel: ssh_host => 'bastion-a, bastion-b:2222'.
+-- The first bastion's host key is the tunnel's (host_key_fingerprint); the
+-- others', trusted at first use, are kept here.  Pins serve all.
+CREATE TABLE tunnel_ssh.bastion_host_key (
+	tunnel text NOT NULL REFERENCES tunnel_ssh.tunnel (name)
+		ON UPDATE CASCADE ON DELETE CASCADE,
+	host text NOT NULL,
+	port int NOT NULL,
+	host_key_fingerprint text NOT NULL,
+	host_key_algorithm text,
+	recorded_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tunnel, host, port)
+);
+REVOKE ALL ON tunnel_ssh.bastion_host_key FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tunnel_ssh.bastion_host_key', '');
+
+-- The bastions of a list as the worker reads it, in order.
+CREATE FUNCTION tunnel_ssh.bastions(ssh_host text, ssh_port int,
+	OUT position int, OUT host text, OUT port int)
+RETURNS SETOF record
+	LANGUAGE C STRICT IMMUTABLE
+	AS 'MODULE_PATHNAME', 'tunnel_bastions';
+REVOKE ALL ON FUNCTION tunnel_ssh.bastions(text, int) FROM PUBLIC;
+
+-- What the worker knows of each bastion of each running tunnel.
+CREATE FUNCTION tunnel_ssh.status_bastions(
+	OUT tunnel text, OUT position int, OUT state text,
+	OUT host_key_fingerprint text, OUT last_connected timestamptz,
+	OUT last_error text, OUT failures int)
+RETURNS SETOF record
+	LANGUAGE C STRICT VOLATILE
+	AS 'MODULE_PATHNAME', 'tunnel_status_bastions';
+REVOKE ALL ON FUNCTION tunnel_ssh.status_bastions() FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.tunnel_bastion_status(
+	OUT tunnel text, OUT position int, OUT host text, OUT port int,
+	OUT state text, OUT host_key_fingerprint text,
+	OUT last_connected timestamptz, OUT last_error text, OUT failures int)
+RETURNS SETOF record
+	LANGUAGE sql VOLATILE
+	SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	AS $$
+SELECT t.name, b.position, b.host, b.port,
+	   coalesce(s.state, CASE WHEN t.enabled THEN 'standby' ELSE 'disabled' END),
+	   coalesce(s.host_key_fingerprint,
+				CASE WHEN b.position = 1 THEN t.host_key_fingerprint
+					 ELSE k.host_key_fingerprint END),
+	   s.last_connected, s.last_error, coalesce(s.failures, 0)
+  FROM tunnel_ssh.tunnel t
+  CROSS JOIN LATERAL tunnel_ssh.bastions(t.ssh_host, t.ssh_port) b
+  LEFT JOIN tunnel_ssh.status_bastions() s
+	ON s.tunnel = t.name AND s.position = b.position
+  LEFT JOIN tunnel_ssh.bastion_host_key k
+	ON k.tunnel = t.name AND k.host = b.host AND k.port = b.port
+ ORDER BY t.name, b.position
+$$;
+CREATE VIEW tunnel_ssh.bastion_status AS
+	SELECT * FROM @extschema@.tunnel_bastion_status();
+REVOKE ALL ON FUNCTION @extschema@.tunnel_bastion_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.tunnel_bastion_status() TO pg_monitor;
+REVOKE ALL ON tunnel_ssh.bastion_status FROM PUBLIC;
+GRANT SELECT ON tunnel_ssh.bastion_status TO pg_monitor;

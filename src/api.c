@@ -17,6 +17,7 @@
 #include <libssh2.h>
 
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -392,39 +393,138 @@ tunnel_spi_value(HeapTuple tuple, TupleDesc desc, int attno, bool secret)
  */
 
 /* Append permitopen="host:port" for each target of the tunnel; how many. */
+typedef struct Permit
+{
+	char	   *host;
+	int			port;
+} Permit;
+
+static int
+permit_cmp(const void *a, const void *b)
+{
+	const Permit *x = a;
+	const Permit *y = b;
+	int			c = strcmp(x->host, y->host);
+
+	return c != 0 ? c : x->port - y->port;
+}
+
+/*
+ * The permitopen options of tunnel name's line: its targets, and every
+ * bastion of the tunnels that go through it (via), sorted, each once.
+ */
 static uint64
 append_permitopen(StringInfo line, const char *name)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 	bool		has_via = catalog_has_column("via");
+	Permit	   *permits = NULL;
+	int			n = 0;
+	int			cap = 0;
 	int			ret;
 
 	ret = SPI_execute_with_args(has_via ?
-								"SELECT remote_host, remote_port FROM tunnel_ssh.forward "
+								"SELECT remote_host, remote_port, false FROM tunnel_ssh.forward "
 								"WHERE tunnel = $1 "
-								"UNION SELECT ssh_host, ssh_port FROM tunnel_ssh.tunnel "
-								"WHERE via = $1 ORDER BY 1, 2" :
-								"SELECT DISTINCT remote_host, remote_port "
-								"FROM tunnel_ssh.forward WHERE tunnel = $1 ORDER BY 1, 2",
+								"UNION ALL SELECT ssh_host, ssh_port, true FROM tunnel_ssh.tunnel "
+								"WHERE via = $1" :
+								"SELECT remote_host, remote_port, false "
+								"FROM tunnel_ssh.forward WHERE tunnel = $1",
 								1, argtypes, values, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read tunnel_ssh catalog: %s",
 			 SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		char	   *host = SPI_getvalue(SPI_tuptable->vals[i],
-										SPI_tuptable->tupdesc, 1);
-		char	   *port = SPI_getvalue(SPI_tuptable->vals[i],
-										SPI_tuptable->tupdesc, 2);
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *host = SPI_getvalue(tuple, desc, 1);
+		int			port = atoi(SPI_getvalue(tuple, desc, 2));
+		bool		list = strcmp(SPI_getvalue(tuple, desc, 3), "t") == 0;
+		ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+		const char *reason;
+		int			nb = 0;
 
+		if (list && validate_bastions(host, port, bastions, &nb, &reason))
+			;
+		else
+		{
+			nb = 1;
+			strlcpy(bastions[0].host, host, sizeof(bastions[0].host));
+			bastions[0].port = port;
+		}
+		for (int b = 0; b < nb; b++)
+		{
+			if (n == cap)
+			{
+				cap = cap ? cap * 2 : 16;
+				permits = permits ? repalloc(permits, cap * sizeof(Permit)) :
+					palloc(cap * sizeof(Permit));
+			}
+			permits[n].host = pstrdup(bastions[b].host);
+			permits[n].port = bastions[b].port;
+			n++;
+		}
+	}
+	if (n > 1)
+		qsort(permits, n, sizeof(Permit), permit_cmp);
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0 && permit_cmp(&permits[i - 1], &permits[i]) == 0)
+			continue;
 		/* sshd takes an IPv6 literal in brackets, and compares it bare */
 		appendStringInfo(line,
-						 strchr(host, ':') ? "permitopen=\"[%s]:%s\"," :
-						 "permitopen=\"%s:%s\",",
-						 host, port);
+						 strchr(permits[i].host, ':') ? "permitopen=\"[%s]:%d\"," :
+						 "permitopen=\"%s:%d\",",
+						 permits[i].host, permits[i].port);
 	}
-	return SPI_processed;
+	return n;
+}
+
+void
+tunnel_forget_bastion_host_keys(const char *name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	bool		isnull;
+
+	/* Before 1.4 there is no such table (the module runs older catalogs). */
+	tunnel_spi_check(SPI_execute("SELECT pg_catalog.to_regclass('tunnel_ssh.bastion_host_key') IS NOT NULL",
+								 true, 1));
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									1, &isnull)))
+		return;
+	tunnel_spi_run("DELETE FROM tunnel_ssh.bastion_host_key WHERE tunnel = $1",
+				   1, argtypes, values, NULL);
+}
+
+PG_FUNCTION_INFO_V1(tunnel_bastions);
+
+/* tunnel_ssh.bastions(ssh_host, ssh_port): the list, one row per bastion. */
+Datum
+tunnel_bastions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *list = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	const char *reason;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!validate_bastions(list, PG_GETARG_INT32(1), bastions, &n, &reason))
+		return (Datum) 0;
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {0};
+
+		values[0] = Int32GetDatum(i + 1);
+		values[1] = CStringGetTextDatum(bastions[i].host);
+		values[2] = Int32GetDatum(bastions[i].port);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 /* A line made in SPI's context, copied to outlive SPI_finish. */

@@ -152,4 +152,10 @@ extern void tunnel_spi_run(const char *sql, int nargs, Oid *types,
 extern void tunnel_spi_write_secret(const char *sql, const char *tunnel,
 									const char *secret);
 
+/*
+ * Forget the host keys recorded for the bastions of tunnel name but the
+ * first (a list changed, or a reset).  Needs SPI.
+ */
+extern void tunnel_forget_bastion_host_keys(const char *name);
+
 #endif							/* TUNNEL_API_H */

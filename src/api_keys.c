@@ -38,6 +38,7 @@ tunnel_host_key_reset(PG_FUNCTION_ARGS)
 	tunnel_spi_run("UPDATE tunnel_ssh.tunnel SET host_key_fingerprint = NULL, "
 				   "       host_key_pinned = false WHERE name = $1",
 				   1, argtypes, values, NULL);
+	tunnel_forget_bastion_host_keys(name);
 	SPI_finish();
 
 	ereport(WARNING,

@@ -46,6 +46,7 @@
 #include "api.h"
 #include "settings.h"
 #include "tunnel_limits.h"
+#include "validate.h"
 
 #define PROBE_TIMED_OUT		(-1000)		/* not a libssh2 error code */
 #define DETAIL_MAXLEN		1024
@@ -79,6 +80,13 @@ struct Probe
 	char	   *next_certificate;	/* of the pending key (1.4), or NULL */
 	char	   *proxy;			/* secret: the first hop's proxy URL, or NULL */
 	List	   *targets;		/* of ProbeTarget */
+
+	/* ssh_host as a list: the bastions, and what each must present */
+	int			nbastions;
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	bool		host_key_pinned;
+	char	   *bastion_keys[VALIDATE_MAX_BASTIONS];	/* recorded, but the first's */
+	char	   *bastion_algorithms[VALIDATE_MAX_BASTIONS];
 
 	TunnelProbeHop hop;			/* the connection, its waits (probechain.h) */
 	LIBSSH2_CHANNEL *channel;
@@ -144,6 +152,36 @@ open_error_text(Probe *p, const char *host, int port)
 
 /* ---------- reading the definition ---------- */
 
+/* The host keys recorded for the bastions but the first (1.4).  Needs SPI. */
+static void
+read_bastion_keys(Probe *p)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(p->name)};
+
+	tunnel_spi_check(SPI_execute("SELECT pg_catalog.to_regclass('tunnel_ssh.bastion_host_key') IS NOT NULL",
+								 true, 1));
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
+		return;
+	tunnel_spi_check(SPI_execute_with_args("SELECT host, port, host_key_fingerprint, host_key_algorithm "
+										   "FROM tunnel_ssh.bastion_host_key WHERE tunnel = $1",
+										   1, argtypes, values, NULL, true, 0));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *host = SPI_getvalue(tuple, desc, 1);
+		int			port = atoi(SPI_getvalue(tuple, desc, 2));
+
+		for (int i = 1; i < p->nbastions; i++)
+			if (p->bastions[i].port == port && strcmp(p->bastions[i].host, host) == 0)
+			{
+				p->bastion_keys[i] = tunnel_spi_value(tuple, desc, 3, false);
+				p->bastion_algorithms[i] = tunnel_spi_value(tuple, desc, 4, false);
+			}
+	}
+}
+
 /* False if there is no such tunnel and missing_ok. */
 static bool
 read_definition(Probe *p, bool missing_ok)
@@ -161,7 +199,8 @@ read_definition(Probe *p, bool missing_ok)
 						  "       t.host_key_fingerprint, t.via, "
 						  "       " TUNNEL_HOST_KEY_ALGORITHMS_SQL ", t.key_type, "
 						  "       " TUNNEL_V14_COLUMN_SQL("certificate") ", "
-						  "       " TUNNEL_V14_COLUMN_SQL("next_certificate") " "
+						  "       " TUNNEL_V14_COLUMN_SQL("next_certificate") ", "
+						  "       t.host_key_pinned "
 						  "FROM tunnel_ssh.tunnel t "
 						  "     LEFT JOIN tunnel_ssh.secret s ON s.tunnel = t.name "
 						  "WHERE t.name = $1",
@@ -190,6 +229,22 @@ read_definition(Probe *p, bool missing_ok)
 	p->key_type = tunnel_spi_value(tuple, desc, 13, false);
 	p->certificate = tunnel_spi_value(tuple, desc, 14, false);
 	p->next_certificate = tunnel_spi_value(tuple, desc, 15, false);
+	p->host_key_pinned = DatumGetBool(SPI_getbinval(tuple, desc, 16, &isnull));
+	/* Several bastions (1.4): each is walked, the first stands for the rest. */
+	{
+		const char *reason;
+
+		if (validate_bastions(p->ssh_host, p->ssh_port, p->bastions,
+							  &p->nbastions, &reason))
+		{
+			p->ssh_host = p->bastions[0].host;
+			p->ssh_port = p->bastions[0].port;
+		}
+		else
+			p->nbastions = 0;
+	}
+	if (p->nbastions > 1)
+		read_bastion_keys(p);
 	/* The proxy came with 1.4, kept beside the private key. */
 	if (catalog_has_column("proxy"))
 	{
@@ -751,20 +806,80 @@ run_hop(Probe *p)
 		step_handshake(p) && step_auth(p);
 }
 
-static void
-run_steps(Probe *p)
+static bool
+run_bastion(Probe *p)
 {
 	ListCell   *lc;
 
 	if (!run_hop(p))
-		return;
+		return false;
 	foreach(lc, p->targets)
 	{
 		ProbeTarget *t = lfirst(lc);
 
 		if (!step_channel(p, t) || !step_postgres(p, t))
-			return;
+			return false;
 	}
+	return true;
+}
+
+/* Done with one bastion: its connection goes, the definition stays. */
+static void
+leave_bastion(Probe *p)
+{
+	close_channel(p);
+	tunnel_probechain_hop_close(&p->hop);
+	if (p->outer)
+	{
+		release(p->outer);
+		p->outer = NULL;
+	}
+}
+
+/*
+ * Every bastion of the list in turn, each with the host key it must
+ * present, then which would serve: the first that passes every step, as
+ * the worker picks.
+ */
+static void
+run_steps(Probe *p)
+{
+	char	   *tunnel_host_key = p->host_key;
+	char	   *tunnel_algorithms = p->host_key_algorithms;
+	int			serving = -1;
+
+	if (p->nbastions <= 1)
+	{
+		(void) run_bastion(p);
+		return;
+	}
+	for (int i = 0; i < p->nbastions; i++)
+	{
+		ValidatedBastion *b = &p->bastions[i];
+
+		p->ssh_host = b->host;
+		p->ssh_port = b->port;
+		p->host_key = p->host_key_pinned || i == 0 ? tunnel_host_key : p->bastion_keys[i];
+		p->host_key_algorithms = p->host_key_pinned || i == 0 ?
+			tunnel_algorithms : p->bastion_algorithms[i];
+		p->step_prefix = psprintf(strchr(b->host, ':') ? "bastion %d ([%s]:%d): " :
+								  "bastion %d (%s:%d): ", i + 1, b->host, b->port);
+		if (run_bastion(p) && serving < 0)
+			serving = i;
+		leave_bastion(p);
+	}
+	p->step_prefix = NULL;
+	begin_step(p);
+	if (serving >= 0)
+		snprintf(p->detail, sizeof(p->detail),
+				 strchr(p->bastions[serving].host, ':') ?
+				 "bastion %d, [%s]:%d, would serve: the first of the list that passes" :
+				 "bastion %d, %s:%d, would serve: the first of the list that passes",
+				 serving + 1, p->bastions[serving].host, p->bastions[serving].port);
+	else
+		snprintf(p->detail, sizeof(p->detail),
+				 "no bastion of the list passes every step");
+	(void) end_step(p, "serving", serving >= 0);
 }
 
 PG_FUNCTION_INFO_V1(tunnel_test);

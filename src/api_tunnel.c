@@ -174,14 +174,18 @@ tunnel_create(PG_FUNCTION_ARGS)
 	Datum		values[11];
 	ErrorContextCallback hide_cb;
 	bool		hiding = proxy != NULL;
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	int			nbastions;
 
 	if (hiding)
 		hide_statement_push(&hide_cb);
 	tunnel_check_arg(validate_tunnel_name(name, &reason), &reason, "tunnel name", name);
-	tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
 	tunnel_check_arg(validate_host(remote_host, &reason), &reason, "remote_host", remote_host);
 	tunnel_arg_port(fcinfo, 3, "remote_port");
 	tunnel_arg_port(fcinfo, 4, "ssh_port");
+	tunnel_check_arg(validate_bastions(ssh_host, PG_GETARG_INT32(4), bastions,
+									   &nbastions, &reason),
+					 &reason, "ssh_host", ssh_host);
 	tunnel_check_arg(validate_user(ssh_user, &reason), &reason, "ssh_user", ssh_user);
 	if (!keys_type_from_name(key_name, &key_type))
 		ereport(ERROR,
@@ -422,11 +426,14 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	TunnelLines via_before = {0};
 	ErrorContextCallback hide_cb;
 	bool		hiding = proxy != NULL;
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	int			nbastions;
 
 	if (hiding)
 		hide_statement_push(&hide_cb);
 	if (ssh_host)
-		tunnel_check_arg(validate_host(ssh_host, &reason), &reason, "ssh_host", ssh_host);
+		tunnel_check_arg(validate_bastions(ssh_host, 22, bastions, &nbastions, &reason),
+						 &reason, "ssh_host", ssh_host);
 	if (!PG_ARGISNULL(2))
 		tunnel_arg_port(fcinfo, 2, "ssh_port");
 	if (ssh_user)
@@ -449,6 +456,12 @@ tunnel_alter(PG_FUNCTION_ARGS)
 	tunnel_lines_before(name, &before);
 	if (via)
 		tunnel_lines_before(via, &via_before);
+	/* Each bastion without a port takes the ssh_port it will have. */
+	if (ssh_host)
+		tunnel_check_arg(validate_bastions(ssh_host,
+										   PG_ARGISNULL(2) ? cur.ssh_port : PG_GETARG_INT32(2),
+										   bastions, &nbastions, &reason),
+						 &reason, "ssh_host", ssh_host);
 	if (target_given && cur.nforwards != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -470,6 +483,8 @@ tunnel_alter(PG_FUNCTION_ARGS)
 		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != cur.ssh_port);
 	forget_host_key = new_bastion && fingerprint == NULL &&
 		cur.host_key_fingerprint != NULL;
+	if (new_bastion)
+		tunnel_forget_bastion_host_keys(name);
 	if (forget_host_key)
 		ereport(NOTICE,
 				(errmsg("the host key of the new bastion will be recorded on the first connection"),

@@ -32,6 +32,7 @@
 
 #include "catalog.h"
 #include "keys.h"
+#include "validate.h"
 #include "status.h"
 
 /* How long a catalog write of the worker may wait for a lock (ms). */
@@ -267,6 +268,7 @@ read_definitions(MemoryContext result_cxt, List **defs)
 			current->host_key_algorithms = text_or_null(tuple, desc, 14);
 			current->certificate = text_or_null(tuple, desc, 15);
 			current->next_certificate = text_or_null(tuple, desc, 16);
+			catalog_parse_bastions(current);
 			*defs = lappend(*defs, current);
 			if (key)
 				keys_wipe(key);
@@ -281,6 +283,66 @@ read_definitions(MemoryContext result_cxt, List **defs)
 			current->forwards = lappend(current->forwards, fwd);
 		}
 		MemoryContextSwitchTo(old);
+	}
+}
+
+void
+catalog_parse_bastions(TunnelDef *def)
+{
+	ValidatedBastion list[VALIDATE_MAX_BASTIONS];
+	const char *reason;
+	int			n;
+
+	def->nbastions = 0;
+	if (def->ssh_host == NULL ||
+		!validate_bastions(def->ssh_host, def->ssh_port, list, &n, &reason))
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		strlcpy(def->bastions[i].host, list[i].host, sizeof(def->bastions[i].host));
+		def->bastions[i].port = list[i].port;
+	}
+	def->nbastions = n;
+}
+
+/*
+ * The host keys recorded for bastions other than the first (1.4): each
+ * goes to its bastion of its tunnel's definition.
+ */
+static void
+read_bastion_host_keys(MemoryContext result_cxt, List *defs)
+{
+	if (SPI_execute("SELECT tunnel, host, port, host_key_fingerprint, host_key_algorithm "
+					"FROM tunnel_ssh.bastion_host_key", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read tunnel_ssh catalog");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *tunnel = SPI_getvalue(tuple, desc, 1);
+		char	   *host = SPI_getvalue(tuple, desc, 2);
+		int			port = int_value(tuple, desc, 3);
+		ListCell   *lc;
+
+		foreach(lc, defs)
+		{
+			TunnelDef  *def = lfirst(lc);
+
+			if (strcmp(def->name, tunnel) != 0)
+				continue;
+			for (int b = 1; b < def->nbastions; b++)
+			{
+				MemoryContext old;
+
+				if (def->bastions[b].port != port ||
+					strcmp(def->bastions[b].host, host) != 0)
+					continue;
+				old = MemoryContextSwitchTo(result_cxt);
+				def->bastions[b].host_key_fingerprint = text_or_null(tuple, desc, 4);
+				def->bastions[b].host_key_algorithms = text_or_null(tuple, desc, 5);
+				MemoryContextSwitchTo(old);
+			}
+		}
 	}
 }
 
@@ -430,6 +492,8 @@ load_step(void *arg)
 		read_definitions(la->result_cxt, &la->defs);
 		read_v11(la->defs, la->result_cxt);
 		read_proxies(la->defs, la->result_cxt);
+		if (to_regclass_exists("tunnel_ssh.bastion_host_key"))
+			read_bastion_host_keys(la->result_cxt, la->defs);
 		catalog_v12 = catalog_has_column("host_key_algorithms");
 	}
 }
@@ -489,6 +553,15 @@ catalog_copy_def(const TunnelDef *def)
 	copy->rotation_started = def->rotation_started;
 	copy->certificate = dup_or_null(def->certificate);
 	copy->next_certificate = dup_or_null(def->next_certificate);
+	copy->nbastions = def->nbastions;
+	for (int i = 0; i < def->nbastions; i++)
+	{
+		copy->bastions[i] = def->bastions[i];
+		copy->bastions[i].host_key_fingerprint =
+			dup_or_null(def->bastions[i].host_key_fingerprint);
+		copy->bastions[i].host_key_algorithms =
+			dup_or_null(def->bastions[i].host_key_algorithms);
+	}
 	foreach(lc, def->forwards)
 	{
 		ForwardDef *src = lfirst(lc);
@@ -654,6 +727,31 @@ catalog_record_host_key(const char *tunnel, const char *fingerprint,
 						  "WHERE name = $2 AND host_key_fingerprint IS NULL",
 						  2, argtypes, values, &processed);
 	if (!ok)
+		return CATALOG_WRITE_RETRY;
+	return processed > 0 ? CATALOG_WRITE_DONE : CATALOG_WRITE_NONE;
+}
+
+CatalogWrite
+catalog_record_bastion_host_key(const char *tunnel, const char *host, int port,
+								const char *fingerprint, const char *algorithm)
+{
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	uint64		processed;
+
+	if (RecoveryInProgress())
+		return CATALOG_WRITE_NONE;	/* a standby keeps it in memory only */
+	values[0] = CStringGetTextDatum(tunnel);
+	values[1] = CStringGetTextDatum(host);
+	values[2] = Int32GetDatum(port);
+	values[3] = CStringGetTextDatum(fingerprint);
+	values[4] = CStringGetTextDatum(algorithm ? algorithm : "");
+	if (!worker_write("INSERT INTO tunnel_ssh.bastion_host_key "
+					  "(tunnel, host, port, host_key_fingerprint, host_key_algorithm) "
+					  "SELECT $1, $2, $3, $4, NULLIF($5, '') "
+					  "WHERE EXISTS (SELECT FROM tunnel_ssh.tunnel WHERE name = $1) "
+					  "ON CONFLICT DO NOTHING",
+					  5, argtypes, values, &processed))
 		return CATALOG_WRITE_RETRY;
 	return processed > 0 ? CATALOG_WRITE_DONE : CATALOG_WRITE_NONE;
 }

@@ -12,12 +12,29 @@
 #include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
+#include "tunnel_limits.h"
+
 typedef struct ForwardDef
 {
 	int			local_port;
 	char	   *remote_host;
 	int			remote_port;
 } ForwardDef;
+
+/*
+ * One bastion of a tunnel's list (ssh_host).  The first one's host key is
+ * the tunnel's (host_key_fingerprint); each other's, trusted at first use,
+ * is kept in tunnel_ssh.bastion_host_key.  Pins (host_key_pinned) serve all.
+ */
+typedef struct BastionDef
+{
+	char		host[TUNNEL_HOST_MAXLEN + 1];
+	int			port;
+	char	   *host_key_fingerprint;	/* recorded (not the first), or NULL */
+	char	   *host_key_algorithms;
+} BastionDef;
+
+#define TUNNEL_MAX_BASTIONS 8
 
 typedef struct TunnelDef
 {
@@ -43,6 +60,9 @@ typedef struct TunnelDef
 	char	   *certificate;
 	char	   *next_certificate;
 	List	   *forwards;		/* of ForwardDef */
+	/* ssh_host as a list (0 when it cannot be parsed: the tunnel is invalid) */
+	int			nbastions;
+	BastionDef	bastions[TUNNEL_MAX_BASTIONS];
 } TunnelDef;
 
 /*
@@ -75,6 +95,7 @@ typedef struct TunnelDef
  * one probe of the schema version)?  Needs SPI.
  */
 extern bool catalog_has_column(const char *attname);
+
 
 /*
  * Run step in a short transaction of the worker's own, with SPI connected:
@@ -145,6 +166,18 @@ typedef enum CatalogWrite
  */
 extern CatalogWrite catalog_record_host_key(const char *tunnel, const char *fingerprint,
 									const char *algorithm);
+
+/* Parse def->ssh_host into def->bastions (nbastions 0 if invalid). */
+extern void catalog_parse_bastions(TunnelDef *def);
+
+/*
+ * Record the host key of a tunnel's bastion other than the first, trusted at
+ * first use (tunnel_ssh.bastion_host_key, 1.4).
+ */
+extern CatalogWrite catalog_record_bastion_host_key(const char *tunnel,
+													const char *host, int port,
+													const char *fingerprint,
+													const char *algorithm);
 
 /*
  * A pin without algorithm matched: remember the algorithm it was negotiated

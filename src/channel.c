@@ -11,7 +11,7 @@
  * directions are done, or at once if the client goes away.
  *
  * Every libssh2 call here runs inside channel_pump(), which the carrying
- * session calls from tunnel_session_service_all(): that is what lets the
+ * connection calls from tunnel_conn_service_all(): that is what lets the
  * session's send turn (sendturn.c) hand the one stalled send back to the
  * call that started it.  The channel reports what the session must do (a
  * transport failure, an open's answer, a target's error) in its pump's

@@ -7,12 +7,12 @@
  * libssh2 runs one channel open at a time per session, and sshd answers a
  * direct-tcpip open only once its own connect to the target has ended: up
  * to minutes for a target that drops packets.  So the tunnel's session
- * (the primary) may add a few lanes to the same bastion, same key, same
- * host key: a client whose open would wait behind another's moves to a lane
- * with no open in flight (tunnel_lanes_dispatch), lanes are started on
- * demand, up to tunnel_ssh.max_extra_sessions, and closed when idle.  A
- * lane that fails hands its waiting clients back to the primary; the tunnel
- * is not affected.  The opens' answers per target are kept here too, so
+ * (the tunnel's own connection, pool.c) may add a few lanes to the same
+ * bastion, same key, same host key: a client whose open would wait behind
+ * another's moves to a lane with no open in flight (tunnel_lanes_dispatch),
+ * lanes are started on demand, up to tunnel_ssh.max_extra_sessions, and
+ * closed when idle.  A lane that fails hands its waiting clients back to the
+ * tunnel's connection; the tunnel is not affected.  The opens' answers per target are kept here too, so
  * that clients of a target that does not answer wait for the open already
  * pending instead of taking every lane.
  *
@@ -20,11 +20,11 @@
  * session logs in.  A forward added later is refused "administratively
  * prohibited" on a session that logged in before, even once the DBA has
  * pasted the new line.  So each session remembers the catalog's targets at
- * its login; a client of a target added since makes the tunnel's session log
- * in again (tunnel_lanes_relogin): its connection, with every established
- * channel, moves to a retiring lane that takes no new opens and is closed
- * when its last channel ends, and the tunnel's session connects anew while
- * the waiting clients wait for it.  That is one login per change of the
+ * its login; a client of a target added since makes the tunnel's connection
+ * log in again (tunnel_lanes_relogin): its connection, with every
+ * established channel, moves to a retiring lane that takes no new opens and
+ * is closed when its last channel ends, and the tunnel's connection connects
+ * anew while the waiting clients wait for it.  That is one login per change of the
  * targets; a target still refused on the new login (the line is not pasted
  * yet) is reported as before, and another login is tried for it only after
  * a backoff.
@@ -37,7 +37,9 @@
 #include "utils/timestamp.h"
 
 #include "channel.h"
-#include "session_internal.h"
+#include "conn.h"
+#include "lanes.h"
+#include "pool_state.h"
 #include "settings.h"
 #include "status.h"
 
@@ -68,135 +70,97 @@
 #define RELOGIN_FIRST_MS	5000
 #define RELOGIN_MAX_MS		300000
 
-/* The tunnel's own session, of which s is or may be a lane. */
-TunnelSession *
-tunnel_lanes_pool_of(TunnelSession *s)
+/* The last time the bastion answered an open to one target. */
+typedef struct TargetAnswer
 {
-	return s->primary ? s->primary : s;
+	char	   *host;
+	int			port;
+	TimestampTz at;
+} TargetAnswer;
+
+static TunnelConn *
+lane_from_node(dlist_node *node)
+{
+	return dlist_container(TunnelConn, owner_node, node);
 }
 
-TunnelSession *
-tunnel_lane_from_node(dlist_node *node)
-{
-	return dlist_container(TunnelSession, lane_node, node);
-}
-
-/* Give the clients of s that have no channel yet back to the pool. */
 void
-tunnel_lanes_return_waiting(TunnelSession *s)
+tunnel_lanes_return_waiting(TunnelPool *p, TunnelConn *lane)
 {
-	TunnelSession *p = s->primary;
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &s->channels)
-	{
-		TunnelChannel *f = channel_from_node(iter.cur);
-
-		if (!channel_waits_for_session(f))
-			continue;
-		tunnel_turn_forget(&s->turn, f);
-		dlist_delete(iter.cur);
-		channel_move(f, &p->turn, p);
-		dlist_push_tail(&p->channels, iter.cur);
-	}
-	tunnel_session_mark_dirty(p);
+	tunnel_conn_move_waiting(lane, p->conn);
 }
 
 static void
-drop_lane(TunnelSession *lane)
+drop_lane(TunnelPool *p, TunnelConn *lane)
 {
-	lane->primary->nlanes--;
-	tunnel_status_set_extra_sessions(lane->primary->slot,
-									 lane->primary->nlanes);
-	dlist_delete(&lane->lane_node);
-	tunnel_session_destroy(lane);
+	p->nlanes--;
+	tunnel_status_set_extra_sessions(p->slot, p->nlanes);
+	dlist_delete(&lane->owner_node);
+	tunnel_conn_destroy(lane);
 }
 
-/* Drop the lanes; keep_retiring: those that carry a previous login stay. */
 void
-tunnel_lanes_drop_all(TunnelSession *s, bool keep_retiring)
+tunnel_lanes_drop_all(TunnelPool *p, bool keep_retiring)
 {
 	dlist_mutable_iter iter;
 
-	dlist_foreach_modify(iter, &s->lanes)
+	dlist_foreach_modify(iter, &p->lanes)
 	{
-		TunnelSession *lane = tunnel_lane_from_node(iter.cur);
+		TunnelConn *lane = lane_from_node(iter.cur);
 
 		if (keep_retiring && lane->retiring)
 			continue;
-		drop_lane(lane);
+		drop_lane(p, lane);
 	}
 }
 
 /*
  * A lane could not connect or lost its connection: its clients with a
  * channel are closed, the others go back to wait; the tunnel is not
- * affected.  The next lane waits a while, longer after each failure.
+ * affected.  The next lane waits a while, longer after each failure.  The
+ * lane, closed, is reaped at the next tick.
  */
 void
-tunnel_lane_failed(TunnelSession *s, const char *message, bool penalised)
+tunnel_lane_ended(TunnelPool *p, TunnelConn *lane, const TunnelConnEnd *end)
 {
-	TunnelSession *p = s->primary;
 	TimestampTz now = GetCurrentTimestamp();
+	bool		penalised = end->refused ||
+		end->state == TUNNEL_STATE_AUTH_FAILED ||
+		end->state == TUNNEL_STATE_HOST_KEY_MISMATCH;
 	long		delay_ms;
 
 	ereport(LOG,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("tunnel \"%s\": extra session to %s port %d failed",
-					s->def->name, s->def->ssh_host, s->def->ssh_port),
-			 errdetail_internal("%s", message)));
-	tunnel_lanes_return_waiting(s);
-	tunnel_session_close_connection(s, false);
-	s->fail_pending = false;
-	s->phase = PHASE_DONE;
+					p->def->name, tunnel_pool_bastion(p)->host,
+					tunnel_pool_bastion(p)->port),
+			 errdetail_internal("%s", end->message)));
+	tunnel_lanes_return_waiting(p, lane);
+	tunnel_conn_close(lane, false, false);
 	/* A previous login that ended says nothing of new lanes' chances. */
-	if (s->retiring)
+	if (lane->retiring)
 		return;
 	p->failures_of_lanes++;
-	/* A login sshd penalises waits as long (retry_delay_ms in session.c). */
+	/* A login sshd penalises waits as long (pool.c's retry delay). */
 	if (penalised)
-		delay_ms = tunnel_session_backoff_ms(p->failures_of_lanes,
-											 REFUSED_FIRST_MS, REFUSED_MAX_MS);
+		delay_ms = tunnel_backoff_ms(p->failures_of_lanes,
+									 REFUSED_FIRST_MS, REFUSED_MAX_MS);
 	else
 		delay_ms = LANE_RETRY_MS << Min(p->failures_of_lanes - 1, 4);
 	p->lane_retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
 }
 
-static TunnelSession *
-new_lane(TunnelSession *p)
+TunnelConn *
+tunnel_lanes_add(TunnelPool *p)
 {
 	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
-	TunnelSession *lane = tunnel_session_create(p->def, NULL);
+	TunnelConn *lane = tunnel_conn_create(p->def, p, p->ops);
 
 	MemoryContextSwitchTo(old);
-	lane->primary = p;
-	strlcpy(lane->host_key, p->host_key, sizeof(lane->host_key));
-	lane->authed_next = p->authed_next;
-	dlist_push_tail(&p->lanes, &lane->lane_node);
+	dlist_push_tail(&p->lanes, &lane->owner_node);
 	p->nlanes++;
 	tunnel_status_set_extra_sessions(p->slot, p->nlanes);
 	return lane;
-}
-
-static void
-start_lane(TunnelSession *p)
-{
-	(void) new_lane(p);
-	ereport(DEBUG1,
-			(errmsg("tunnel \"%s\": opening extra session %d to %s port %d",
-					p->def->name, p->nlanes, p->def->ssh_host,
-					p->def->ssh_port)));
-}
-
-/* The channel holding s's open slot, or NULL (free, or the keepalive's). */
-static TunnelChannel *
-opening_channel(TunnelSession *s)
-{
-	const void *opener = tunnel_turn_opener(&s->turn);
-
-	if (opener == NULL || opener == s)
-		return NULL;
-	return (TunnelChannel *) unconstify(void *, opener);
 }
 
 static bool
@@ -208,7 +172,7 @@ answer_for(TargetAnswer *a, TunnelChannel *f)
 
 /* When the bastion last answered an open to f's target (0: never). */
 static TimestampTz
-target_answered_at(TunnelSession *p, TunnelChannel *f)
+target_answered_at(TunnelPool *p, TunnelChannel *f)
 {
 	ListCell   *lc;
 
@@ -222,19 +186,30 @@ target_answered_at(TunnelSession *p, TunnelChannel *f)
 	return 0;
 }
 
+void
+tunnel_lanes_forget(TunnelPool *p)
+{
+	ListCell   *lc;
+
+	foreach(lc, p->answers)
+		pfree(((TargetAnswer *) lfirst(lc))->host);
+	list_free_deep(p->answers);
+	p->answers = NIL;
+}
+
 /* ---------- what a login permits ---------- */
 
 void
-tunnel_lanes_note_login(TunnelSession *s)
+tunnel_lanes_note_login(TunnelPool *p, TunnelConn *s)
 {
 	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(s));
 	ListCell   *lc;
 
-	tunnel_lanes_forget_login(s);
-	foreach(lc, s->def->forwards)
+	Assert(s->login_targets == NIL);
+	foreach(lc, p->def->forwards)
 	{
 		ForwardDef *fwd = lfirst(lc);
-		LoginTarget *t = palloc(sizeof(LoginTarget));
+		TunnelLoginTarget *t = palloc(sizeof(TunnelLoginTarget));
 
 		t->host = pstrdup(fwd->remote_host);
 		t->port = fwd->remote_port;
@@ -244,26 +219,15 @@ tunnel_lanes_note_login(TunnelSession *s)
 	MemoryContextSwitchTo(old);
 }
 
-void
-tunnel_lanes_forget_login(TunnelSession *s)
-{
-	ListCell   *lc;
-
-	foreach(lc, s->login_targets)
-		pfree(((LoginTarget *) lfirst(lc))->host);
-	list_free_deep(s->login_targets);
-	s->login_targets = NIL;
-}
-
 /* f's target as s's login knew it, or NULL: added to the catalog since. */
-static LoginTarget *
-login_target(TunnelSession *s, TunnelChannel *f)
+static TunnelLoginTarget *
+login_target(TunnelConn *s, TunnelChannel *f)
 {
 	ListCell   *lc;
 
 	foreach(lc, s->login_targets)
 	{
-		LoginTarget *t = lfirst(lc);
+		TunnelLoginTarget *t = lfirst(lc);
 
 		if (t->port == channel_remote_port(f) &&
 			strcmp(t->host, channel_remote_host(f)) == 0)
@@ -274,11 +238,11 @@ login_target(TunnelSession *s, TunnelChannel *f)
 
 /* Has the catalog f's target now?  (A forward dropped meanwhile: no.) */
 static bool
-catalog_has_target(TunnelSession *s, TunnelChannel *f)
+catalog_has_target(TunnelPool *p, TunnelChannel *f)
 {
 	ListCell   *lc;
 
-	foreach(lc, s->def->forwards)
+	foreach(lc, p->def->forwards)
 	{
 		ForwardDef *fwd = lfirst(lc);
 
@@ -291,67 +255,63 @@ catalog_has_target(TunnelSession *s, TunnelChannel *f)
 
 /* May an open of f be tried on s, as far as s's login goes? */
 static bool
-login_permits(TunnelSession *s, TunnelChannel *f)
+login_permits(TunnelConn *s, TunnelChannel *f)
 {
-	LoginTarget *t = login_target(s, f);
+	TunnelLoginTarget *t = login_target(s, f);
 
 	return t != NULL && !t->prohibited;
 }
 
 /*
- * Would a new login of the tunnel's session p serve f where p's does not?
- * When f's target was added to the catalog after p logged in: the line on
- * the bastion may have been replaced since (once per change of the
- * targets).  When the target was refused on p's login although the catalog
- * had it then: after a backoff, the line may have been pasted meanwhile.
+ * Would a new login of the tunnel's connection serve f where its present
+ * one does not?  When f's target was added to the catalog after it logged
+ * in: the line on the bastion may have been replaced since (once per change
+ * of the targets).  When the target was refused on its login although the
+ * catalog had it then: after a backoff, the line may have been pasted
+ * meanwhile.
  */
 static bool
-relogin_would_serve(TunnelSession *p, TunnelChannel *f, TimestampTz now)
+relogin_would_serve(TunnelPool *p, TunnelChannel *f, TimestampTz now)
 {
-	LoginTarget *t;
+	TunnelLoginTarget *t;
 
-	if (p->primary != NULL || p->phase != PHASE_READY || p->key_check ||
-		!catalog_has_target(p, f))
+	if (!tunnel_pool_serving(p) || !catalog_has_target(p, f))
 		return false;
-	t = login_target(p, f);
+	t = login_target(p->conn, f);
 	if (t == NULL)
 		return true;
 	return t->prohibited && now >= p->relogin_at;
 }
 
-/*
- * Log in again for the targets of waiting clients (relogin_would_serve):
- * p's connection goes to a new lane that retires it, and p connects anew.
- * Called after a pass of p, outside its iteration over its channels.
- */
-void
-tunnel_lanes_relogin(TunnelSession *p)
+bool
+tunnel_lanes_relogin(TunnelPool *p)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	TunnelSession *lane;
+	TunnelConn *c = p->conn;
+	TunnelConn *lane;
 	dlist_iter	iter;
 	bool		added = false;
 	bool		wanted = false;
 	long		delay_ms;
 
 	p->relogin_wanted = false;
-	if (p->primary != NULL || p->phase != PHASE_READY || p->fail_pending)
-		return;
+	if (!tunnel_pool_serving(p) || tunnel_conn_failing(c))
+		return false;
 	/* Still wanted?  And for a target added since, or one refused? */
-	dlist_foreach(iter, &p->channels)
+	dlist_foreach(iter, &c->channels)
 	{
 		TunnelChannel *f = channel_from_node(iter.cur);
 
 		if (!channel_waits_for_session(f) ||
-			tunnel_turn_holds_open(&p->turn, f) ||
+			tunnel_turn_holds_open(&c->turn, f) ||
 			!relogin_would_serve(p, f, now))
 			continue;
 		wanted = true;
-		if (login_target(p, f) == NULL)
+		if (login_target(c, f) == NULL)
 			added = true;
 	}
 	if (!wanted)
-		return;
+		return false;
 
 	/* A target still refused waits longer each time; a new one resets. */
 	p->relogins = added ? 0 : p->relogins + 1;
@@ -361,50 +321,43 @@ tunnel_lanes_relogin(TunnelSession *p)
 
 	ereport(LOG,
 			(errmsg("tunnel \"%s\": logging in again to %s port %d for a target %s",
-					p->def->name, p->def->ssh_host, p->def->ssh_port,
-					added ? "added since the session logged in" :
+					p->def->name, tunnel_pool_bastion(p)->host,
+					tunnel_pool_bastion(p)->port, added ? "added since the session logged in" :
 					"the bastion refused on the last login"),
 			 errdetail("sshd grants a key's permitopen targets at login; connections already established stay on the previous session until they end.")));
 
-	lane = new_lane(p);
+	lane = tunnel_lanes_add(p);
 	lane->retiring = true;
-	tunnel_session_move_connection(p, lane);
-	/* Should the new login fail, the waiting clients wait for the next. */
-	p->lost_at = now;
-	p->phase = PHASE_IDLE;		/* the next tick starts the attempt */
+	tunnel_conn_move_connection(c, lane);
+	return true;
 }
 
 void
-tunnel_session_open_took(TunnelSession *s, long elapsed_ms)
+tunnel_lanes_open_took(TunnelPool *p, long elapsed_ms)
 {
-	TunnelSession *p = tunnel_lanes_pool_of(s);
-
 	p->open_ms = p->open_ms == 0 ? elapsed_ms :
 		p->open_ms + (elapsed_ms - p->open_ms) / 8;
 }
 
 void
-tunnel_session_open_answered(TunnelSession *s, TunnelChannel *f)
+tunnel_lanes_open_answered(TunnelPool *p, TunnelConn *s, TunnelChannel *f)
 {
-	TunnelSession *p = tunnel_lanes_pool_of(s);
 	MemoryContext old;
 	ListCell   *lc;
 	TargetAnswer *a;
-	LoginTarget *t = login_target(s, f);
+	TunnelLoginTarget *t = login_target(s, f);
 
 	/*
 	 * Refused for want of permission on this login?  The pump that got the
-	 * answer was the last libssh2 call, so the session's last error is the
-	 * refusal's (RFC 4254 reason 1, as libssh2 words it).
+	 * answer was the last libssh2 call, so the connection's last error is
+	 * the refusal's (RFC 4254 reason 1, as libssh2 words it).
 	 */
-	if (t != NULL && s->ssh != NULL && channel_ssh_channel(f) == NULL &&
-		!channel_wants_open(f))
+	if (t != NULL && channel_ssh_channel(f) == NULL && !channel_wants_open(f))
 	{
-		char	   *msg = NULL;
+		char	   *msg;
 
-		if (libssh2_session_last_error(s->ssh, &msg, NULL, 0) ==
-			LIBSSH2_ERROR_CHANNEL_FAILURE && msg != NULL &&
-			strstr(msg, "administratively prohibited") != NULL)
+		if (tunnel_conn_last_error(s, &msg) == LIBSSH2_ERROR_CHANNEL_FAILURE &&
+			msg != NULL && strstr(msg, "administratively prohibited") != NULL)
 			t->prohibited = true;
 	}
 
@@ -435,10 +388,10 @@ tunnel_session_open_answered(TunnelSession *s, TunnelChannel *f)
  * keeps the lanes.
  */
 static bool
-slow_open_on(TunnelSession *lane, TunnelChannel *f, TimestampTz now,
+slow_open_on(TunnelConn *lane, TunnelChannel *f, TimestampTz now,
 			 TimestampTz answered)
 {
-	TunnelChannel *o = opening_channel(lane);
+	TunnelChannel *o = tunnel_conn_opening_channel(lane);
 
 	return o != NULL && o != f && channel_same_target(o, f) &&
 		channel_open_since(o) != 0 &&
@@ -447,16 +400,16 @@ slow_open_on(TunnelSession *lane, TunnelChannel *f, TimestampTz now,
 }
 
 static bool
-target_is_slow(TunnelSession *p, TunnelChannel *f, TimestampTz now)
+target_is_slow(TunnelPool *p, TunnelChannel *f, TimestampTz now)
 {
 	TimestampTz answered = target_answered_at(p, f);
 	dlist_iter	iter;
 
-	if (slow_open_on(p, f, now, answered))
+	if (slow_open_on(p->conn, f, now, answered))
 		return true;
 	dlist_foreach(iter, &p->lanes)
 	{
-		if (slow_open_on(tunnel_lane_from_node(iter.cur), f, now, answered))
+		if (slow_open_on(lane_from_node(iter.cur), f, now, answered))
 			return true;
 	}
 	return false;
@@ -468,67 +421,68 @@ target_is_slow(TunnelSession *p, TunnelChannel *f, TimestampTz now)
  * (tunnel_lanes_relogin, after this pass).
  */
 bool
-tunnel_session_open_allowed(TunnelSession *s, TunnelChannel *f)
+tunnel_lanes_open_allowed(TunnelPool *p, TunnelConn *s, TunnelChannel *f)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (relogin_would_serve(s, f, now))
+	if (s == p->conn && relogin_would_serve(p, f, now))
 	{
-		s->relogin_wanted = true;
+		p->relogin_wanted = true;
 		return false;
 	}
-	return !target_is_slow(tunnel_lanes_pool_of(s), f, now);
+	return !target_is_slow(p, f, now);
 }
 
 /*
  * A connected lane with no open in flight whose login permits f's target,
  * or NULL.
  */
-static TunnelSession *
-free_lane(TunnelSession *p, TunnelChannel *f, bool *connecting)
+static TunnelConn *
+free_lane(TunnelPool *p, TunnelChannel *f, bool *connecting)
 {
 	dlist_iter	iter;
 
 	*connecting = false;
 	dlist_foreach(iter, &p->lanes)
 	{
-		TunnelSession *lane = tunnel_lane_from_node(iter.cur);
+		TunnelConn *lane = lane_from_node(iter.cur);
 
 		if (lane->retiring)
 			continue;
-		if (lane->phase == PHASE_READY && !lane->fail_pending &&
+		if (lane->phase == CONN_READY && !tunnel_conn_failing(lane) &&
 			tunnel_turn_opener(&lane->turn) == NULL &&
 			login_permits(lane, f))
 			return lane;
-		if (lane->phase != PHASE_READY && lane->phase != PHASE_DONE)
+		if (lane->phase == CONN_CONNECTING)
 			*connecting = true;
 	}
 	return NULL;
 }
 
 /*
- * Clients waiting for the open slot of the tunnel's session, which another
- * client's open holds, move to a lane with a free slot.  When there is none
- * and the open in flight has taken LANE_WAIT_MS, one more lane is started,
- * up to tunnel_ssh.max_extra_sessions.
+ * Clients waiting for the open slot of the tunnel's connection, which
+ * another client's open holds, move to a lane with a free slot.  When there
+ * is none and the open in flight has taken LANE_WAIT_MS, one more lane is
+ * wanted, up to tunnel_ssh.max_extra_sessions.
  */
-void
-tunnel_lanes_dispatch(TunnelSession *p)
+bool
+tunnel_lanes_dispatch(TunnelPool *p)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	TunnelChannel *busy = opening_channel(p);
+	TunnelConn *c = p->conn;
+	TunnelChannel *busy = tunnel_conn_opening_channel(c);
 	dlist_mutable_iter iter;
 	bool		want_lane = false;
 	bool		connecting;
 	long		wait_ms;
 	TimestampTz since = now;
 
-	if (p->phase != PHASE_READY || busy == NULL)
-		return;
-	dlist_foreach_modify(iter, &p->channels)
+	if (!tunnel_pool_serving(p) || busy == NULL)
+		return false;
+	dlist_foreach_modify(iter, &c->channels)
 	{
 		TunnelChannel *f = channel_from_node(iter.cur);
-		TunnelSession *lane;
+		TunnelConn *lane;
 
 		if (f == busy || channel_waiting_since(f) == 0 ||
 			target_is_slow(p, f, now))
@@ -541,16 +495,13 @@ tunnel_lanes_dispatch(TunnelSession *p)
 			since = channel_waiting_since(f);
 			break;
 		}
-		dlist_delete(iter.cur);
-		channel_move(f, &lane->turn, lane);
-		dlist_push_tail(&lane->channels, iter.cur);
+		tunnel_conn_move_client(c, f, lane);
 		(void) tunnel_turn_claim_open(&lane->turn, f);
 		lane->idle_since = 0;
-		tunnel_session_mark_dirty(lane);
 	}
 	if (!want_lane || connecting || p->nlanes >= tunnel_max_extra_sessions ||
 		now < p->lane_retry_at)
-		return;
+		return false;
 	wait_ms = Min(Max(LANE_WAIT_MS, LANE_WAIT_FACTOR * p->open_ms),
 				  LANE_WAIT_MAX_MS);
 	if (channel_open_since(busy) != 0)
@@ -560,15 +511,14 @@ tunnel_lanes_dispatch(TunnelSession *p)
 		{
 			/* Most opens are answered in a round trip: give them time. */
 			p->dispatch_at = since + (TimestampTz) wait_ms * 1000;
-			return;
+			return false;
 		}
 	}
-	start_lane(p);
+	return true;
 }
 
-/* Reap failed lanes, close idle ones, run the others' timers. */
 long
-tunnel_lanes_tick(TunnelSession *p, TimestampTz now)
+tunnel_lanes_tick(TunnelPool *p, TimestampTz now)
 {
 	dlist_mutable_iter iter;
 	long		timeout = -1;
@@ -578,50 +528,51 @@ tunnel_lanes_tick(TunnelSession *p, TimestampTz now)
 		if (now >= p->dispatch_at)
 		{
 			p->dispatch_at = 0;
-			tunnel_session_mark_dirty(p);
+			tunnel_conn_mark_dirty(p->conn);
 		}
 		else
 			timeout = tunnel_ms_until(p->dispatch_at, now);
 	}
 	dlist_foreach_modify(iter, &p->lanes)
 	{
-		TunnelSession *lane = tunnel_lane_from_node(iter.cur);
+		TunnelConn *lane = lane_from_node(iter.cur);
 		long		t;
 
-		if (lane->phase == PHASE_DONE)
+		/* Ended: reaped here, outside its own calls. */
+		if (lane->phase == CONN_IDLE)
 		{
-			drop_lane(lane);
+			drop_lane(p, lane);
 			continue;
 		}
 		/* A previous login is closed with its last channel. */
 		if (lane->retiring && dlist_is_empty(&lane->channels) &&
-			opening_channel(lane) == NULL)
+			tunnel_conn_opening_channel(lane) == NULL)
 		{
 			ereport(DEBUG1,
 					(errmsg("tunnel \"%s\": previous session closed, its last connection ended",
 							p->def->name)));
-			drop_lane(lane);
+			drop_lane(p, lane);
 			continue;
 		}
-		if (lane->phase == PHASE_READY && dlist_is_empty(&lane->channels) &&
-			opening_channel(lane) == NULL)
+		if (lane->phase == CONN_READY && dlist_is_empty(&lane->channels) &&
+			tunnel_conn_opening_channel(lane) == NULL)
 		{
 			if (lane->idle_since == 0)
 				lane->idle_since = now;
 			if (now - lane->idle_since >= LANE_IDLE_MS * 1000L)
 			{
-				drop_lane(lane);
+				drop_lane(p, lane);
 				continue;
 			}
 			t = tunnel_ms_until(lane->idle_since + LANE_IDLE_MS * 1000L, now);
-			if (timeout < 0 || t < timeout)
-				timeout = t;
+			timeout = tunnel_min_timeout(timeout, t);
 		}
 		else
 			lane->idle_since = 0;
-		t = tunnel_session_tick(lane, now);
-		if (t >= 0 && (timeout < 0 || t < timeout))
-			timeout = t;
+		timeout = tunnel_min_timeout(timeout,
+									 tunnel_conn_expire_waiting(lane, now,
+																tunnel_pool_serving(p)));
+		timeout = tunnel_min_timeout(timeout, tunnel_conn_tick(lane, now));
 	}
 	return timeout;
 }

@@ -55,7 +55,10 @@ struct TunnelStatusSlot
 	char		via[TUNNEL_NAME_MAXLEN + 1];
 	char		last_error[TUNNEL_ERROR_MAXLEN];
 	TunnelMethods methods;		/* of the session, empty when none */
-	int			extra_sessions; /* lanes open or opening (session.c) */
+	int			extra_sessions; /* lanes open or opening (lanes.c) */
+	char		serving[TUNNEL_HOST_MAXLEN + 9];	/* "host:port", or "" */
+	int			nbastions;
+	TunnelBastionStatus bastions[TUNNEL_STATUS_MAX_BASTIONS];
 
 	pg_atomic_uint64 attempts;
 	TunnelCounters counters;
@@ -297,6 +300,9 @@ tunnel_status_acquire(const char *name)
 		slot->last_error[0] = '\0';
 		memset(&slot->methods, 0, sizeof(slot->methods));
 		slot->extra_sessions = 0;
+		slot->serving[0] = '\0';
+		slot->nbastions = 0;
+		memset(slot->bastions, 0, sizeof(slot->bastions));
 		SpinLockRelease(&slot->mutex);
 		pg_atomic_write_u64(&slot->attempts, 0);
 		reset_counters(&slot->counters);
@@ -506,6 +512,28 @@ tunnel_status_set_extra_sessions(TunnelStatusSlot *slot, int n)
 }
 
 void
+tunnel_status_set_serving(TunnelStatusSlot *slot, const char *bastion)
+{
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->serving, bastion ? bastion : "", sizeof(slot->serving));
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+tunnel_status_set_bastion(TunnelStatusSlot *slot, int i, int nbastions,
+						  const TunnelBastionStatus *b)
+{
+	if (slot == NULL || i < 0 || i >= TUNNEL_STATUS_MAX_BASTIONS)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->nbastions = Min(nbastions, TUNNEL_STATUS_MAX_BASTIONS);
+	slot->bastions[i] = *b;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
 tunnel_status_set_key(TunnelStatusSlot *slot, const char *fingerprint)
 {
 	if (slot == NULL)
@@ -608,8 +636,8 @@ tunnel_status(PG_FUNCTION_ARGS)
 	{
 		TunnelStatusSlot *slot = &shared->slots[i];
 		TunnelStatusSlot copy;
-		Datum		values[21];
-		bool		nulls[21] = {0};
+		Datum		values[22];
+		bool		nulls[22] = {0};
 
 		if (!slot->in_use)
 			continue;
@@ -639,6 +667,7 @@ tunnel_status(PG_FUNCTION_ARGS)
 		values[18] = text_or_null(copy.methods.cipher, &nulls[18]);
 		values[19] = text_or_null(copy.methods.mac, &nulls[19]);
 		values[20] = Int32GetDatum(copy.extra_sessions);
+		values[21] = text_or_null(copy.serving, &nulls[21]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -692,4 +721,72 @@ const char *
 tunnel_status_name(TunnelStatusSlot *slot)
 {
 	return slot ? slot->name : NULL;
+}
+
+static const char *
+bastion_state_name(TunnelBastionState state)
+{
+	switch (state)
+	{
+		case TUNNEL_BASTION_STANDBY:
+			return "standby";
+		case TUNNEL_BASTION_CONNECTING:
+			return "connecting";
+		case TUNNEL_BASTION_SERVING:
+			return "serving";
+		case TUNNEL_BASTION_BACKOFF:
+			return "backoff";
+	}
+	return "standby";
+}
+
+PG_FUNCTION_INFO_V1(tunnel_status_bastions);
+
+/*
+ * One row per bastion of each running tunnel: what the worker knows of it.
+ * tunnel_bastion_status() joins it with the catalog's list.
+ */
+Datum
+tunnel_status_bastions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	require_shared();
+
+	for (int i = 0; i < shared->nslots; i++)
+	{
+		TunnelStatusSlot *slot = &shared->slots[i];
+		char		name[TUNNEL_NAME_MAXLEN + 1];
+		TunnelBastionStatus bastions[TUNNEL_STATUS_MAX_BASTIONS];
+		int			n;
+		bool		in_use;
+
+		if (!slot->in_use)
+			continue;
+		SpinLockAcquire(&slot->mutex);
+		in_use = slot->in_use;
+		n = slot->nbastions;
+		memcpy(name, slot->name, sizeof(name));
+		memcpy(bastions, slot->bastions, sizeof(bastions));
+		SpinLockRelease(&slot->mutex);
+		if (!in_use)
+			continue;
+		for (int b = 0; b < n; b++)
+		{
+			Datum		values[7];
+			bool		nulls[7] = {0};
+
+			values[0] = CStringGetTextDatum(name);
+			values[1] = Int32GetDatum(b + 1);
+			values[2] = CStringGetTextDatum(bastion_state_name(bastions[b].state));
+			values[3] = text_or_null(bastions[b].host_key, &nulls[3]);
+			values[4] = TimestampTzGetDatum(bastions[b].last_connected);
+			nulls[4] = bastions[b].last_connected == 0;
+			values[5] = text_or_null(bastions[b].last_error, &nulls[5]);
+			values[6] = Int32GetDatum(bastions[b].failures);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	return (Datum) 0;
 }

@@ -25,6 +25,26 @@ typedef enum TunnelState
 	TUNNEL_STATE_BIND_FAILED	/* the local port cannot be bound */
 } TunnelState;
 
+/* What the worker knows of one bastion of a tunnel (tunnel_bastion_status). */
+typedef enum TunnelBastionState
+{
+	TUNNEL_BASTION_STANDBY,		/* not serving: untried, or fine */
+	TUNNEL_BASTION_CONNECTING,
+	TUNNEL_BASTION_SERVING,
+	TUNNEL_BASTION_BACKOFF		/* failed, waiting to be tried again */
+} TunnelBastionState;
+
+#define TUNNEL_STATUS_MAX_BASTIONS 8
+
+typedef struct TunnelBastionStatus
+{
+	TunnelBastionState state;
+	int			failures;		/* in a row */
+	TimestampTz last_connected;
+	char		host_key[82];	/* presented last, with its type */
+	char		last_error[200];
+} TunnelBastionStatus;
+
 /* One tunnel's row, one forward's row, and the counters both keep. */
 typedef struct TunnelStatusSlot TunnelStatusSlot;
 typedef struct TunnelForwardSlot TunnelForwardSlot;
@@ -71,6 +91,12 @@ extern void tunnel_status_set_methods(TunnelStatusSlot *slot,
 									  const struct TunnelMethods *methods);
 /* How many extra sessions (lanes) the tunnel has open or opening. */
 extern void tunnel_status_set_extra_sessions(TunnelStatusSlot *slot, int n);
+/* The bastion serving now ("host:port"), or NULL. */
+extern void tunnel_status_set_serving(TunnelStatusSlot *slot, const char *bastion);
+/* Bastion i (0-based) of nbastions. */
+extern void tunnel_status_set_bastion(TunnelStatusSlot *slot, int i,
+									  int nbastions,
+									  const TunnelBastionStatus *b);
 extern void tunnel_status_set_key(TunnelStatusSlot *slot,
 								  const char *fingerprint);
 extern void tunnel_status_set_definition(TunnelStatusSlot *slot,

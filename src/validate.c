@@ -156,6 +156,129 @@ validate_host(const char *host, const char **reason)
 	return valid_host_name(host, reason);
 }
 
+/* One entry of a bastion list, without its surrounding blanks. */
+static bool
+validate_bastion(const char *entry, size_t len, int default_port,
+				 ValidatedBastion *out, const char **reason)
+{
+	char		text[300];
+	char	   *port_text = NULL;
+	char	   *host = text;
+	char	   *colon;
+
+	if (len == 0)
+	{
+		*reason = "A bastion in the list is empty: write host, host:port or [IPv6 address]:port, separated by commas.";
+		return false;
+	}
+	if (len >= sizeof(text))
+	{
+		*reason = "A host name may be at most 253 bytes long.";
+		return false;
+	}
+	memcpy(text, entry, len);
+	text[len] = '\0';
+	if (text[0] == '[')
+	{
+		char	   *close = strchr(text, ']');
+
+		if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+		{
+			*reason = "Write an IPv6 address with a port as [address]:port.";
+			return false;
+		}
+		*close = '\0';
+		host = text + 1;
+		if (close[1] == ':')
+			port_text = close + 2;
+		if (strchr(host, ':') == NULL)
+		{
+			*reason = "Only an IPv6 address is written in brackets.";
+			return false;
+		}
+	}
+	else if ((colon = strchr(text, ':')) != NULL && strchr(colon + 1, ':') == NULL)
+	{
+		/* One colon: host:port.  More: an IPv6 literal without a port. */
+		*colon = '\0';
+		port_text = colon + 1;
+	}
+	if (!validate_host(host, reason))
+		return false;
+	out->port = default_port;
+	if (port_text != NULL)
+	{
+		long		port = 0;
+		const char *p = port_text;
+
+		if (*p == '\0')
+		{
+			*reason = "A port must be between 1 and 65535.";
+			return false;
+		}
+		for (; *p; p++)
+		{
+			if (*p < '0' || *p > '9' || port > 65535)
+			{
+				*reason = "A port must be between 1 and 65535.";
+				return false;
+			}
+			port = port * 10 + (*p - '0');
+		}
+		if (!validate_port(port, reason))
+			return false;
+		out->port = (int) port;
+	}
+	snprintf(out->host, sizeof(out->host), "%s", host);
+	return true;
+}
+
+bool
+validate_bastions(const char *text, int default_port, ValidatedBastion *out,
+				  int *n, const char **reason)
+{
+	const char *p = text;
+
+	*n = 0;
+	if (text == NULL || *text == '\0')
+	{
+		*reason = "A host must not be empty.";
+		return false;
+	}
+	for (;;)
+	{
+		const char *start;
+		const char *end;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		start = p;
+		while (*p != '\0' && *p != ',')
+			p++;
+		end = p;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if (*n >= VALIDATE_MAX_BASTIONS)
+		{
+			*reason = "A tunnel may have at most 8 bastions.";
+			return false;
+		}
+		if (!validate_bastion(start, end - start, default_port, &out[*n], reason))
+			return false;
+		for (int i = 0; i < *n; i++)
+			if (out[i].port == out[*n].port &&
+				strcmp(out[i].host, out[*n].host) == 0)
+			{
+				*reason = "A bastion appears twice in the list.";
+				return false;
+			}
+		(*n)++;
+		if (*p == '\0')
+			return true;
+		p++;
+	}
+}
+
 bool
 validate_user(const char *user, const char **reason)
 {

@@ -22,6 +22,22 @@ extern bool validate_tunnel_name(const char *name, const char **reason);
 /* A DNS hostname (RFC 1123 labels, at most 253 bytes) or an IPv4/IPv6 literal. */
 extern bool validate_host(const char *host, const char **reason);
 
+/*
+ * A tunnel's bastions as ssh_host holds them: one or more (at most
+ * VALIDATE_MAX_BASTIONS), separated by commas, each "host", "host:port",
+ * an IPv6 literal alone, or "[v6addr]" / "[v6addr]:port"; default_port
+ * serves those without a port.  On success fills out[0..*n-1] in order.
+ */
+#define VALIDATE_MAX_BASTIONS 8
+typedef struct ValidatedBastion
+{
+	char		host[254];
+	int			port;
+} ValidatedBastion;
+extern bool validate_bastions(const char *text, int default_port,
+							  ValidatedBastion *out, int *n,
+							  const char **reason);
+
 /* An SSH user name: 1-32 bytes, no control characters, whitespace, '@' or ':'. */
 extern bool validate_user(const char *user, const char **reason);
 

@@ -6,7 +6,7 @@
  * The worker keeps, per tunnel, its definition, its status slot, its
  * forwards (their listeners: forwards.c) and its SSH session.  Each round
  * it runs the sessions' timers, gives libssh2 its turn
- * (tunnel_session_service_all), then sleeps in one WaitEventSet over the
+ * (tunnel_conn_service_all), then sleeps in one WaitEventSet over the
  * latch, postmaster death and every socket.  Catalog changes arrive through
  * the latch at commit (catalog.c); a slow poll only backs that up, and
  * covers hot standbys, where triggers do not fire.
@@ -36,6 +36,7 @@
 
 #include "catalog.h"
 #include "channel.h"
+#include "conn.h"
 #include "forwards.h"
 #include "hostkeys.h"
 #include "keys.h"
@@ -43,7 +44,7 @@
 #include "keystream.h"
 #endif
 #include "listener.h"
-#include "session.h"
+#include "pool.h"
 #include "settings.h"
 #include "status.h"
 #include "validate.h"
@@ -63,7 +64,7 @@
 /*
  * A pending rotation's key is tried 10 s after the rotation starts, then
  * ever less often, down to once in 5 minutes.  Each try the bastion refuses
- * is a failed login, which OpenSSH 9.8+ penalises (see session.c).
+ * is a failed login, which OpenSSH 9.8+ penalises (see pool.c).
  */
 #define KEY_CHECK_FIRST_MS		10000
 #define KEY_CHECK_MAX_MS		300000
@@ -76,13 +77,13 @@ struct WorkerTunnel
 	MemoryContext def_cxt;		/* holds def only, replaced on change */
 	TunnelDef  *def;
 	TunnelStatusSlot *slot;
-	TunnelSession *session;		/* NULL when disabled, invalid or unbound */
+	TunnelPool *pool;			/* NULL when disabled, invalid or unbound */
 	TunnelForwards forwards;	/* their listeners (forwards.c) */
 	bool		runnable;		/* enabled and valid */
 	bool		key_usable;		/* def's private key parses and matches */
 
 	/* a rotation's key, tried beside a session that uses the old one */
-	TunnelSession *key_check;
+	TunnelKeyCheck *key_check;
 	TimestampTz key_check_at;
 	int			key_check_failures;
 };
@@ -99,12 +100,12 @@ on_accept(void *arg, pgsocket client, const char *remote_host,
 {
 	WorkerTunnel *t = (WorkerTunnel *) arg;
 
-	if (t->session == NULL)
+	if (t->pool == NULL)
 	{
 		close(client);
 		return;
 	}
-	tunnel_session_add_client(t->session, client, remote_host, remote_port,
+	tunnel_pool_add_client(t->pool, client, remote_host, remote_port,
 							  slot);
 }
 
@@ -140,8 +141,11 @@ invalid_reason(const WorkerTunnel *t)
 	const TunnelDef *def = t->def;
 	const char *reason;
 	ListCell   *lc;
+	ValidatedBastion bastions[VALIDATE_MAX_BASTIONS];
+	int			nbastions;
 
-	if (!validate_host(def->ssh_host, &reason) ||
+	if (!validate_bastions(def->ssh_host, def->ssh_port, bastions, &nbastions,
+						   &reason) ||
 		!validate_port(def->ssh_port, &reason) ||
 		!validate_user(def->ssh_user, &reason))
 		return reason;
@@ -166,9 +170,9 @@ invalid_reason(const WorkerTunnel *t)
 	return NULL;
 }
 
-/* For session.c (tunnel_session_set_lookup): a jump tunnel's session. */
-static TunnelSession *
-session_of(const char *name)
+/* For pool.c (tunnel_pool_set_lookup): a jump tunnel's pool. */
+static TunnelPool *
+pool_of(const char *name)
 {
 	ListCell   *lc;
 
@@ -177,7 +181,7 @@ session_of(const char *name)
 		WorkerTunnel *t = lfirst(lc);
 
 		if (strcmp(t->def->name, name) == 0)
-			return t->session;
+			return t->pool;
 	}
 	return NULL;
 }
@@ -186,7 +190,7 @@ static void
 stop_key_check(WorkerTunnel *t)
 {
 	if (t->key_check)
-		tunnel_session_destroy(t->key_check);
+		tunnel_key_check_destroy(t->key_check);
 	t->key_check = NULL;
 }
 
@@ -201,9 +205,9 @@ apply(WorkerTunnel *t)
 	t->runnable = reason == NULL && t->def->enabled;
 	if (!t->runnable)
 	{
-		if (t->session)
-			tunnel_session_destroy(t->session);
-		t->session = NULL;
+		if (t->pool)
+			tunnel_pool_destroy(t->pool);
+		t->pool = NULL;
 		stop_key_check(t);
 		tunnel_forwards_close(&t->forwards);
 		if (reason)
@@ -230,25 +234,25 @@ apply(WorkerTunnel *t)
 			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										TUNNEL_FORWARDS_BIND_RETRY_MS);
 		/* A tunnel that cannot listen anywhere has no use for a session yet. */
-		if (t->session == NULL && list_length(t->forwards.list) == 1)
+		if (t->pool == NULL && list_length(t->forwards.list) == 1)
 			return;
 	}
 	else if (t->forwards.bind_failed)
 	{
 		/* Every port listens again: a running session shows again. */
 		t->forwards.bind_failed = false;
-		if (t->session && tunnel_session_ready(t->session))
+		if (t->pool && tunnel_pool_ready(t->pool))
 			tunnel_status_set_state(t->slot, TUNNEL_STATE_CONNECTED, "");
 	}
-	if (t->session == NULL)
+	if (t->pool == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(t->cxt);
 
-		t->session = tunnel_session_create(t->def, t->slot);
+		t->pool = tunnel_pool_create(t->def, t->slot);
 		MemoryContextSwitchTo(old);
 	}
 	else
-		tunnel_session_set_def(t->session, t->def);
+		tunnel_pool_set_def(t->pool, t->def);
 }
 
 static void
@@ -298,8 +302,8 @@ tunnel_start(const TunnelDef *def)
 static void
 tunnel_stop(WorkerTunnel *t)
 {
-	if (t->session)
-		tunnel_session_destroy(t->session);
+	if (t->pool)
+		tunnel_pool_destroy(t->pool);
 	stop_key_check(t);
 	tunnel_forwards_release(&t->forwards);
 	if (t->def->private_key)
@@ -321,10 +325,10 @@ tunnel_update(WorkerTunnel *t, const TunnelDef *def)
 	 * first use: the session stays only if the catalog admits the key it
 	 * saw (the worker's own record of it does).
 	 */
-	if (!new_session && t->session && t->def->host_key_fingerprint == NULL &&
+	if (!new_session && t->pool && t->def->host_key_fingerprint == NULL &&
 		def->host_key_fingerprint != NULL)
 	{
-		const char *seen = tunnel_session_seen_host_key(t->session);
+		const char *seen = tunnel_pool_seen_host_key(t->pool);
 
 		if (seen != NULL && !hostkeys_match(def->host_key_fingerprint, seen))
 		{
@@ -341,10 +345,10 @@ tunnel_update(WorkerTunnel *t, const TunnelDef *def)
 		strcmp(t->def->next_key_fingerprint, def->next_key_fingerprint) == 0;
 
 	/* A new bastion, account or key needs a new session; a target does not. */
-	if (t->session && new_session)
+	if (t->pool && new_session)
 	{
-		tunnel_session_destroy(t->session);
-		t->session = NULL;
+		tunnel_pool_destroy(t->pool);
+		t->pool = NULL;
 	}
 
 	/*
@@ -358,12 +362,12 @@ tunnel_update(WorkerTunnel *t, const TunnelDef *def)
 		t->key_check_at = 0;
 		t->key_check_failures = 0;
 	}
-	if (t->session && !new_session &&
+	if (t->pool && !new_session &&
 		catalog_certificate_differs(t->def, def))
-		tunnel_session_credentials_changed(t->session);
+		tunnel_pool_credentials_changed(t->pool);
 	set_def(t, def);
 	if (t->key_check)
-		tunnel_session_set_def(t->key_check, t->def);
+		tunnel_key_check_set_def(t->key_check, t->def);
 	apply(t);
 }
 
@@ -475,8 +479,8 @@ run_key_check(WorkerTunnel *t, TimestampTz now)
 {
 	int			result;
 
-	if (t->def->next_private_key == NULL || t->session == NULL ||
-		!tunnel_session_ready(t->session))
+	if (t->def->next_private_key == NULL || t->pool == NULL ||
+		!tunnel_pool_ready(t->pool))
 	{
 		stop_key_check(t);
 		return -1;
@@ -521,12 +525,12 @@ run_key_check(WorkerTunnel *t, TimestampTz now)
 			return KEY_CHECK_MAX_MS;
 		}
 		old = MemoryContextSwitchTo(t->cxt);
-		t->key_check = tunnel_session_create_key_check(t->def);
+		t->key_check = tunnel_key_check_create(t->def);
 		MemoryContextSwitchTo(old);
 	}
-	result = tunnel_session_key_check_result(t->key_check);
+	result = tunnel_key_check_result(t->key_check);
 	if (result == 0)
-		return tunnel_session_tick(t->key_check, now);
+		return tunnel_key_check_tick(t->key_check, now);
 
 	/* Accepted: the catalog change brings the new definition.  Else wait. */
 	stop_key_check(t);
@@ -570,9 +574,9 @@ run_timers(void)
 			if (t->forwards.bind_retry_at != 0)
 				t_timeout = ms_until_retry(t, now);
 		}
-		if (t->session)
+		if (t->pool)
 		{
-			long		s_timeout = tunnel_session_tick(t->session, now);
+			long		s_timeout = tunnel_pool_tick(t->pool, now);
 
 			if (s_timeout >= 0 && (t_timeout < 0 || s_timeout < t_timeout))
 				t_timeout = s_timeout;
@@ -724,7 +728,7 @@ tunnel_worker_main(Datum main_arg)
 	round_cxt = AllocSetContextCreate(worker_cxt, "tunnel_ssh worker round",
 									  ALLOCSET_DEFAULT_SIZES);
 	bound_address = tunnel_forwards_listen_settings(worker_cxt);
-	tunnel_session_set_lookup(session_of);
+	tunnel_pool_set_lookup(pool_of);
 	tunnel_status_release_all();
 	tunnel_status_set_worker_latch(MyLatch);
 	before_shmem_exit(worker_exit, (Datum) 0);
@@ -796,12 +800,12 @@ tunnel_worker_main(Datum main_arg)
 		 * now); asking the kernel first would mostly cost an epoll_wait that
 		 * finds nothing.  Two such rounds, then the others' events.
 		 */
-		tunnel_session_service_all();
-		for (int round = 0; round < 2 && tunnel_session_pending(); round++)
-			tunnel_session_service_all();
+		tunnel_conn_service_all();
+		for (int round = 0; round < 2 && tunnel_conn_pending(); round++)
+			tunnel_conn_service_all();
 		timeout = run_timers();
 		give_memory_back(now);
-		if (tunnel_session_pending())
+		if (tunnel_conn_pending())
 			timeout = 0;
 		else
 		{

@@ -13,9 +13,9 @@ src=$(cd ../../src && pwd)
 seconds=${FUZZ_SECONDS:-60}
 max_corpus=${FUZZ_MAX_CORPUS:-199}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(host user port_range fingerprint private_key)
+[ ${#targets[@]} -gt 0 ] || targets=(host bastions user port_range fingerprint private_key)
 
-declare -A max_len=([host]=300 [user]=80 [port_range]=32 [fingerprint]=80 [private_key]=12000)
+declare -A max_len=([host]=300 [bastions]=600 [user]=80 [port_range]=32 [fingerprint]=80 [private_key]=12000)
 
 if ! command -v clang >/dev/null || ! command -v pg_config >/dev/null ||
    ! pkg-config --exists libcrypto; then
