@@ -191,7 +191,7 @@ SELECT pg_catalog.pg_extension_config_dump('tunnel_ssh.bastion_host_key', '');
 
 -- The bastions of a list as the worker reads it, in order.
 CREATE FUNCTION tunnel_ssh.bastions(ssh_host text, ssh_port int,
-	OUT position int, OUT host text, OUT port int)
+	OUT "position" int, OUT host text, OUT port int)
 RETURNS SETOF record
 	LANGUAGE C STRICT IMMUTABLE
 	AS 'MODULE_PATHNAME', 'tunnel_bastions';
@@ -199,7 +199,7 @@ REVOKE ALL ON FUNCTION tunnel_ssh.bastions(text, int) FROM PUBLIC;
 
 -- What the worker knows of each bastion of each running tunnel.
 CREATE FUNCTION tunnel_ssh.status_bastions(
-	OUT tunnel text, OUT position int, OUT state text,
+	OUT tunnel text, OUT "position" int, OUT state text,
 	OUT host_key_fingerprint text, OUT last_connected timestamptz,
 	OUT last_error text, OUT failures int)
 RETURNS SETOF record
@@ -208,7 +208,7 @@ RETURNS SETOF record
 REVOKE ALL ON FUNCTION tunnel_ssh.status_bastions() FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.tunnel_bastion_status(
-	OUT tunnel text, OUT position int, OUT host text, OUT port int,
+	OUT tunnel text, OUT "position" int, OUT host text, OUT port int,
 	OUT state text, OUT host_key_fingerprint text,
 	OUT last_connected timestamptz, OUT last_error text, OUT failures int)
 RETURNS SETOF record

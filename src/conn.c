@@ -46,9 +46,7 @@
 
 #include "channel.h"
 #include "conn.h"
-#include "conn_io.h"
 #include "connect.h"
-#include "keepalive.h"
 #include "settings.h"
 #include "tunnel_limits.h"
 #include "watch.h"

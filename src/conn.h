@@ -249,6 +249,38 @@ extern void tunnel_conn_service_all(void);
 /* Does some connection want another turn at once? */
 extern bool tunnel_conn_pending(void);
 
+/* ---------- conn_io.c: the connection's socket ---------- */
+
+/* Take the output batch (before the handshake's buffers: see conn.c). */
+extern void tunnel_conn_io_reserve(TunnelConn *s);
+/* Logged in: libssh2 reads and writes through our callbacks from now on. */
+extern void tunnel_conn_io_attach(TunnelConn *s);
+/* Write what the batch holds; false if some is left (the socket is full). */
+extern bool tunnel_conn_io_flush(TunnelConn *s);
+/* Register s->sock in the wait set for wanted events, or take it out. */
+extern void tunnel_conn_io_watch(TunnelConn *s, uint32 wanted);
+extern void tunnel_conn_io_unwatch(TunnelConn *s);
+
+/* ---------- keepalive.c: the connection's liveness ---------- */
+
+/*
+ * Pull what the bastion sent into libssh2's queues (through the keepalive
+ * channel or any channel that can receive); open_keepalive: with none,
+ * open the keepalive channel to read.
+ */
+extern void tunnel_keepalive_drain(TunnelConn *s, bool open_keepalive);
+/* Has the keepalive channel a step to take (opening, asking, closing)? */
+extern bool tunnel_keepalive_busy(TunnelConn *s);
+/* Take it, when the send turn allows. */
+extern void tunnel_keepalive_step(TunnelConn *s);
+/*
+ * Probe a silent bastion; returns the ms until this is due again.  dead
+ * gets why the connection is dead, or "".
+ */
+extern long tunnel_keepalive_tick(TunnelConn *s, TimestampTz now, char *dead,
+								  size_t size);
+
+
 /* Milliseconds from now until t, rounded up; 0 if t has passed. */
 static inline long
 tunnel_ms_until(TimestampTz t, TimestampTz now)

@@ -20,7 +20,6 @@
 #include "utils/timestamp.h"
 
 #include "conn.h"
-#include "conn_io.h"
 #include "watch.h"
 
 /*

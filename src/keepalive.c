@@ -18,7 +18,6 @@
 #include "channel.h"
 #include "conn.h"
 #include "connect.h"
-#include "keepalive.h"
 #include "sendturn.h"
 #include "settings.h"
 #include "tunnel_limits.h"

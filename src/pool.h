@@ -3,7 +3,8 @@
  * pool.h
  *	  A tunnel's pool: its connection to the bastion, the lanes beside it,
  *	  the clients waiting for a channel, admission, backoff, and the checks
- *	  of a rotation's new key.  What the worker calls.
+ *	  of a rotation's new key.  What the worker calls; the pool itself is
+ *	  pool_state.h's.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,9 +12,8 @@
 #define TUNNEL_POOL_H
 
 #include "catalog.h"
+#include "pool_state.h"
 #include "status.h"
-
-typedef struct TunnelPool TunnelPool;
 
 /*
  * The running pool of the named tunnel, or NULL: how a tunnel with "via"
@@ -61,11 +61,8 @@ extern long tunnel_pool_tick(TunnelPool *p, TimestampTz now);
  * Start connection c to def's (first) bastion, through its jump tunnel when
  * it has one; false if c ended at once for want of a jump tunnel.
  */
-struct TunnelConn;
-struct TunnelConnPlan;
-extern bool tunnel_pool_start_conn(const TunnelDef *def, struct TunnelConn *c,
-								   const struct TunnelConnPlan *plan,
-								   TimestampTz now);
+extern bool tunnel_pool_start_conn(const TunnelDef *def, TunnelConn *c,
+								   const TunnelConnPlan *plan, TimestampTz now);
 
 /*
  * The rotation's key was accepted: it becomes the tunnel's key and the old

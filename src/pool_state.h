@@ -20,7 +20,6 @@
 
 #include "catalog.h"
 #include "conn.h"
-#include "pool.h"
 #include "status.h"
 #include "tunnel_limits.h"
 
@@ -45,7 +44,7 @@ typedef struct PoolBastion
 	TunnelBastionStatus status; /* as tunnel_bastion_status() shows it */
 } PoolBastion;
 
-struct TunnelPool
+typedef struct TunnelPool
 {
 	const TunnelDef *def;
 	TunnelStatusSlot *slot;
@@ -84,7 +83,7 @@ struct TunnelPool
 	bool		relogin_wanted; /* after the tunnel connection's pass */
 	TimestampTz relogin_at;		/* no new login for a refused target before */
 	int			relogins;		/* in a row for targets still refused */
-};
+} TunnelPool;
 
 /* Is the tunnel's own connection logged in? */
 static inline bool
