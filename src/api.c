@@ -499,6 +499,36 @@ tunnel_forget_bastion_host_keys(const char *name)
 				   1, argtypes, values, NULL);
 }
 
+void
+tunnel_bastion_host_keys(const char *name, const ValidatedBastion *bastions,
+						 int n, char **keys, char **algorithms)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+
+	tunnel_spi_check(SPI_execute("SELECT pg_catalog.to_regclass('tunnel_ssh.bastion_host_key') IS NOT NULL",
+								 true, 1));
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
+		return;
+	tunnel_spi_check(SPI_execute_with_args("SELECT host, port, host_key_fingerprint, host_key_algorithm "
+										   "FROM tunnel_ssh.bastion_host_key WHERE tunnel = $1",
+										   1, argtypes, values, NULL, true, 0));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *host = SPI_getvalue(tuple, desc, 1);
+		int			port = atoi(SPI_getvalue(tuple, desc, 2));
+
+		for (int i = 1; i < n; i++)
+			if (bastions[i].port == port && strcmp(bastions[i].host, host) == 0)
+			{
+				keys[i] = tunnel_spi_value(tuple, desc, 3, false);
+				algorithms[i] = tunnel_spi_value(tuple, desc, 4, false);
+			}
+	}
+}
+
 PG_FUNCTION_INFO_V1(tunnel_bastions);
 
 /* tunnel_ssh.bastions(ssh_host, ssh_port): the list, one row per bastion. */

@@ -12,6 +12,8 @@
 #include "access/tupdesc.h"
 #include "fmgr.h"
 
+#include "validate.h"
+
 /* A tunnel's row, locked against concurrent changes (tunnel_lock_row). */
 typedef struct TunnelRow
 {
@@ -157,5 +159,14 @@ extern void tunnel_spi_write_secret(const char *sql, const char *tunnel,
  * first (a list changed, or a reset).  Needs SPI.
  */
 extern void tunnel_forget_bastion_host_keys(const char *name);
+
+/*
+ * The host keys recorded for bastions[1..n-1] of tunnel name (the first's is
+ * the tunnel's own), with their algorithms, into keys[i] and algorithms[i]
+ * (left as they are where none is recorded).  Needs SPI.
+ */
+extern void tunnel_bastion_host_keys(const char *name,
+									 const ValidatedBastion *bastions, int n,
+									 char **keys, char **algorithms);
 
 #endif							/* TUNNEL_API_H */

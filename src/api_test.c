@@ -152,36 +152,6 @@ open_error_text(Probe *p, const char *host, int port)
 
 /* ---------- reading the definition ---------- */
 
-/* The host keys recorded for the bastions but the first (1.4).  Needs SPI. */
-static void
-read_bastion_keys(Probe *p)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(p->name)};
-
-	tunnel_spi_check(SPI_execute("SELECT pg_catalog.to_regclass('tunnel_ssh.bastion_host_key') IS NOT NULL",
-								 true, 1));
-	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
-		return;
-	tunnel_spi_check(SPI_execute_with_args("SELECT host, port, host_key_fingerprint, host_key_algorithm "
-										   "FROM tunnel_ssh.bastion_host_key WHERE tunnel = $1",
-										   1, argtypes, values, NULL, true, 0));
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *host = SPI_getvalue(tuple, desc, 1);
-		int			port = atoi(SPI_getvalue(tuple, desc, 2));
-
-		for (int i = 1; i < p->nbastions; i++)
-			if (p->bastions[i].port == port && strcmp(p->bastions[i].host, host) == 0)
-			{
-				p->bastion_keys[i] = tunnel_spi_value(tuple, desc, 3, false);
-				p->bastion_algorithms[i] = tunnel_spi_value(tuple, desc, 4, false);
-			}
-	}
-}
-
 /* False if there is no such tunnel and missing_ok. */
 static bool
 read_definition(Probe *p, bool missing_ok)
@@ -244,7 +214,8 @@ read_definition(Probe *p, bool missing_ok)
 			p->nbastions = 0;
 	}
 	if (p->nbastions > 1)
-		read_bastion_keys(p);
+		tunnel_bastion_host_keys(p->name, p->bastions, p->nbastions,
+								 p->bastion_keys, p->bastion_algorithms);
 	/* The proxy came with 1.4, kept beside the private key. */
 	if (catalog_has_column("proxy"))
 	{
