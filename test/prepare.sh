@@ -42,9 +42,9 @@ prepare_machine() {
   export PG_CONFIG
   echo "# PostgreSQL $("$PG_CONFIG" --version | sed 's/^PostgreSQL //'), libssh2 $(pkg-config --modversion libssh2), $(ssh -V 2>&1 | cut -d, -f1), $(. /etc/os-release; echo "$PRETTY_NAME")"
 
-  echo "# building and installing tunnel_ssh (make, make install)"
+  echo "# building and installing tunnel_ssh (make -j$(nproc), make install)"
   make -s clean >/dev/null 2>&1 || true
-  make -s
+  make -s -j"$(nproc)"
   make -s install
 
   # Our servers listen on fixed ports in 50000-59999, inside the kernel's
