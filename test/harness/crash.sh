@@ -7,13 +7,16 @@ set -euo pipefail
 dir=$1; cd "$dir"
 . "$dir/lib.sh"
 port=55399
-$B/initdb -D crashdb -A trust >/dev/null
+# -N: a throwaway cluster need not wait for fsync.
+$B/initdb -N -D crashdb -A trust >/dev/null
 mkdir -p logs
 $B/pg_ctl -D crashdb -o "-p $port -k $dir -c listen_addresses=''" -l logs/crashdb.log -w start >/dev/null
 trap '$B/pg_ctl -D "$dir/crashdb" stop -m immediate >/dev/null 2>&1 || true' EXIT
+# Is the waiting backend there yet?  A function: each poll asks again.
+sleeping() { test "$(psql -X -h "$dir" -p $port -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")" -ge 1; }
 backend() {  # a backend that waits, and its pid
   psql -X -h "$dir" -p $port -d postgres -Atc "SELECT pg_sleep(60)" >/dev/null 2>&1 &
-  wait_for 10 test "$(psql -X -h "$dir" -p $port -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")" -ge 1
+  wait_for 10 sleeping
   psql -X -h "$dir" -p $port -d postgres -Atc "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'"
 }
 # The postmaster restarts after each death: wait until it takes connections.
