@@ -337,6 +337,16 @@ tunnel_client_opened(TunnelClient *c, const char *bastion_host,
 	}
 }
 
+void
+tunnel_client_moved(TunnelClient *c, int lane)
+{
+	if (!c->opened || c->row == NULL)
+		return;
+	SpinLockAcquire(&c->row->mutex);
+	c->row->lane = lane;
+	SpinLockRelease(&c->row->mutex);
+}
+
 TunnelOpenFailure
 tunnel_client_open_failure_of(const char *ssh_message)
 {

@@ -60,6 +60,8 @@ extern void tunnel_client_not_opened(TunnelClient *c, TunnelOpenFailure why,
 									 const char *detail);
 /* Why an open the bastion refused failed, from libssh2's message. */
 extern TunnelOpenFailure tunnel_client_open_failure_of(const char *ssh_message);
+/* Its session is now lane's (a previous login that retires, lanes.c). */
+extern void tunnel_client_moved(TunnelClient *c, int lane);
 
 extern void tunnel_client_set_state(TunnelClient *c, TunnelClientState state);
 extern void tunnel_client_closed_by(TunnelClient *c, TunnelClientCloser who);
