@@ -380,7 +380,9 @@ tunnel_client_not_opened(TunnelClient *c, TunnelOpenFailure why,
 				(errmsg("tunnel channel not opened: tunnel=%s target=%s client_pid=%s reason=%s",
 						c->tunnel, n.target, n.pid,
 						tunnel_open_failure_name(why)),
-				 detail && detail[0] ? errdetail_internal("%s", detail) : 0));
+				 detail && detail[0] ?
+				 errdetail_internal("%c%s.", pg_toupper((unsigned char) detail[0]),
+									detail + 1) : 0));
 	}
 }
 
@@ -424,7 +426,7 @@ tunnel_client_end(TunnelClient *c)
 	/* A client that did not leave by itself before its open lost it. */
 	if (!c->opened && c->closer != TUNNEL_CLOSED_BY_CLIENT)
 		tunnel_client_not_opened(c, TUNNEL_OPEN_NO_SESSION,
-								 "The tunnel had no SSH session to open the channel on.");
+								 "the tunnel had no SSH session to open the channel on");
 	if (tunnel_log_connections)
 	{
 		long		secs;
