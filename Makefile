@@ -11,6 +11,7 @@ OBJS = \
 	src/catalog.o \
 	src/cert.o \
 	src/channel.o \
+	src/clients.o \
 	src/conn.o \
 	src/conn_io.o \
 	src/connect.o \
@@ -23,12 +24,14 @@ OBJS = \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/peer.o \
 	src/pgprobe.o \
 	src/pool.o \
 	src/probechain.o \
 	src/proxy.o \
 	src/sendturn.o \
 	src/settings.o \
+	src/stats.o \
 	src/status.o \
 	src/validate.o \
 	src/watch.o \
