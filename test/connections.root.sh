@@ -48,14 +48,17 @@ setup() {
   cat > "$dir/peer/loop.sh" <<'L'
 # As tunnel_peer: for each request file req.N ("port role", written as
 # tmp.N and renamed), a psql connected through 127.0.0.1:port, held open
-# (its input waits for stop.N) and at most 60 s; started.N says it runs.
+# (its input waits for stop.N) and at most 60 s; started.N says it runs
+# (and that req.N was served).
 cd "$1" || exit 1
 while :; do
   for req in req.*; do
     [ -e "$req" ] || continue
     n=${req#req.}
+    # The suite's file, which we cannot remove from this sticky directory:
+    # each request is served once.
+    [ -e "started.$n" ] && continue
     read -r port role < "$req"
-    rm -f "$req"
     (
       until [ -e "stop.$n" ]; do sleep 0.1; done |
         timeout 60 psql -X -q -h 127.0.0.1 -p "$port" -U "$role" \
