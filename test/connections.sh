@@ -19,6 +19,8 @@
 #   8. privileges: pg_monitor reads, cannot reset; a plain role reads nothing
 #   9. test/tunnel_ssh_exporter.yaml run by Debian's postgres_exporter
 #  10. 100 connections open at once: every one listed with its pid
+#  11. max_tracked_connections (a restart): beyond it, connections are
+#      served and counted but not listed; the counters start again at 0
 # "# " lines print what was seen.  Prints "N passed, N failed" last.
 set -uo pipefail
 dir=${1:?work directory}
@@ -118,6 +120,7 @@ check "setup: the extension is version 1.5" \
 sockdir=$(lsql "SHOW data_directory")/tunnel_ssh
 check "setup: a's Unix socket is $sockdir/.s.PGSQL.$TA" test -S "$sockdir/.s.PGSQL.$TA"
 
+echo "# section 1 starts at $(since $suite_t0) s"
 # --- 1. the settings; with log_connections off, no audit line ---
 check "1. tunnel_ssh.log_connections: off by default, changed by reload" \
   test "$(lsql "SELECT setting || ' ' || context FROM pg_settings WHERE name = 'tunnel_ssh.log_connections'")" = "off sighup"
@@ -141,6 +144,7 @@ probe_logged() { query_ok $TA; audit_has "^tunnel connection received: tunnel=a 
 check "1. with it on, the worker logs the next connection" wait_for 10 probe_logged
 check "1. the worker lets the probes go" wait_for 10 no_conns "local_port = $TA"
 
+echo "# section 2 starts at $(since $suite_t0) s"
 # --- 2. a dblink session on the Unix socket ---
 session_open dbl "host=$dir port=$LPORT dbname=postgres application_name=conn_dblink"
 session_sql dbl "SELECT dblink_connect('t', 'host=$sockdir port=$TA dbname=postgres user=$me application_name=conn_dblink_remote');"
@@ -183,6 +187,7 @@ check "2. ... its bytes are the row's: in >= 200 kB, out >= 300 kB" \
   test "${bin:-0}" -ge 200000 -a "${bin:-0}" -lt 300000 -a "${bout:-0}" -ge 300000
 session_close dbl
 
+echo "# section 3 starts at $(since $suite_t0) s"
 # --- 3. a postgres_fdw query ---
 lsql "SELECT tunnel_server_create('srv_a', 'a', 'postgres');
       CREATE USER MAPPING FOR CURRENT_USER SERVER srv_a OPTIONS (user '$me');
@@ -213,6 +218,7 @@ fdw_audit() {
 }
 check "3. audit: received, opened and closed by the client, all with the backend's pid" wait_for 5 fdw_audit
 
+echo "# section 4 starts at $(since $suite_t0) s"
 # --- 4. psql over loopback TCP; the target's backend terminated ---
 session_open tcp "host=127.0.0.1 port=$TA dbname=postgres application_name=conn_tcp"
 ppid=${SPID[tcp]}
@@ -235,6 +241,7 @@ check "4. psql closed: the row goes" wait_for 10 no_conns "local_port = $TA"
 check "4. audit: disconnection closed by the target" \
   wait_for 5 audit_has "^tunnel disconnection: session time: [0-9:.]+ tunnel=a target=127\.0\.0\.1:$PPORT client_pid=($ppid|unknown) bytes_in=[0-9]+ bytes_out=[0-9]+ closed_by=target$"
 
+echo "# section 5 starts at $(since $suite_t0) s"
 # --- 5. a TCP client of another OS user ---
 if [ -f peer/loop.pid ]; then
   echo "$TA $me" > peer/tmp.1 && mv peer/tmp.1 peer/req.1
@@ -256,6 +263,7 @@ else
   skip "5. a TCP client of another OS user" "no test/connections.root.sh set-up (run by test/run-tests.sh as root)"
 fi
 
+echo "# section 6 starts at $(since $suite_t0) s"
 # --- 6. channels not opened ---
 # prohibited: a forward of a to a target its key's permitopen does not name
 # ('localhost' is not '127.0.0.1' to sshd); the key line is not pasted again.
@@ -311,6 +319,7 @@ check "6. counted: no_session on dark" test "$(fwd $TDARK open_failures_no_sessi
 check "6. a's own forward counted no failure" \
   test "$(fwd $TA "open_failures_prohibited + open_failures_connect_failed + open_failures_timeout + open_failures_no_session + open_failures_other")" = 0
 
+echo "# section 7 starts at $(since $suite_t0) s"
 # --- 7. the counters ---
 made=$(audit_count "^tunnel connection received: tunnel=a local_port=$TA ")
 row=$(lsql "SELECT connections || '|' || bytes_in || '|' || bytes_out FROM tunnel_ssh.stat_forwards WHERE local_port = $TA")
@@ -377,6 +386,7 @@ check "7. tunnel_stat_reset() zeroes every tunnel" \
                  + open_failures_prohibited + open_failures_connect_failed + open_failures_timeout
                  + open_failures_no_session + open_failures_other <> 0")" = 0
 
+echo "# section 8 starts at $(since $suite_t0) s"
 # --- 8. privileges ---
 lsql "CREATE ROLE plain LOGIN; CREATE ROLE mon LOGIN; GRANT pg_monitor TO mon;" >/dev/null
 for v in tunnel_ssh.connections tunnel_ssh.stat_tunnels tunnel_ssh.stat_forwards "tunnel_connections()" "tunnel_stat()"; do
@@ -390,6 +400,7 @@ for r in mon plain; do
   check "8. $r cannot run tunnel_stat_reset() (42501)" grep -q "ERROR:  42501:" <<<"$out" || echo "# $out"
 done
 
+echo "# section 9 starts at $(since $suite_t0) s"
 # --- 9. postgres_exporter runs test/tunnel_ssh_exporter.yaml ---
 exporter=$(command -v prometheus-postgres-exporter)
 # Its help read whole (grep -q ending the pipe early would fail it).
@@ -451,6 +462,7 @@ else
   kill $exporter_pid 2>/dev/null; wait $exporter_pid 2>/dev/null
 fi
 
+echo "# section 10 starts at $(since $suite_t0) s"
 # --- 10. 100 connections open at once ---
 mkfifo many.fifo
 exec 7<> many.fifo
@@ -477,6 +489,31 @@ many_closed() { audit | grep -E "^tunnel disconnection: .* client_pid=($(IFS='|'
 check "10. ... 100 disconnections logged" wait_for 5 eval 'test "$(many_closed | wc -l)" = 100'
 echo "# their closed_by: $(many_closed | sort | uniq -c | tr '\n' ' ')"
 check "10. ... each closed_by=client" test "$(many_closed | grep -cvx closed_by=client)" = 0
+
+echo "# section 11 starts at $(since $suite_t0) s"
+# --- 11. max_tracked_connections: beyond it, forwarded and counted, not listed ---
+lsql "ALTER SYSTEM SET tunnel_ssh.max_tracked_connections = 5" >/dev/null
+$B/pg_ctl -D local -l local.log restart -m fast -w >/dev/null
+check "11. restarted with max_tracked_connections 5" test "$(lsql "SHOW tunnel_ssh.max_tracked_connections")" = 5
+check "11. a connects again" wait_state a connected 20
+fwd_sum() { lsql "SELECT coalesce(sum($2), 0) FROM tunnel_ssh.stat_forwards WHERE local_port = $1"; }
+check "11. the counters were lost at the restart" test "$(fwd_sum $TA connections)" = 0
+mkfifo cap.fifo
+exec 7<> cap.fifo
+cap=()
+for i in $(seq 1 8); do
+  psql -X -q -h 127.0.0.1 -p $TA -d "dbname=postgres application_name=conn_cap" < cap.fifo > /dev/null 2>&1 7>&- &
+  cap+=($!)
+done
+remote_count() { psql_priv "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$1'"; }
+check "11. 8 connections through a are served" wait_for 20 eval 'test "$(remote_count conn_cap)" = 8'
+check "11. 5 of them are listed" test "$(conns "local_port = $TA")" = 5
+check "11. all 8 are counted" test "$(fwd_sum $TA connections)" = 8
+exec 7>&-
+wait "${cap[@]}" 2>/dev/null
+check "11. closed: none is listed" wait_for 10 no_conns "local_port = $TA"
+check "11. ... and a new one is listed again" eval 'session_open one "host=127.0.0.1 port=$TA dbname=postgres application_name=conn_one" && wait_for 10 remote_app conn_one && test "$(conns "local_port = $TA")" = 1'
+session_close one
 
 echo "# suite ran $(since $suite_t0) s after the harness started"
 suite_end
