@@ -13,12 +13,13 @@
 #   5. a TCP client of another OS user: no pid
 #   6. channels not opened: prohibited (permitopen), connect_failed,
 #      timeout (a target that never answers; the client waits meanwhile),
-#      no_session (a dark bastion)
+#      no_session (a dark bastion); each line with a DETAIL line; counted
 #   7. the counters: per tunnel and per forward, reconnects and a failover,
 #      kept across tunnel_disable, tunnel_stat_reset
 #   8. privileges: pg_monitor reads, cannot reset; a plain role reads nothing
 #   9. test/tunnel_ssh_exporter.yaml run by Debian's postgres_exporter
-#  10. 100 connections open at once: every one listed with its pid
+#  10. 100 connections open at once: every one listed with its pid; each
+#      psql then ends (Terminate, close): each logged closed_by=client
 #  11. max_tracked_connections (a restart): beyond it, connections are
 #      served and counted but not listed; the counters start again at 0
 # "# " lines print what was seen.  Prints "N passed, N failed" last.
