@@ -8,7 +8,10 @@
 # installed major.  Sets $user, and exports PG_CONFIG for the suites.
 prepare_machine() {
   local need=(libssh2-1-dev libssl-dev openssh-server openssh-client procps
-              iproute2 make gcc pkg-config gdb strace tinyproxy "$@")
+              iproute2 make gcc pkg-config gdb strace tinyproxy
+              prometheus-postgres-exporter curl "$@")
+  # postgres_exporter and curl: test/connections.sh runs
+  # test/tunnel_ssh_exporter.yaml with it and scrapes it.
   # SOCKS5 for test/proxy.sh: dante, which Debian 13 dropped; microsocks there.
   if grep -q '^VERSION_CODENAME=trixie$' /etc/os-release; then need+=(microsocks); else need+=(dante-server); fi
   [ -n "${PG_CONFIG:-}" ] || need+=(postgresql postgresql-server-dev-all)
