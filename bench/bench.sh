@@ -323,6 +323,10 @@ conn_round() {  # round
   med=$(lsql "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON, FORMAT JSON) SELECT c.*, a.usename FROM tunnel_ssh.connections c LEFT JOIN pg_stat_activity a ON a.pid = c.client_pid" |
     sed -n 's/.*"Execution Time": \([0-9.]*\).*/\1/p')
   conn_record "$r" join_ms "$med"
+  # The pgbench processes still holding their clients (all of them, or
+  # some failed or ended early: see conn_*.out).
+  n=0; for i in "${tcp_pids[@]}" "${unix_pids[@]}"; do kill -0 "$i" 2>/dev/null && n=$(( n + 1 )); done
+  conn_record "$r" pgbench_alive "$n"
   kill "${tcp_pids[@]}" "${unix_pids[@]}" 2>/dev/null || true
   wait "${tcp_pids[@]}" "${unix_pids[@]}" 2>/dev/null || true
   t0=$(now_ns)
@@ -342,7 +346,8 @@ conn_round() {  # round
 }
 if [ "$CONNS" -gt 0 ]; then
   say "connections: $CONNS clients on one tunnel (half TCP, half Unix socket), three rounds (the third with log_connections on)"
-  printf 'SELECT 1;\n\\sleep 3600 s\n' > hold.sql
+  # pgbench's \sleep counts in int microseconds: at most 2147 s.
+  printf 'SELECT 1;\n\\sleep 1800 s\n' > hold.sql
   lsql "SELECT tunnel_create('conn', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => $CONN_PORT)" >> sshd/authorized_keys
   wait_state conn connected 20
   lsql "SELECT tunnel_stat_reset('conn')" >/dev/null
@@ -444,7 +449,7 @@ fi
   echo
   if [ "$CONNS" -gt 0 ]; then
     echo "Connections: $CONNS clients held open on one tunnel, half on its loopback port, half on its Unix"
-    echo "socket ($CONN_PROCS idle pgbench processes each side), then all closed; twice (rounds 1 and 2; round 0:"
+    echo "socket ($CONN_PROCS idle pgbench processes each side), then all closed; rounds 1 and 2 alike (round 0:"
     echo "no client). call_ms: tunnel_connections(), 20 calls timed inside the server (clock_timestamp()"
     echo "around SELECT count(*), count(client_pid)); join_ms: the view joined with pg_stat_activity (EXPLAIN"
     echo "ANALYZE); rows_with_pid: rows whose client_pid is not NULL, *_pid_right: those naming the pgbench"
