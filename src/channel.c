@@ -25,8 +25,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "lib/stringinfo.h"
-#include "port/pg_bswap.h"
 #include "utils/timestamp.h"
 
 #include "channel.h"
@@ -135,44 +133,6 @@ on_client_event(void *arg, uint32 occurred)
 	f->wake(f->wake_arg);
 }
 
-static void
-put_uint32(StringInfo buf, uint32 v)
-{
-	uint32		n = pg_hton32(v);
-
-	appendBinaryStringInfo(buf, (const char *) &n, 4);
-}
-
-static void
-put_string(StringInfo buf, const char *str)
-{
-	put_uint32(buf, (uint32) strlen(str));
-	appendBinaryStringInfo(buf, str, strlen(str));
-}
-
-/*
- * libssh2_channel_direct_tcpip_ex() cannot choose the window, so we send the
- * same request through libssh2_channel_open_ex().  The originator is the
- * client's own address, which the bastion logs (a client on the Unix socket
- * is sent as 127.0.0.1 port 0).
- */
-static void
-build_open_message(TunnelChannel *f)
-{
-	StringInfoData buf;
-	const char *host;
-	int			port;
-
-	tunnel_client_origin(f->record, &host, &port);
-	initStringInfo(&buf);
-	put_string(&buf, f->remote_host);
-	put_uint32(&buf, (uint32) f->remote_port);
-	put_string(&buf, host);
-	put_uint32(&buf, (uint32) port);
-	f->open_message = buf.data;
-	f->open_message_len = buf.len;
-}
-
 TunnelChannel *
 channel_create(TunnelSendTurn *turn, ChannelWake wake, void *wake_arg,
 			   pgsocket client, const char *remote_host, int remote_port,
@@ -195,7 +155,8 @@ channel_create(TunnelSendTurn *turn, ChannelWake wake, void *wake_arg,
 		f->tunnel = pstrdup(tunnel_status_name(slot));
 	f->record = tunnel_client_begin(client, slot, forward_slot,
 									f->remote_host, remote_port);
-	build_open_message(f);
+	f->open_message = tunnel_client_open_message(f->record,
+												 &f->open_message_len);
 	f->up.size = UP_BUFSIZE;
 	f->up.data = palloc(UP_BUFSIZE);
 	f->down.size = DOWN_BUFSIZE;

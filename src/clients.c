@@ -24,9 +24,11 @@
 #include <sys/socket.h>
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include "port/pg_bswap.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
@@ -272,11 +274,38 @@ tunnel_client_begin(int sock, TunnelStatusSlot *slot, TunnelForwardSlot *fs,
 	return c;
 }
 
-void
-tunnel_client_origin(TunnelClient *c, const char **host, int *port)
+static void
+put_uint32(StringInfo buf, uint32 v)
 {
-	*host = c->host;
-	*port = c->port;
+	uint32		n = pg_hton32(v);
+
+	appendBinaryStringInfo(buf, (const char *) &n, 4);
+}
+
+static void
+put_string(StringInfo buf, const char *str)
+{
+	put_uint32(buf, (uint32) strlen(str));
+	appendBinaryStringInfo(buf, str, strlen(str));
+}
+
+/*
+ * The direct-tcpip request (RFC 4254 7.2) names the client as originator,
+ * which the bastion logs: a TCP client by its address and port, one on the
+ * Unix socket as 127.0.0.1 port 0.
+ */
+char *
+tunnel_client_open_message(TunnelClient *c, unsigned int *len)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	put_string(&buf, c->remote_host);
+	put_uint32(&buf, (uint32) c->remote_port);
+	put_string(&buf, c->host);
+	put_uint32(&buf, (uint32) c->port);
+	*len = buf.len;
+	return buf.data;
 }
 
 void
@@ -306,6 +335,16 @@ tunnel_client_opened(TunnelClient *c, const char *bastion_host,
 						c->tunnel, target, pid_text(c->pid, pid, sizeof(pid)),
 						bastion, lane, (double) open_us / 1000.0)));
 	}
+}
+
+void
+tunnel_client_moved(TunnelClient *c, int lane)
+{
+	if (!c->opened || c->row == NULL)
+		return;
+	SpinLockAcquire(&c->row->mutex);
+	c->row->lane = lane;
+	SpinLockRelease(&c->row->mutex);
 }
 
 TunnelOpenFailure

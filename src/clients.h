@@ -47,8 +47,12 @@ extern TunnelClient *tunnel_client_begin(int sock, TunnelStatusSlot *slot,
 										 TunnelForwardSlot *fs,
 										 const char *remote_host,
 										 int remote_port);
-/* The client's address and port for the channel open (Unix: 127.0.0.1, 0). */
-extern void tunnel_client_origin(TunnelClient *c, const char **host, int *port);
+/*
+ * The channel's direct-tcpip request, naming the client as originator
+ * (libssh2_channel_direct_tcpip_ex() cannot choose the window, so channel.c
+ * sends it through libssh2_channel_open_ex()).
+ */
+extern char *tunnel_client_open_message(TunnelClient *c, unsigned int *len);
 
 extern void tunnel_client_opened(TunnelClient *c, const char *bastion_host,
 								 int bastion_port, int lane, int64 open_us);
@@ -56,6 +60,8 @@ extern void tunnel_client_not_opened(TunnelClient *c, TunnelOpenFailure why,
 									 const char *detail);
 /* Why an open the bastion refused failed, from libssh2's message. */
 extern TunnelOpenFailure tunnel_client_open_failure_of(const char *ssh_message);
+/* Its session is now lane's (a previous login that retires, lanes.c). */
+extern void tunnel_client_moved(TunnelClient *c, int lane);
 
 extern void tunnel_client_set_state(TunnelClient *c, TunnelClientState state);
 extern void tunnel_client_closed_by(TunnelClient *c, TunnelClientCloser who);

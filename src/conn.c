@@ -287,6 +287,7 @@ tunnel_conn_move_connection(TunnelConn *s, TunnelConn *to)
 			continue;
 		dlist_delete(iter.cur);
 		channel_move(f, &to->turn, to);
+		tunnel_client_moved(channel_client(f), to->lane);
 		dlist_push_tail(&to->channels, iter.cur);
 	}
 	to->phase = CONN_READY;

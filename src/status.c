@@ -27,7 +27,6 @@
 #include "utils/timestamp.h"
 
 #include "methods.h"
-#include "clients.h"
 #include "settings.h"
 #include "stats.h"
 #include "status.h"
@@ -135,8 +134,6 @@ void
 tunnel_status_request_shmem(void)
 {
 	RequestAddinShmemSpace(shared_size());
-	RequestAddinShmemSpace(tunnel_stats_shmem_size());
-	RequestAddinShmemSpace(tunnel_clients_shmem_size());
 }
 
 static void
@@ -193,8 +190,6 @@ startup_shmem(void)
 			init_counters(&fs->counters);
 		}
 	}
-	tunnel_stats_shmem_init();
-	tunnel_clients_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -350,7 +345,6 @@ tunnel_status_release_all(void)
 		SpinLockRelease(&fs->mutex);
 	}
 	tunnel_stats_unpin_all();
-	tunnel_clients_reset();
 }
 
 static void
