@@ -12,7 +12,7 @@
 # Every sample goes to results.csv (round,workload,path,metric,value); the
 # medians and ratios to summary.md.  Nothing here asserts a speed.
 # Then, on a tunnel of their own, BENCH_CONNECTIONS (500; 0: none) client
-# connections held open, three rounds (the connections part, below), and 100
+# connections held open, four rounds (the connections part, below), and 100
 # tunnels at once (the scale part).  BENCH_PART=connections (bash
 # bench/run.sh connections) runs syscalls_c1 and the connections part only,
 # without the bulk tables.
@@ -256,7 +256,7 @@ done
 # the server), how many rows name the pgbench that holds them, the worker's
 # memory; then all closed, and the same again, to see that the memory per
 # connection does not grow over a repeat.  tunnel_stat() must have counted
-# each connection once.  A third round with tunnel_ssh.log_connections on,
+# each connection once.  Rounds 3 and 4 with tunnel_ssh.log_connections on,
 # where the worker itself looks for each TCP client's process (a /proc walk)
 # as it accepts it: open_all_ms and open_cpu_ms show what that costs.
 CONN_PROCS=5
@@ -345,7 +345,7 @@ conn_round() {  # round
   say "connections round $r done"
 }
 if [ "$CONNS" -gt 0 ]; then
-  say "connections: $CONNS clients on one tunnel (half TCP, half Unix socket), three rounds (the third with log_connections on)"
+  say "connections: $CONNS clients on one tunnel (half TCP, half Unix socket), four rounds (the last two with log_connections on)"
   # pgbench's \sleep counts in int microseconds: at most 2147 s.
   printf 'SELECT 1;\n\\sleep 1800 s\n' > hold.sql
   lsql "SELECT tunnel_create('conn', '127.0.0.1', '127.0.0.1', $PPORT, ssh_port => $SPORT, ssh_user => '$me', local_port => $CONN_PORT)" >> sshd/authorized_keys
@@ -361,12 +361,15 @@ if [ "$CONNS" -gt 0 ]; then
   lsql "ALTER SYSTEM SET tunnel_ssh.log_connections = on"
   lsql "SELECT pg_reload_conf()" >/dev/null
   sleep 1
-  lines0=$(wc -l < local.log)
-  conn_round 3
-  # The audit lines of round 3: one per connection received, and how many
-  # of those could not name the client's process.
-  record 3 connections tunnel_ssh log_received "$(tail -n +$(( lines0 + 1 )) local.log | grep -c 'tunnel connection received: tunnel=conn ' || true)"
-  record 3 connections tunnel_ssh log_received_pid_unknown "$(tail -n +$(( lines0 + 1 )) local.log | grep 'tunnel connection received: tunnel=conn ' | grep -c 'client_pid=unknown' || true)"
+  # Rounds 3 and 4 alike: whether the memory grows over a repeat there too.
+  for r in 3 4; do
+    lines0=$(wc -l < local.log)
+    conn_round $r
+    # The audit lines of the round: one per connection received, and how
+    # many of those could not name the client's process.
+    record $r connections tunnel_ssh log_received "$(tail -n +$(( lines0 + 1 )) local.log | grep -c 'tunnel connection received: tunnel=conn ' || true)"
+    record $r connections tunnel_ssh log_received_pid_unknown "$(tail -n +$(( lines0 + 1 )) local.log | grep 'tunnel connection received: tunnel=conn ' | grep -c 'client_pid=unknown' || true)"
+  done
   lsql "ALTER SYSTEM RESET tunnel_ssh.log_connections"
   lsql "SELECT pg_reload_conf()" >/dev/null
 fi
@@ -454,17 +457,21 @@ fi
     echo "around SELECT count(*), count(client_pid)); join_ms: the view joined with pg_stat_activity (EXPLAIN"
     echo "ANALYZE); rows_with_pid: rows whose client_pid is not NULL, *_pid_right: those naming the pgbench"
     echo "that holds them; rss: the worker's VmRSS and RssAnon (kB); stat_*: tunnel_ssh.stat_tunnels, cumulative"
-    echo "since tunnel_stat_reset() before round 1. Round 3: the same with tunnel_ssh.log_connections on;"
+    echo "since tunnel_stat_reset() before round 1. Rounds 3 and 4: the same with tunnel_ssh.log_connections on;"
     echo "open_all_ms and open_cpu_ms: wall time until all were open, and the worker's CPU meanwhile."
     echo
-    echo "| metric | round 0 | round 1 | round 2 | round 3 (log_connections) |"
-    echo "|---|---|---|---|---|"
+    echo "| metric | round 0 | round 1 | round 2 | round 3 (log_connections) | round 4 (log_connections) |"
+    echo "|---|---|---|---|---|---|"
     awk -F, '$2 == "connections" {v[$4 FS $1] = $5; if (!($4 in seen)) {seen[$4] = 1; order[++n] = $4}}
-      END {for (i = 1; i <= n; i++) {m = order[i]; printf "| %s | %s | %s | %s | %s |\n", m, v[m FS 0], v[m FS 1], v[m FS 2], v[m FS 3]}}' results.csv
+      END {for (i = 1; i <= n; i++) {m = order[i]; printf "| %s | %s | %s | %s | %s | %s |\n", m, v[m FS 0], v[m FS 1], v[m FS 2], v[m FS 3], v[m FS 4]}}' results.csv
+    # Per connection: the worker with them open over the worker before it
+    # opened any (round 1's start), and over the same round's start (which
+    # holds the heap freed by the rounds before: up to 8 MB is kept).
     awk -F, -v n="$CONNS" '$2 == "connections" {v[$4 FS $1] = $5}
-      END {for (r = 1; r <= 3; r++) printf "\nRound %d: worker RSS %+d kB with %d connections open (%.1f kB each; anonymous %.1f kB each), %+d kB after all closed.", r,
-             v["rss_kb_open" FS r] - v["rss_kb_before" FS r], n, (v["rss_kb_open" FS r] - v["rss_kb_before" FS r]) / n,
-             (v["rss_anon_kb_open" FS r] - v["rss_anon_kb_before" FS r]) / n, v["rss_kb_closed" FS r] - v["rss_kb_before" FS r]; print ""}' results.csv
+      END {for (r = 1; r <= 4; r++) printf "\nRound %d: worker VmRSS %d kB with %d connections open, %.1f kB per connection over the idle worker before round 1 (RssAnon: %.1f kB), %.1f over this round'"'"'s start; %d kB after all closed.", r,
+             v["rss_kb_open" FS r], n, (v["rss_kb_open" FS r] - v["rss_kb_before" FS 1]) / n,
+             (v["rss_anon_kb_open" FS r] - v["rss_anon_kb_before" FS 1]) / n,
+             (v["rss_kb_open" FS r] - v["rss_kb_before" FS r]) / n, v["rss_kb_closed" FS r]; print ""}' results.csv
     echo
   fi
   if [ "$PART" != connections ]; then
