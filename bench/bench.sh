@@ -258,7 +258,9 @@ done
 # connection does not grow over a repeat.  tunnel_stat() must have counted
 # each connection once.  Rounds 3 and 4 with tunnel_ssh.log_connections on,
 # where the worker itself looks for each TCP client's process (a /proc walk)
-# as it accepts it: open_all_ms and open_cpu_ms show what that costs.
+# as it accepts it: open_all_ms and open_cpu_ms show what that costs, and
+# a pgbench -S -c 1 on another tunnel during the opening what the data path
+# feels of it.
 CONN_PROCS=5
 conn_rss() { awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} END {print r, a}' "/proc/$1/status"; }
 conn_fds() { ls "/proc/$1/fd" | wc -l; }
@@ -294,6 +296,11 @@ conn_round() {  # round
     $B/pgbench -n -c $per -j 1 -t 1 -f hold.sql -h "$dir/local/tunnel_ssh" -p $CONN_PORT postgres > "conn_unix$r.$i.out" 2>&1 & unix_pids+=($!)
   done
   extra_pids+=("${tcp_pids[@]}" "${unix_pids[@]}")
+  # Meanwhile one client on the other tunnel: what the opening costs the
+  # data path of the same worker (its latency, each transaction logged).
+  rm -f probe.*
+  $B/pgbench -n -S -c 1 -T 10 -l --log-prefix=probe -h 127.0.0.1 -p $TUN_PORT postgres > probe.out 2>&1 & probe=$!
+  extra_pids+=($probe)
   n=0
   for _ in $(seq 1 600); do
     n=$(lsql "SELECT count(*) FROM tunnel_ssh.connections WHERE tunnel = 'conn' AND state = 'open'")
@@ -303,6 +310,12 @@ conn_round() {  # round
   conn_record "$r" open_all_ms $(( ($(now_ns) - t0) / 1000000 ))
   conn_record "$r" open_cpu_ms $(( $(cpu_ms "$cwpid") - c0 ))
   conn_record "$r" connections_open "$n"
+  wait $probe || true
+  conn_record "$r" probe_tps "$(awk '/^tps/ {printf "%.0f", $3}' probe.out)"
+  cat probe.[0-9]* | awk '{print $3}' | sort -n |
+    awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.2f %.2f\n", a[i]/1000, a[NR]/1000}' > probe.lat
+  read -r n i < probe.lat
+  conn_record "$r" probe_lat_p99_ms "$n"; conn_record "$r" probe_lat_max_ms "$i"
   conn_record "$r" active_connections "$(conn_active)"
   sleep 2
   read -r rss anon < <(conn_rss "$cwpid")
@@ -458,7 +471,9 @@ fi
     echo "ANALYZE); rows_with_pid: rows whose client_pid is not NULL, *_pid_right: those naming the pgbench"
     echo "that holds them; rss: the worker's VmRSS and RssAnon (kB); stat_*: tunnel_ssh.stat_tunnels, cumulative"
     echo "since tunnel_stat_reset() before round 1. Rounds 3 and 4: the same with tunnel_ssh.log_connections on;"
-    echo "open_all_ms and open_cpu_ms: wall time until all were open, and the worker's CPU meanwhile."
+    echo "open_all_ms and open_cpu_ms: wall time until all were open, and the worker's CPU meanwhile;"
+    echo "probe_*: pgbench -S -c 1 on another tunnel of the same worker for the first 10 s of the opening"
+    echo "(open_cpu_ms includes the worker's CPU for it)."
     echo
     echo "| metric | round 0 | round 1 | round 2 | round 3 (log_connections) | round 4 (log_connections) |"
     echo "|---|---|---|---|---|---|"
