@@ -342,6 +342,26 @@ client_gone(TunnelChannel *f)
 }
 
 /*
+ * Has the client closed its side, even if we have not read that yet?  The
+ * target's EOF often arrives before we read the client's: a client that
+ * sends its goodbye (PostgreSQL's Terminate) and closes is the one who
+ * ended the connection, though the target answers by closing first.
+ */
+static bool
+client_closed(TunnelChannel *f)
+{
+	struct pollfd pfd;
+
+	if (f->client_eof || f->client == PGINVALID_SOCKET)
+		return true;
+	pfd.fd = f->client;
+	pfd.events = POLLRDHUP;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) == 1 &&
+		(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+/*
  * Has the bastion closed the channel (not only sent its EOF)?  Then bytes
  * of the client still buffered can never be delivered.  libssh2 says so
  * only through libssh2_channel_wait_closed, which reads the session like
@@ -574,7 +594,9 @@ step_down(TunnelChannel *f)
 			if (libssh2_channel_eof(f->channel))
 			{
 				f->remote_eof = true;
-				tunnel_client_closed_by(f->record, TUNNEL_CLOSED_BY_TARGET);
+				tunnel_client_closed_by(f->record, client_closed(f) ?
+										TUNNEL_CLOSED_BY_CLIENT :
+										TUNNEL_CLOSED_BY_TARGET);
 				f->out->progress = true;
 			}
 			break;

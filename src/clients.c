@@ -165,32 +165,39 @@ format_host_port(char *buf, size_t len, const char *host, int port)
 	snprintf(buf, len, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
 }
 
-static const char *
-pid_text(int pid, char *buf, size_t len)
+/* What every audit line names: the target and the client's pid. */
+typedef struct AuditNames
 {
-	if (pid == 0)
-		return "unknown";
-	snprintf(buf, len, "%d", pid);
-	return buf;
+	char		target[TUNNEL_HOST_MAXLEN + 16];
+	char		pid[16];
+} AuditNames;
+
+static void
+audit_names(TunnelClient *c, AuditNames *n)
+{
+	format_host_port(n->target, sizeof(n->target), c->remote_host, c->remote_port);
+	if (c->pid == 0)
+		strlcpy(n->pid, "unknown", sizeof(n->pid));
+	else
+		snprintf(n->pid, sizeof(n->pid), "%d", c->pid);
 }
 
 static void
 log_received(TunnelClient *c)
 {
-	char		target[TUNNEL_HOST_MAXLEN + 16];
-	char		pid[16];
+	AuditNames	n;
 
-	format_host_port(target, sizeof(target), c->remote_host, c->remote_port);
+	audit_names(c, &n);
 	if (c->tcp)
 		ereport(LOG,
 				(errmsg("tunnel connection received: tunnel=%s local_port=%d target=%s client_pid=%s host=%s port=%d",
-						c->tunnel, c->local_port, target,
-						pid_text(c->pid, pid, sizeof(pid)), c->host, c->port)));
+						c->tunnel, c->local_port, n.target,
+						n.pid, c->host, c->port)));
 	else
 		ereport(LOG,
 				(errmsg("tunnel connection received: tunnel=%s local_port=%d target=%s client_pid=%s host=[local]",
-						c->tunnel, c->local_port, target,
-						pid_text(c->pid, pid, sizeof(pid)))));
+						c->tunnel, c->local_port, n.target,
+						n.pid)));
 }
 
 TunnelClient *
@@ -326,13 +333,12 @@ tunnel_client_opened(TunnelClient *c, const char *bastion_host,
 	}
 	if (tunnel_log_connections)
 	{
-		char		target[TUNNEL_HOST_MAXLEN + 16];
-		char		pid[16];
+		AuditNames	n;
 
-		format_host_port(target, sizeof(target), c->remote_host, c->remote_port);
+		audit_names(c, &n);
 		ereport(LOG,
 				(errmsg("tunnel channel opened: tunnel=%s target=%s client_pid=%s bastion=%s lane=%d open_time=%.3f ms",
-						c->tunnel, target, pid_text(c->pid, pid, sizeof(pid)),
+						c->tunnel, n.target, n.pid,
 						bastion, lane, (double) open_us / 1000.0)));
 	}
 }
@@ -367,15 +373,16 @@ tunnel_client_not_opened(TunnelClient *c, TunnelOpenFailure why,
 	tunnel_stats_count_open_failure(c->stats, why);
 	if (tunnel_log_connections)
 	{
-		char		target[TUNNEL_HOST_MAXLEN + 16];
-		char		pid[16];
+		AuditNames	n;
 
-		format_host_port(target, sizeof(target), c->remote_host, c->remote_port);
+		audit_names(c, &n);
 		ereport(LOG,
 				(errmsg("tunnel channel not opened: tunnel=%s target=%s client_pid=%s reason=%s",
-						c->tunnel, target, pid_text(c->pid, pid, sizeof(pid)),
+						c->tunnel, n.target, n.pid,
 						tunnel_open_failure_name(why)),
-				 detail && detail[0] ? errdetail_internal("%s", detail) : 0));
+				 detail && detail[0] ?
+				 errdetail_internal("%c%s.", pg_toupper((unsigned char) detail[0]),
+									detail + 1) : 0));
 	}
 }
 
@@ -419,21 +426,20 @@ tunnel_client_end(TunnelClient *c)
 	/* A client that did not leave by itself before its open lost it. */
 	if (!c->opened && c->closer != TUNNEL_CLOSED_BY_CLIENT)
 		tunnel_client_not_opened(c, TUNNEL_OPEN_NO_SESSION,
-								 "The tunnel had no SSH session to open the channel on.");
+								 "the tunnel had no SSH session to open the channel on");
 	if (tunnel_log_connections)
 	{
 		long		secs;
 		int			usecs;
-		char		target[TUNNEL_HOST_MAXLEN + 16];
-		char		pid[16];
+		AuditNames	n;
 
 		TimestampDifference(c->accepted_at, GetCurrentTimestamp(), &secs, &usecs);
-		format_host_port(target, sizeof(target), c->remote_host, c->remote_port);
+		audit_names(c, &n);
 		ereport(LOG,
 				(errmsg("tunnel disconnection: session time: %ld:%02d:%02d.%03d tunnel=%s target=%s client_pid=%s bytes_in=" UINT64_FORMAT " bytes_out=" UINT64_FORMAT " closed_by=%s",
 						secs / 3600, (int) (secs % 3600) / 60, (int) (secs % 60),
-						usecs / 1000, c->tunnel, target,
-						pid_text(c->pid, pid, sizeof(pid)),
+						usecs / 1000, c->tunnel, n.target,
+						n.pid,
 						c->bytes_in, c->bytes_out, closer_names[c->closer])));
 	}
 	if (c->row)
