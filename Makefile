@@ -71,6 +71,12 @@ bench:
 bench-dark:
 	bash bench/run.sh dark
 
+# BENCH_CONNECTIONS (500) clients held on one tunnel: tunnel_connections()'s
+# time, the worker's memory per connection, and syscalls_c1 (as root).
+.PHONY: bench-connections
+bench-connections:
+	bash bench/run.sh connections
+
 # libFuzzer targets for the parsers of untrusted text (as root on Debian 12,
 # installs clang if missing): FUZZ_SECONDS per target, default 60; see
 # test/fuzz/README.md.
