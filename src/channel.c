@@ -102,6 +102,7 @@ struct TunnelChannel
 	bool		client_readable;	/* the socket reported data or EOF */
 	bool		client_eof;
 	bool		client_shut;	/* we sent the client our EOF */
+	bool		client_spoke_last;	/* its bytes came after the target's */
 
 	TimestampTz created;		/* when the client was accepted */
 	TimestampTz open_since;		/* our channel open was sent, or 0 */
@@ -278,6 +279,7 @@ read_client(TunnelChannel *f)
 			if (n < want)
 				f->client_readable = false;
 			f->up.end += n;
+			f->client_spoke_last = true;
 		}
 		else if (n == 0)
 		{
@@ -330,35 +332,33 @@ write_client(TunnelChannel *f)
  * socket says so (POLLHUP: no peer any more), as does a TCP socket the
  * client reset; a TCP FIN looks the same either way.
  */
+static short
+client_poll(TunnelChannel *f, short events)
+{
+	struct pollfd pfd = {.fd = f->client,.events = events};
+
+	return poll(&pfd, 1, 0) == 1 ? pfd.revents : 0;
+}
+
 static bool
 client_gone(TunnelChannel *f)
 {
-	struct pollfd pfd;
-
-	pfd.fd = f->client;
-	pfd.events = 0;
-	pfd.revents = 0;
-	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)) != 0;
+	return (client_poll(f, 0) & (POLLHUP | POLLERR)) != 0;
 }
 
 /*
- * Has the client closed its side, even if we have not read that yet?  The
- * target's EOF often arrives before we read the client's: a client that
- * sends its goodbye (PostgreSQL's Terminate) and closes is the one who
- * ended the connection, though the target answers by closing first.
+ * Has the client closed its side, though we have not read that yet?  The
+ * target's EOF often comes first: it answers the client's goodbye
+ * (PostgreSQL's Terminate) by closing.  A client slow to close after its
+ * goodbye is told by the order: a target that closes without a word after
+ * the client's last bytes was asked to (a backend that ends on its own says
+ * why first).
  */
 static bool
 client_closed(TunnelChannel *f)
 {
-	struct pollfd pfd;
-
-	if (f->client_eof || f->client == PGINVALID_SOCKET)
-		return true;
-	pfd.fd = f->client;
-	pfd.events = POLLRDHUP;
-	pfd.revents = 0;
-	return poll(&pfd, 1, 0) == 1 &&
-		(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+	return f->client_eof || f->client == PGINVALID_SOCKET ||
+		(client_poll(f, POLLRDHUP) & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 /*
@@ -587,6 +587,7 @@ step_down(TunnelChannel *f)
 		{
 			f->down.end += rc;
 			f->moved_in += rc;
+			f->client_spoke_last = false;
 			f->out->progress = true;
 		}
 		else if (rc == 0)
@@ -594,7 +595,8 @@ step_down(TunnelChannel *f)
 			if (libssh2_channel_eof(f->channel))
 			{
 				f->remote_eof = true;
-				tunnel_client_closed_by(f->record, client_closed(f) ?
+				tunnel_client_closed_by(f->record,
+										client_closed(f) || f->client_spoke_last ?
 										TUNNEL_CLOSED_BY_CLIENT :
 										TUNNEL_CLOSED_BY_TARGET);
 				f->out->progress = true;
