@@ -11,6 +11,7 @@ OBJS = \
 	src/catalog.o \
 	src/cert.o \
 	src/channel.o \
+	src/clients.o \
 	src/conn.o \
 	src/conn_io.o \
 	src/connect.o \
@@ -23,12 +24,14 @@ OBJS = \
 	src/lanes.o \
 	src/listener.o \
 	src/methods.o \
+	src/peer.o \
 	src/pgprobe.o \
 	src/pool.o \
 	src/probechain.o \
 	src/proxy.o \
 	src/sendturn.o \
 	src/settings.o \
+	src/stats.o \
 	src/status.o \
 	src/validate.o \
 	src/watch.o \
@@ -67,6 +70,12 @@ bench:
 .PHONY: bench-dark
 bench-dark:
 	bash bench/run.sh dark
+
+# BENCH_CONNECTIONS (500) clients held on one tunnel: tunnel_connections()'s
+# time, the worker's memory per connection, and syscalls_c1 (as root).
+.PHONY: bench-connections
+bench-connections:
+	bash bench/run.sh connections
 
 # libFuzzer targets for the parsers of untrusted text (as root on Debian 12,
 # installs clang if missing): FUZZ_SECONDS per target, default 60; see

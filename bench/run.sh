@@ -11,12 +11,17 @@
 # "bash bench/run.sh dark" (make bench-dark) runs bench/dark.sh instead: a
 # target that drops SYNs beside a healthy one, tunnel_ssh against ssh -L,
 # in a network namespace of its own (results named <stamp>-<release>-dark).
+# "bash bench/run.sh connections" (make bench-connections) runs syscalls_c1
+# and the connections part only: BENCH_CONNECTIONS (500) clients held on one
+# tunnel, tunnel_connections()'s time and the worker's memory (results named
+# <stamp>-<release>-connections); BENCH_CONNECTIONS=0 leaves that part out
+# of a full run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 part=${1:-}
-case "$part" in ""|dark) ;; *) echo "usage: bench/run.sh [dark]" >&2; exit 2 ;; esac
+case "$part" in ""|dark|connections) ;; *) echo "usage: bench/run.sh [dark|connections]" >&2; exit 2 ;; esac
 if [ -n "${BENCH_PLATFORM:-}" ] && [ -z "${TUNNEL_SSH_PLATFORM:-}" ]; then
   exec bash test/platform.sh "$BENCH_PLATFORM" --bench $part
 fi
@@ -47,7 +52,8 @@ exit \$rc"
   echo "results: bench/results/$stamp-dark.md"
   exit 0
 fi
-su "$user" -c "BENCH_CIPHER='${BENCH_CIPHER:-}' BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} ${BENCH_WORKLOADS+BENCH_WORKLOADS='$BENCH_WORKLOADS'} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
-cp "$work/results.csv" "bench/results/$stamp.csv"
-cp "$work/summary.md" "bench/results/$stamp.md"
-echo "results: bench/results/$stamp.csv (every sample), bench/results/$stamp.md (summary)"
+suffix=${part:+-$part}
+su "$user" -c "BENCH_PART='$part' BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-} BENCH_CIPHER='${BENCH_CIPHER:-}' BENCH_ROUNDS=${BENCH_ROUNDS:-} BENCH_SECONDS=${BENCH_SECONDS:-} BENCH_QUICK=${BENCH_QUICK:-} ${BENCH_WORKLOADS+BENCH_WORKLOADS='$BENCH_WORKLOADS'} bash ${BENCH_TRACE:+-x} $work/bench.sh $work"
+cp "$work/results.csv" "bench/results/$stamp$suffix.csv"
+cp "$work/summary.md" "bench/results/$stamp$suffix.md"
+echo "results: bench/results/$stamp$suffix.csv (every sample), bench/results/$stamp$suffix.md (summary)"

@@ -191,3 +191,23 @@ ALTER SYSTEM SET tunnel_ssh.ciphers = '';
 ALTER SYSTEM RESET tunnel_ssh.ciphers;
 SELECT setting = boot_val AS ciphers_default FROM pg_settings WHERE name = 'tunnel_ssh.ciphers';
 SHOW tunnel_ssh.bulk_keystream;
+
+-- Who uses the tunnels, and their counters (test/connections.sh checks
+-- them with real clients; here only what needs none).  No client is here.
+SELECT count(*) AS connections FROM tunnel_ssh.connections;
+SHOW tunnel_ssh.log_connections;
+SHOW tunnel_ssh.max_tracked_connections;
+SELECT tunnel_stat_reset('nope');
+SELECT tunnel_stat_reset();
+SELECT count(*) AS after_reset FROM tunnel_stat() WHERE connections > 0;
+-- Readable by pg_monitor, not by PUBLIC; resetting is the superuser's.
+SELECT p.obj,
+       has_function_privilege('pg_monitor', p.obj, 'EXECUTE') AS pg_monitor,
+       has_function_privilege('public', p.obj, 'EXECUTE') AS public
+  FROM unnest(ARRAY['tunnel_connections()', 'tunnel_stat()',
+                    'tunnel_stat_reset(text)']) AS p(obj);
+SELECT v.obj,
+       has_table_privilege('pg_monitor', v.obj, 'SELECT') AS pg_monitor,
+       has_table_privilege('public', v.obj, 'SELECT') AS public
+  FROM unnest(ARRAY['tunnel_ssh.connections', 'tunnel_ssh.stat_tunnels',
+                    'tunnel_ssh.stat_forwards']) AS v(obj);

@@ -21,16 +21,14 @@
  */
 #include "postgres.h"
 
-#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "lib/stringinfo.h"
-#include "port/pg_bswap.h"
 #include "utils/timestamp.h"
 
 #include "channel.h"
+#include "clients.h"
 #include "connect.h"
 #include "settings.h"
 #include "watch.h"
@@ -96,6 +94,7 @@ struct TunnelChannel
 	TunnelCounters *tunnel_counters;
 	TunnelCounters *forward_counters;
 	TunnelForwardSlot *forward_slot;
+	TunnelClient *record;		/* who the client is, for SQL and the log */
 	ChannelPhase phase;
 
 	pgsocket	client;			/* PGINVALID_SOCKET once closed */
@@ -103,6 +102,7 @@ struct TunnelChannel
 	bool		client_readable;	/* the socket reported data or EOF */
 	bool		client_eof;
 	bool		client_shut;	/* we sent the client our EOF */
+	bool		client_spoke_last;	/* its bytes came after the target's */
 
 	TimestampTz created;		/* when the client was accepted */
 	TimestampTz open_since;		/* our channel open was sent, or 0 */
@@ -134,56 +134,6 @@ on_client_event(void *arg, uint32 occurred)
 	f->wake(f->wake_arg);
 }
 
-static void
-put_uint32(StringInfo buf, uint32 v)
-{
-	uint32		n = pg_hton32(v);
-
-	appendBinaryStringInfo(buf, (const char *) &n, 4);
-}
-
-static void
-put_string(StringInfo buf, const char *str)
-{
-	put_uint32(buf, (uint32) strlen(str));
-	appendBinaryStringInfo(buf, str, strlen(str));
-}
-
-/*
- * libssh2_channel_direct_tcpip_ex() cannot choose the window, so we send the
- * same request through libssh2_channel_open_ex().  The originator is the
- * client's own address, which the bastion logs.
- */
-static void
-build_open_message(TunnelChannel *f)
-{
-	StringInfoData buf;
-	struct sockaddr_storage addr;
-	socklen_t	len = sizeof(addr);
-	char		host[NI_MAXHOST] = "127.0.0.1";
-	char		port[NI_MAXSERV] = "0";
-
-	/*
-	 * A client on the Unix socket has no address (getnameinfo would read an
-	 * unset sun_path): it is sent as 127.0.0.1 port 0.
-	 */
-	if (getpeername(f->client, (struct sockaddr *) &addr, &len) == 0 &&
-		(addr.ss_family == AF_INET || addr.ss_family == AF_INET6) &&
-		getnameinfo((struct sockaddr *) &addr, len, host, sizeof(host),
-					port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-	{
-		strlcpy(host, "127.0.0.1", sizeof(host));
-		strlcpy(port, "0", sizeof(port));
-	}
-	initStringInfo(&buf);
-	put_string(&buf, f->remote_host);
-	put_uint32(&buf, (uint32) f->remote_port);
-	put_string(&buf, host);
-	put_uint32(&buf, (uint32) atoi(port));
-	f->open_message = buf.data;
-	f->open_message_len = buf.len;
-}
-
 TunnelChannel *
 channel_create(TunnelSendTurn *turn, ChannelWake wake, void *wake_arg,
 			   pgsocket client, const char *remote_host, int remote_port,
@@ -204,7 +154,10 @@ channel_create(TunnelSendTurn *turn, ChannelWake wake, void *wake_arg,
 	f->remote_port = remote_port;
 	if (tunnel_status_name(slot))
 		f->tunnel = pstrdup(tunnel_status_name(slot));
-	build_open_message(f);
+	f->record = tunnel_client_begin(client, slot, forward_slot,
+									f->remote_host, remote_port);
+	f->open_message = tunnel_client_open_message(f->record,
+												 &f->open_message_len);
 	f->up.size = UP_BUFSIZE;
 	f->up.data = palloc(UP_BUFSIZE);
 	f->down.size = DOWN_BUFSIZE;
@@ -283,6 +236,7 @@ channel_failed(TunnelChannel *f, int rc)
 	/* The first failure says why (as the session keeps the first). */
 	if (is_transport_error(rc) && f->out->transport_error == NULL)
 		f->out->transport_error = tunnel_ssh_error_text(f->ssh);
+	tunnel_client_closed_by(f->record, TUNNEL_CLOSED_BY_BASTION);
 	abandon(f);
 }
 
@@ -325,13 +279,18 @@ read_client(TunnelChannel *f)
 			if (n < want)
 				f->client_readable = false;
 			f->up.end += n;
+			f->client_spoke_last = true;
 		}
 		else if (n == 0)
+		{
 			f->client_eof = true;
+			tunnel_client_closed_by(f->record, TUNNEL_CLOSED_BY_CLIENT);
+		}
 		else if (errno == EAGAIN || errno == EWOULDBLOCK)
 			f->client_readable = false;
 		else if (errno != EINTR)
 		{
+			tunnel_client_closed_by(f->record, TUNNEL_CLOSED_BY_CLIENT);
 			abandon(f);
 			return;
 		}
@@ -355,6 +314,7 @@ write_client(TunnelChannel *f)
 			return;
 		else if (errno != EINTR)
 		{
+			tunnel_client_closed_by(f->record, TUNNEL_CLOSED_BY_CLIENT);
 			abandon(f);
 			return;
 		}
@@ -372,15 +332,33 @@ write_client(TunnelChannel *f)
  * socket says so (POLLHUP: no peer any more), as does a TCP socket the
  * client reset; a TCP FIN looks the same either way.
  */
+static short
+client_poll(TunnelChannel *f, short events)
+{
+	struct pollfd pfd = {.fd = f->client,.events = events};
+
+	return poll(&pfd, 1, 0) == 1 ? pfd.revents : 0;
+}
+
 static bool
 client_gone(TunnelChannel *f)
 {
-	struct pollfd pfd;
+	return (client_poll(f, 0) & (POLLHUP | POLLERR)) != 0;
+}
 
-	pfd.fd = f->client;
-	pfd.events = 0;
-	pfd.revents = 0;
-	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)) != 0;
+/*
+ * Has the client closed its side, though we have not read that yet?  The
+ * target's EOF often comes first: it answers the client's goodbye
+ * (PostgreSQL's Terminate) by closing.  A client slow to close after its
+ * goodbye is told by the order: a target that closes without a word after
+ * the client's last bytes was asked to (a backend that ends on its own says
+ * why first).
+ */
+static bool
+client_closed(TunnelChannel *f)
+{
+	return f->client_eof || f->client == PGINVALID_SOCKET ||
+		(client_poll(f, POLLRDHUP) & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 /*
@@ -453,7 +431,10 @@ step_open(TunnelChannel *f, bool may_open)
 	if (tunnel_turn_release_open(f->turn, f))
 		f->out->open_released = true;
 	if (channel)
-		f->out->open_took_ms = (long) ((GetCurrentTimestamp() - f->open_since) / 1000);
+	{
+		f->out->open_took_us = GetCurrentTimestamp() - f->open_since;
+		f->out->open_took_ms = (long) (f->out->open_took_us / 1000);
+	}
 	f->open_since = 0;
 	if (rc != LIBSSH2_ERROR_TIMEOUT && !is_transport_error(rc))
 		f->out->open_answered = true;
@@ -477,6 +458,8 @@ step_open(TunnelChannel *f, bool may_open)
 				 "bastion could not reach %s:%d within 60 s",
 				 f->remote_host, f->remote_port);
 		tunnel_status_forward_error(f->forward_slot, f->out->forward_error);
+		tunnel_client_not_opened(f->record, TUNNEL_OPEN_TIMEOUT,
+								 f->out->forward_error);
 		abandon(f);
 		return;
 	}
@@ -489,7 +472,12 @@ step_open(TunnelChannel *f, bool may_open)
 							   sizeof(f->out->forward_error), f->tunnel,
 							   f->remote_host, f->remote_port, msg);
 		tunnel_status_forward_error(f->forward_slot, f->out->forward_error);
+		tunnel_client_not_opened(f->record, tunnel_client_open_failure_of(msg),
+								 f->out->forward_error);
 	}
+	else
+		tunnel_client_not_opened(f->record, TUNNEL_OPEN_NO_SESSION,
+								 tunnel_ssh_error_text(ssh));
 	channel_failed(f, rc);
 }
 
@@ -599,6 +587,7 @@ step_down(TunnelChannel *f)
 		{
 			f->down.end += rc;
 			f->moved_in += rc;
+			f->client_spoke_last = false;
 			f->out->progress = true;
 		}
 		else if (rc == 0)
@@ -606,6 +595,10 @@ step_down(TunnelChannel *f)
 			if (libssh2_channel_eof(f->channel))
 			{
 				f->remote_eof = true;
+				tunnel_client_closed_by(f->record,
+										client_closed(f) || f->client_spoke_last ?
+										TUNNEL_CLOSED_BY_CLIENT :
+										TUNNEL_CLOSED_BY_TARGET);
 				f->out->progress = true;
 			}
 			break;
@@ -704,6 +697,7 @@ channel_pump(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool may_open,
 	out->open_released = false;
 	out->open_answered = false;
 	out->open_took_ms = -1;
+	out->open_took_us = -1;
 	out->transport_error = NULL;
 	out->forward_error[0] = '\0';
 	f->ssh = ssh;
@@ -761,8 +755,14 @@ channel_pump(TunnelChannel *f, LIBSSH2_SESSION *ssh, bool may_open,
 	{
 		tunnel_status_count_bytes(f->tunnel_counters, f->moved_in, f->moved_out);
 		tunnel_status_count_bytes(f->forward_counters, f->moved_in, f->moved_out);
+		tunnel_client_count_bytes(f->record, f->moved_in, f->moved_out);
 		f->moved_in = f->moved_out = 0;
 	}
+	tunnel_client_set_state(f->record,
+							f->phase == CHANNEL_WAITING ? TUNNEL_CLIENT_WAITING :
+							f->phase == CHANNEL_CLOSING ? TUNNEL_CLIENT_CLOSING :
+							f->client_eof || f->remote_eof ?
+							TUNNEL_CLIENT_HALF_CLOSED : TUNNEL_CLIENT_OPEN);
 
 	if (f->phase == CHANNEL_CLOSING)
 		alive = !step_close(f);
@@ -789,6 +789,7 @@ channel_destroy(TunnelChannel *f)
 	if (f->channel)
 		channel_gone(f);
 	close_client(f);
+	tunnel_client_end(f->record);
 	tunnel_status_count_connection(f->tunnel_counters, -1);
 	tunnel_status_forward_connection_ended(f->forward_slot);
 	pfree(f->up.data);
@@ -822,6 +823,12 @@ channel_open_since(TunnelChannel *f)
 	return f->open_since;
 }
 
+TunnelClient *
+channel_client(TunnelChannel *f)
+{
+	return f->record;
+}
+
 const char *
 channel_remote_host(TunnelChannel *f)
 {
@@ -852,6 +859,9 @@ channel_give_up(TunnelChannel *f, bool session_ready, char *error,
 				 f->remote_host, f->remote_port, tunnel_connect_timeout);
 		tunnel_status_forward_error(f->forward_slot, error);
 	}
+	tunnel_client_not_opened(f->record, session_ready ? TUNNEL_OPEN_TIMEOUT :
+							 TUNNEL_OPEN_NO_SESSION, error);
+	tunnel_client_closed_by(f->record, TUNNEL_CLOSED_BY_TUNNEL);
 	close_client(f);
 	f->client_eof = true;
 }

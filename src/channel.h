@@ -35,6 +35,7 @@ typedef struct ChannelOutcome
 	bool		open_released;	/* it gave the open slot back */
 	bool		open_answered;	/* the bastion answered its open */
 	long		open_took_ms;	/* it opened, after this long; else -1 */
+	int64		open_took_us;	/* the same, finer, for its client's record */
 	const char *transport_error;	/* the SSH session failed (libssh2's words) */
 	char		forward_error[TUNNEL_ERROR_MAXLEN]; /* its target failed; else "" */
 } ChannelOutcome;
@@ -83,6 +84,10 @@ extern TimestampTz channel_waiting_since(TunnelChannel *f);
 
 /* When the channel's pending open was sent (0: none pending). */
 extern TimestampTz channel_open_since(TunnelChannel *f);
+
+/* Its client's record (clients.h). */
+struct TunnelClient;
+extern struct TunnelClient *channel_client(TunnelChannel *f);
 
 /* Where the channel leads. */
 extern const char *channel_remote_host(TunnelChannel *f);

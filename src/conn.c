@@ -45,6 +45,7 @@
 #include "utils/timestamp.h"
 
 #include "channel.h"
+#include "clients.h"
 #include "conn.h"
 #include "connect.h"
 #include "settings.h"
@@ -104,11 +105,19 @@ tunnel_conn_close(TunnelConn *s, bool polite, bool spare_waiting)
 	dlist_init(&spared);
 	dlist_foreach_modify(iter, &s->channels)
 	{
+		TunnelChannel *f = channel_from_node(iter.cur);
+
 		dlist_delete(iter.cur);
-		if (spare_waiting && channel_waits_for_session(channel_from_node(iter.cur)))
+		if (spare_waiting && channel_waits_for_session(f))
 			dlist_push_tail(&spared, iter.cur);
 		else
-			channel_destroy(channel_from_node(iter.cur));
+		{
+			/* An impolite close is the session's failure, not ours. */
+			if (!polite)
+				tunnel_client_closed_by(channel_client(f),
+										TUNNEL_CLOSED_BY_BASTION);
+			channel_destroy(f);
+		}
 	}
 	s->keepalive = NULL;
 	s->keepalive_phase = KEEPALIVE_NONE;
@@ -278,6 +287,7 @@ tunnel_conn_move_connection(TunnelConn *s, TunnelConn *to)
 			continue;
 		dlist_delete(iter.cur);
 		channel_move(f, &to->turn, to);
+		tunnel_client_moved(channel_client(f), to->lane);
 		dlist_push_tail(&to->channels, iter.cur);
 	}
 	to->phase = CONN_READY;
@@ -517,7 +527,11 @@ run_channel(TunnelConn *s, TunnelChannel *f, bool *progress)
 	if (out.open_released)
 		open_released(s);
 	if (out.open_took_ms >= 0)
+	{
 		s->ops->open_took(s->owner, s, out.open_took_ms);
+		tunnel_client_opened(channel_client(f), s->connect.host,
+							 s->connect.port, s->lane, out.open_took_us);
+	}
 	if (out.open_answered)
 		s->ops->open_answered(s->owner, s, f);
 	if (out.forward_error[0] != '\0')

@@ -140,6 +140,7 @@ struct TunnelConn
 	dlist_node	owner_node;
 	TimestampTz idle_since;
 	bool		retiring;		/* a previous login: takes no new opens */
+	int			lane;			/* 0: the tunnel's own; else an extra one's number */
 	List	   *login_targets;	/* of TunnelLoginTarget (lanes.c) */
 
 	/* private */

@@ -155,8 +155,20 @@ tunnel_lanes_add(TunnelPool *p)
 {
 	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(p));
 	TunnelConn *lane = tunnel_conn_create(p->def, p, p->ops);
+	dlist_iter	iter;
+	bool		taken;
 
 	MemoryContextSwitchTo(old);
+	/* The smallest number no other lane has: lanes come and go. */
+	lane->lane = 0;
+	do
+	{
+		lane->lane++;
+		taken = false;
+		dlist_foreach(iter, &p->lanes)
+			if (dlist_container(TunnelConn, owner_node, iter.cur)->lane == lane->lane)
+				taken = true;
+	} while (taken);
 	dlist_push_tail(&p->lanes, &lane->owner_node);
 	p->nlanes++;
 	tunnel_status_set_extra_sessions(p->slot, p->nlanes);

@@ -29,6 +29,7 @@
 #include "pool.h"
 #include "pool_state.h"
 #include "settings.h"
+#include "stats.h"
 #include "tunnel_limits.h"
 
 /* A host key that could not be written is tried again after this. */
@@ -378,7 +379,10 @@ connection_ended(TunnelPool *p, TunnelConn *c, const TunnelConnEnd *e)
 	log_end(p, e, delay_ms);
 
 	if (e->was_ready)
+	{
 		p->lost_at = now;
+		tunnel_stats_session_down(tunnel_status_stats(p->slot));
+	}
 	dlist_foreach(iter, &p->lanes)
 		tunnel_lanes_return_waiting(p, dlist_container(TunnelConn, owner_node, iter.cur));
 	tunnel_lanes_drop_all(p, true);
@@ -577,6 +581,7 @@ pool_logged_in(void *owner, TunnelConn *c)
 				 strchr(tunnel_pool_bastion(p)->host, ':') ? "[%s]:%d" : "%s:%d",
 				 tunnel_pool_bastion(p)->host, tunnel_pool_bastion(p)->port);
 		tunnel_status_set_serving(p->slot, serving);
+		tunnel_stats_session_up(tunnel_status_stats(p->slot), serving);
 	}
 	p->penalised = false;
 	tunnel_lanes_note_login(p, c);
@@ -760,6 +765,7 @@ tunnel_pool_destroy(TunnelPool *p)
 {
 	tunnel_lanes_drop_all(p, false);
 	tunnel_conn_destroy(p->conn);
+	tunnel_stats_session_down(tunnel_status_stats(p->slot));
 	tunnel_status_set_methods(p->slot, NULL);
 	tunnel_lanes_forget(p);
 	pfree(p);

@@ -33,6 +33,8 @@ int			tunnel_connect_timeout = 10;
 int			tunnel_reconnect_max_delay = 30;
 int			tunnel_max_tunnels = 1000;
 int			tunnel_max_forwards = 4000;
+int			tunnel_max_tracked_connections = 2000;
+bool		tunnel_log_connections = false;
 int			tunnel_max_extra_sessions = 4;
 int			tunnel_window_budget = 32 * 1024;
 bool		tunnel_bulk_keystream = false;
@@ -227,6 +229,23 @@ tunnel_settings_define(void)
 							restart,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tunnel_ssh.max_tracked_connections",
+							"Maximum number of client connections tunnel_connections() can list.",
+							"Connections beyond it are forwarded, logged and counted as any other, but not listed.",
+							&tunnel_max_tracked_connections,
+							2000, 0, 1000000,
+							restart,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("tunnel_ssh.log_connections",
+							 "Logs each connection through a tunnel: its arrival, its channel's opening, its end.",
+							 "Each line names the tunnel, the target and the client's process id.",
+							 &tunnel_log_connections,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("tunnel_ssh.ciphers",
 							   "Ciphers offered to bastions, in order of preference.",

@@ -26,6 +26,8 @@ extern int	tunnel_connect_timeout;		/* seconds */
 extern int	tunnel_reconnect_max_delay;	/* seconds */
 extern int	tunnel_max_tunnels;
 extern int	tunnel_max_forwards;
+extern int	tunnel_max_tracked_connections;
+extern bool tunnel_log_connections;
 extern int	tunnel_max_extra_sessions;
 extern int	tunnel_window_budget;	/* kB */
 extern bool tunnel_bulk_keystream;

@@ -28,6 +28,7 @@
 
 #include "methods.h"
 #include "settings.h"
+#include "stats.h"
 #include "status.h"
 #include "tunnel_limits.h"
 
@@ -59,6 +60,7 @@ struct TunnelStatusSlot
 	char		serving[TUNNEL_HOST_MAXLEN + 9];	/* "host:port", or "" */
 	int			nbastions;
 	TunnelBastionStatus bastions[TUNNEL_STATUS_MAX_BASTIONS];
+	TunnelStats *stats;			/* the worker's pin of its statistics */
 
 	pg_atomic_uint64 attempts;
 	TunnelCounters counters;
@@ -76,6 +78,7 @@ struct TunnelForwardSlot
 	char		tunnel[TUNNEL_NAME_MAXLEN + 1];
 	char		remote_host[TUNNEL_HOST_MAXLEN + 1];
 	char		last_error[TUNNEL_ERROR_MAXLEN];
+	TunnelStats *stats;			/* the worker's pin of its statistics */
 
 	TunnelCounters counters;
 };
@@ -303,6 +306,7 @@ tunnel_status_acquire(const char *name)
 		slot->serving[0] = '\0';
 		slot->nbastions = 0;
 		memset(slot->bastions, 0, sizeof(slot->bastions));
+		slot->stats = NULL;
 		SpinLockRelease(&slot->mutex);
 		pg_atomic_write_u64(&slot->attempts, 0);
 		reset_counters(&slot->counters);
@@ -319,6 +323,8 @@ tunnel_status_release(TunnelStatusSlot *slot)
 	SpinLockAcquire(&slot->mutex);
 	slot->in_use = false;
 	SpinLockRelease(&slot->mutex);
+	tunnel_stats_unpin(slot->stats);
+	slot->stats = NULL;
 }
 
 /* A restarted worker starts from a clean table. */
@@ -335,8 +341,17 @@ tunnel_status_release_all(void)
 		SpinLockAcquire(&fs->mutex);
 		fs->in_use = false;
 		fs->retired = false;
+		fs->stats = NULL;
 		SpinLockRelease(&fs->mutex);
 	}
+	tunnel_stats_unpin_all();
+}
+
+static void
+forward_unpin_stats(TunnelForwardSlot *fs)
+{
+	tunnel_stats_unpin(fs->stats);
+	fs->stats = NULL;
 }
 
 TunnelForwardSlot *
@@ -358,6 +373,7 @@ tunnel_status_forward_acquire(const char *tunnel, int local_port)
 		strlcpy(fs->tunnel, tunnel, sizeof(fs->tunnel));
 		fs->remote_host[0] = '\0';
 		fs->last_error[0] = '\0';
+		fs->stats = NULL;
 		SpinLockRelease(&fs->mutex);
 		reset_counters(&fs->counters);
 		return fs;
@@ -382,6 +398,8 @@ tunnel_status_forward_release(TunnelForwardSlot *fs)
 	else
 		fs->in_use = false;
 	SpinLockRelease(&fs->mutex);
+	if (!fs->in_use)
+		forward_unpin_stats(fs);
 }
 
 void
@@ -397,6 +415,8 @@ tunnel_status_forward_connection_ended(TunnelForwardSlot *fs)
 		fs->in_use = false;
 	}
 	SpinLockRelease(&fs->mutex);
+	if (!fs->in_use)
+		forward_unpin_stats(fs);
 }
 
 void
@@ -409,6 +429,7 @@ tunnel_status_forward_set_target(TunnelForwardSlot *fs, const char *remote_host,
 	strlcpy(fs->remote_host, remote_host, sizeof(fs->remote_host));
 	fs->remote_port = remote_port;
 	SpinLockRelease(&fs->mutex);
+	tunnel_stats_set_target(fs->stats, remote_host, remote_port);
 }
 
 void
@@ -436,6 +457,39 @@ tunnel_status_forward_error(TunnelForwardSlot *fs, const char *error)
 	strlcpy(fs->last_error, error, sizeof(fs->last_error));
 	fs->error_at = GetCurrentTimestamp();
 	SpinLockRelease(&fs->mutex);
+}
+
+/*
+ * The statistics of a tunnel, pinned for as long as its slot lives: taken
+ * when first asked for, since a tunnel that is never used needs none.
+ */
+TunnelStats *
+tunnel_status_stats(TunnelStatusSlot *slot)
+{
+	if (slot == NULL)
+		return NULL;
+	if (slot->stats == NULL)
+		slot->stats = tunnel_stats_pin(slot->name, 0);
+	return slot->stats;
+}
+
+TunnelStats *
+tunnel_status_forward_stats(TunnelForwardSlot *fs)
+{
+	if (fs == NULL)
+		return NULL;
+	if (fs->stats == NULL)
+	{
+		fs->stats = tunnel_stats_pin(fs->tunnel, fs->local_port);
+		tunnel_stats_set_target(fs->stats, fs->remote_host, fs->remote_port);
+	}
+	return fs->stats;
+}
+
+int
+tunnel_status_forward_local_port(TunnelForwardSlot *fs)
+{
+	return fs ? fs->local_port : 0;
 }
 
 TunnelCounters *

@@ -120,6 +120,12 @@ extern void tunnel_status_forward_set_listening(TunnelForwardSlot *fs,
 extern void tunnel_status_forward_error(TunnelForwardSlot *fs,
 										const char *error);
 
+/* The cumulative statistics (stats.h) of a tunnel, of a forward. */
+struct TunnelStats;
+extern struct TunnelStats *tunnel_status_stats(TunnelStatusSlot *slot);
+extern struct TunnelStats *tunnel_status_forward_stats(TunnelForwardSlot *fs);
+extern int	tunnel_status_forward_local_port(TunnelForwardSlot *fs);
+
 /* Connection and byte counters; NULL is accepted and ignored. */
 extern TunnelCounters *tunnel_status_counters(TunnelStatusSlot *slot);
 extern TunnelCounters *tunnel_status_forward_counters(TunnelForwardSlot *fs);

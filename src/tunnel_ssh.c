@@ -15,9 +15,13 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
 #include "catalog.h"
+#include "clients.h"
 #include "settings.h"
+#include "stats.h"
 #include "status.h"
 #include "worker.h"
 
@@ -28,6 +32,7 @@
 PG_MODULE_MAGIC;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
 
@@ -37,6 +42,19 @@ request_shmem(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	tunnel_status_request_shmem();
+	RequestAddinShmemSpace(tunnel_stats_shmem_size());
+	RequestAddinShmemSpace(tunnel_clients_shmem_size());
+}
+
+static void
+startup_shmem(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	tunnel_stats_shmem_init();
+	tunnel_clients_shmem_init();
+	LWLockRelease(AddinShmemInitLock);
 }
 
 void
@@ -52,6 +70,8 @@ _PG_init(void)
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = request_shmem;
 	tunnel_status_install_hooks();
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = startup_shmem;
 	catalog_install_hooks();
 	tunnel_worker_register();
 }

@@ -36,6 +36,7 @@
 
 #include "catalog.h"
 #include "channel.h"
+#include "clients.h"
 #include "conn.h"
 #include "forwards.h"
 #include "hostkeys.h"
@@ -730,6 +731,7 @@ tunnel_worker_main(Datum main_arg)
 	bound_address = tunnel_forwards_listen_settings(worker_cxt);
 	tunnel_pool_set_lookup(pool_of);
 	tunnel_status_release_all();
+	tunnel_clients_reset();
 	tunnel_status_set_worker_latch(MyLatch);
 	before_shmem_exit(worker_exit, (Datum) 0);
 

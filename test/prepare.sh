@@ -8,7 +8,10 @@
 # installed major.  Sets $user, and exports PG_CONFIG for the suites.
 prepare_machine() {
   local need=(libssh2-1-dev libssl-dev openssh-server openssh-client procps
-              iproute2 make gcc pkg-config gdb strace tinyproxy "$@")
+              iproute2 make gcc pkg-config gdb strace tinyproxy
+              prometheus-postgres-exporter curl "$@")
+  # postgres_exporter and curl: test/connections.sh runs
+  # test/tunnel_ssh_exporter.yaml with it and scrapes it.
   # SOCKS5 for test/proxy.sh: dante, which Debian 13 dropped; microsocks there.
   if grep -q '^VERSION_CODENAME=trixie$' /etc/os-release; then need+=(microsocks); else need+=(dante-server); fi
   [ -n "${PG_CONFIG:-}" ] || need+=(postgresql postgresql-server-dev-all)
@@ -21,10 +24,22 @@ prepare_machine() {
     echo "# installing ${#missing[@]} Debian packages with apt-get (first run only, about a minute; log in /tmp/tunnel_ssh_apt.log): ${missing[*]}"
     # A run cut short during an install leaves dpkg half-done.
     DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
+    # The packages' own services (a PostgreSQL cluster, sshd on port 22,
+    # postgres_exporter on 9187) are not ours to start: the suites start
+    # what they need on loopback and stop it.  policy-rc.d tells Debian's
+    # maintainer scripts not to start them (on a machine that runs systemd).
+    local policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\n# tunnel_ssh test/prepare.sh: no service starts while it installs\nexit 101\n' > "$policy"
+      chmod 755 "$policy"
+    fi
     if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"; } > /tmp/tunnel_ssh_apt.log 2>&1; then
+      [ -z "$policy" ] || rm -f "$policy"
       tail -n 30 /tmp/tunnel_ssh_apt.log
       return 1
     fi
+    [ -z "$policy" ] || rm -f "$policy"
     echo "# installed"
   fi
 

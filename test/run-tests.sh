@@ -11,7 +11,7 @@
 # release run in a chroot by test/platform.sh (default: "native trixie forky
 # harness").  PG_CONFIG selects the PostgreSQL installation.
 set -euo pipefail
-SUITES="e2e topology day2 cert faults failover isolation security dba proxy durability scale soak"
+SUITES="e2e topology day2 cert faults failover isolation security dba proxy connections durability scale soak"
 # What the chroots run by default: the long durability, scale and soak
 # suites run here only.  Debian testing has the same libssh2 as Debian 13
 # (1.11.1), so it runs only the suites whose checks depend on what differs
@@ -22,7 +22,7 @@ SUITES="e2e topology day2 cert faults failover isolation security dba proxy dura
 CHROOT_SUITES="regress e2e topology day2 cert faults failover isolation security dba proxy"
 chroot_suites() {  # release
   case $1 in
-    forky) echo "regress e2e day2 cert security dba proxy" ;;
+    forky) echo "regress e2e day2 cert security dba proxy connections" ;;
     *) echo "$CHROOT_SUITES" ;;
   esac
 }
