@@ -326,12 +326,6 @@ write_client(TunnelChannel *f)
 	}
 }
 
-/*
- * Has a client at EOF closed its socket for good, rather than only its
- * sending side (shutdown(SHUT_WR), after which it still reads)?  A Unix
- * socket says so (POLLHUP: no peer any more), as does a TCP socket the
- * client reset; a TCP FIN looks the same either way.
- */
 static short
 client_poll(TunnelChannel *f, short events)
 {
@@ -340,6 +334,12 @@ client_poll(TunnelChannel *f, short events)
 	return poll(&pfd, 1, 0) == 1 ? pfd.revents : 0;
 }
 
+/*
+ * Has a client at EOF closed its socket for good, rather than only its
+ * sending side (shutdown(SHUT_WR), after which it still reads)?  A Unix
+ * socket says so (POLLHUP: no peer any more), as does a TCP socket the
+ * client reset; a TCP FIN looks the same either way.
+ */
 static bool
 client_gone(TunnelChannel *f)
 {
